@@ -1,0 +1,4 @@
+from mig_ray.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The `mig-ray` command line: a thin shell over mig_ray.selection."""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from mig_ray.embeddings import DEFAULT_MODEL
+from mig_ray.pools.rejects import PoolError
+
+app = typer.Typer(
+    help="MIG data selection for instruction tuning: pick the subset of a pool that carries the most "
+    "information in a semantic label graph.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_USAGE = 2
+
+
+class PropagationMode(StrEnum):
+    target = "target"
+    source = "source"
+
+
+class PhiFamily(StrEnum):
+    pow = "pow"
+    exp = "exp"
+
+
+class GainMode(StrEnum):
+    gradient = "gradient"
+    exact = "exact"
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _print_summary(s: dict) -> None:
+    c, sec = s["counts"], s["seconds"]
+    typer.echo(
+        f"selected {c['selected']} of {c['selectable']} selectable records "
+        f"(read {c['read']}, rejected {c['rejected']}, no valid label {c['no_valid_label']})"
+    )
+    typer.echo(f"information: {s['information']['selected']:.6g} (gain {s['information']['gain']:.6g} "
+               "over the empty set)")
+    typer.echo("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sec.items()))
+    out = s["outputs"]
+    typer.echo(f"output:   {out['selected']}\nmanifest: {out['manifest']}\nrejects:  {out['rejects']}\n"
+               f"summary:  {out['summary']}")
+
+
+def _run(**kwargs) -> dict:
+    from mig_ray.config import SelectConfig
+    from mig_ray.selection import run_select
+
+    try:
+        cfg = SelectConfig(**kwargs)
+    except ValidationError as e:
+        _fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors()))
+    try:
+        summary = run_select(cfg)
+    except PoolError as e:
+        _fail(str(e))
+    _print_summary(summary)
+    return summary
+
+
+@app.command()
+def select(
+    pool: Annotated[Path, typer.Argument(help="Annotated pool: .jsonl (one record per line) or .parquet.")],
+    n: Annotated[int, typer.Option("-n", "--n", help="How many samples to select (K).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Selected records, in selection order "
+                                      "(.jsonl or .parquet). Beside it: <stem>.manifest.jsonl, "
+                                      "<stem>.rejects.jsonl, <stem>.summary.json.")],
+    valid_tags: Annotated[Path | None, typer.Option(help="Keep only these labels: a JSON list or one "
+                                                     "tag per line (e.g. the released Tulu3 list).")] = None,
+    embedding_model: Annotated[str, typer.Option(help="Local sentence-transformers folder for label "
+                                                 "embeddings; the default is the bundled offline "
+                                                 "all-MiniLM-L6-v2.")] = DEFAULT_MODEL,
+    label_embeddings: Annotated[Path | None, typer.Option(help=".npz with `labels` (str [L]) and "
+                                                          "`embeddings` (float [L,d]); skips the "
+                                                          "model.")] = None,
+    sim_threshold: Annotated[float, typer.Option(help="Cosine threshold T for label-graph edges. "
+                                                 "Model-relative: 0.9 leaves most MiniLM labels "
+                                                 "isolated.")] = 0.9,
+    target_degree: Annotated[float | None, typer.Option(help="Choose the threshold that gives this "
+                                                        "mean degree (overrides --sim-threshold).")] = None,
+    prop_weight: Annotated[float, typer.Option(help="Weight alpha of off-diagonal edges in "
+                                               "propagation.")] = 1.0,
+    propagation: Annotated[PropagationMode, typer.Option(help="target: P = W'/colsum (released code); "
+                                                         "source: P = W'/rowsum (each label spreads "
+                                                         "one unit).")] = PropagationMode.target,
+    phi: Annotated[PhiFamily, typer.Option(help="Concave phi: pow (x+a)^b or exp "
+                                           "1-exp(-alpha x).")] = PhiFamily.pow,
+    phi_a: Annotated[float, typer.Option(help="a of phi pow.")] = 1e-6,
+    phi_b: Annotated[float, typer.Option(help="b of phi pow (0 < b < 1).")] = 0.8,
+    phi_alpha: Annotated[float, typer.Option(help="alpha of phi exp.")] = 1.0,
+    norm: Annotated[bool, typer.Option(help="Spread a sample's score over its labels (s/|L|) instead of "
+                                       "s on each label.")] = False,
+    gain: Annotated[GainMode, typer.Option(help="gradient: phi'(x)·ê (paper); exact: "
+                                           "E(D+i) - E(D).")] = GainMode.gradient,
+    shards: Annotated[int, typer.Option(help="Shard actors for distributed selection "
+                                        "(1: in process).")] = 1,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto' or an address); "
+                                                    "default starts a local one.")] = None,
+    labels_field: Annotated[str | None, typer.Option(help="Dotted path to the label list (default "
+                                                     "annotation.instag.content).")] = None,
+    score_field: Annotated[str | None, typer.Option(help="Dotted path to a numeric score (default: "
+                                                    "mean over turns of annotation.deita quality x "
+                                                    "complexity).")] = None,
+    id_field: Annotated[str | None, typer.Option(help="Dotted path to the record id (default _id, then "
+                                                 "id, else a content hash).")] = None,
+    strict: Annotated[bool, typer.Option(help="Stop at the first bad record (exit 2) instead of "
+                                         "quarantining it.")] = False,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+) -> None:
+    """Select the N most informative samples of an annotated POOL (MIG greedy, exact)."""
+    _run(pool=pool, n=n, out=out, valid_tags=valid_tags, embedding_model=embedding_model,
+         label_embeddings=label_embeddings, sim_threshold=sim_threshold, target_degree=target_degree,
+         prop_weight=prop_weight, propagation=propagation.value, phi=phi.value, phi_a=phi_a, phi_b=phi_b,
+         phi_alpha=phi_alpha, norm=norm, gain=gain.value, shards=shards, ray_address=ray_address,
+         labels_field=labels_field, score_field=score_field, id_field=id_field, strict=strict,
+         progress=progress)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where to write the demo "
+                                          "output.")] = Path("demo_out"),
+    n: Annotated[int, typer.Option("-n", help="How many samples to select.")] = 30,
+) -> None:
+    """Select from the bundled demo pool (synthetic, see mig_ray/demo/README.md) with the defaults."""
+    pool = Path(str(resources.files("mig_ray") / "demo" / "demo_pool.jsonl"))
+    _run(pool=pool, n=n, out=out_dir / "selected.jsonl", target_degree=5.0)
+
+
+def main() -> None:
+    try:
+        app()
+    except PoolError as e:  # raised outside a command body
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(EXIT_USAGE)

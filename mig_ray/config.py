@@ -1,0 +1,60 @@
+"""Typed configuration of a selection run; the resolved values are echoed into the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mig_ray.embeddings import DEFAULT_MODEL
+
+
+class SelectConfig(BaseModel):
+    """Everything `mig-ray select` needs; defaults follow the paper's released runs."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pool: Path
+    n: int = Field(gt=0, description="number of samples to select")
+    out: Path
+    valid_tags: Path | None = None
+    embedding_model: str = DEFAULT_MODEL
+    label_embeddings: Path | None = None
+    embedding_batch_size: int = Field(256, gt=0)
+    sim_threshold: float = Field(0.9, ge=-1.0, le=1.0)
+    target_degree: float | None = Field(None, gt=0)
+    prop_weight: float = Field(1.0, ge=0.0)
+    propagation: Literal["target", "source"] = "target"
+    phi: Literal["pow", "exp"] = "pow"
+    phi_a: float = Field(1e-6, gt=0)
+    phi_b: float = Field(0.8, gt=0, lt=1)
+    phi_alpha: float = Field(1.0, gt=0)
+    norm: bool = False
+    gain: Literal["gradient", "exact"] = "gradient"
+    shards: int = Field(1, ge=1)
+    ray_address: str | None = None
+    labels_field: str | None = None
+    score_field: str | None = None
+    id_field: str | None = None
+    strict: bool = False
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _outputs_not_input(self) -> SelectConfig:
+        pool = self.pool.expanduser().resolve()
+        for p in output_paths(self.out).values():
+            if p.expanduser().resolve() == pool:
+                raise ValueError(f"output {p} would overwrite the input pool {self.pool}")
+        return self
+
+
+def output_paths(out: Path) -> dict[str, Path]:
+    """OUT plus its sidecars: <stem>.manifest.jsonl, <stem>.rejects.jsonl, <stem>.summary.json."""
+    stem = out.with_suffix("")
+    return {
+        "selected": out,
+        "manifest": stem.with_name(stem.name + ".manifest.jsonl"),
+        "rejects": stem.with_name(stem.name + ".rejects.jsonl"),
+        "summary": stem.with_name(stem.name + ".summary.json"),
+    }

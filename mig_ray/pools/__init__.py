@@ -1,0 +1,1 @@
+"""Reading and writing pools: layouts, ids, rejects."""

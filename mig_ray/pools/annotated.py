@@ -1,0 +1,203 @@
+"""Read an annotated pool (labels + score per record) from JSONL or Parquet into flat arrays.
+
+Only what selection needs is kept (id, score, label codes, where the record lives in the file);
+records themselves stay on disk and are copied unchanged at write time.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from mig_ray.pools.fields import FieldSpec
+from mig_ray.pools.rejects import BadRecord, PoolError, Rejects
+
+
+@dataclass
+class AnnotatedPool:
+    path: Path
+    format: str  # "jsonl" | "parquet"
+    ids: list[str]
+    scores: np.ndarray  # float64 [N]
+    label_indptr: np.ndarray  # int64 [N+1]
+    label_codes: np.ndarray  # int32: indices into `vocab`
+    vocab: list[str]  # valid labels in first-seen order
+    locations: np.ndarray  # int64: byte offset (jsonl) or row index (parquet)
+    lines: np.ndarray  # int64: 1-based line (jsonl) or row (parquet) number
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def labels_of(self, i: int) -> list[str]:
+        return [self.vocab[c] for c in self.label_codes[self.label_indptr[i]:self.label_indptr[i + 1]]]
+
+    def node_labels(self) -> tuple[list[str], np.ndarray]:
+        """Sorted distinct labels carried by the pool, and label_codes remapped to that order."""
+        used = np.zeros(len(self.vocab), dtype=bool)
+        used[self.label_codes] = True
+        names = sorted(self.vocab[i] for i in np.flatnonzero(used))
+        rank = {name: r for r, name in enumerate(names)}
+        remap = np.array([rank.get(v, -1) for v in self.vocab], dtype=np.int64)
+        return names, remap[self.label_codes] if len(self.label_codes) else np.zeros(0, np.int64)
+
+
+def load_valid_tags(path: str | Path) -> set[str]:
+    """A JSON list of tags, or a text file with one tag per line."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    if p.suffix == ".json":
+        try:
+            tags = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PoolError(f"{p}:{e.lineno}: valid-tags file is not valid JSON ({e.msg})") from e
+        if isinstance(tags, dict):
+            tags = list(tags)
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise PoolError(f"{p}: valid-tags JSON must be a list of strings")
+        return set(tags)
+    return {line.strip() for line in text.splitlines() if line.strip()}
+
+
+class _Builder:
+    """Accumulates accepted records into compact arrays."""
+
+    def __init__(self, spec: FieldSpec, valid: set[str] | None, rejects: Rejects, file: str, where: str):
+        self.spec, self.valid, self.rejects, self.file, self.where = spec, valid, rejects, file, where
+        self.ids: list[str] = []
+        self.first_line: dict[str, int] = {}
+        self.scores = array("d")
+        self.indptr = array("q", [0])
+        self.codes = array("i")
+        self.vocab: dict[str, int] = {}
+        self.locations = array("q")
+        self.lines = array("q")
+        self.n_read = 0
+        self.no_valid_label = 0
+        self.dropped_labels = 0
+
+    def add(self, rec: object, line: int, location: int, raw: object) -> None:
+        self.n_read += 1
+        try:
+            if not isinstance(rec, dict):
+                raise BadRecord("record is not a JSON object")
+            spec = self.spec
+            rid = spec.record_id(rec)
+            score = spec.score(rec)
+            labels = spec.labels(rec)
+            first = self.first_line.get(rid)
+            if first is not None:
+                raise BadRecord(f"duplicate id: {rid!r} (first at {self.where} {first})")
+        except BadRecord as e:
+            self.rejects.add(self.file, line, e.reason, raw, self.where)
+            return
+        self.first_line[rid] = line
+        valid, vocab, codes = self.valid, self.vocab, self.codes
+        kept = 0
+        for t in labels:
+            if valid is not None and t not in valid:
+                self.dropped_labels += 1
+                continue
+            c = vocab.get(t)
+            if c is None:
+                c = vocab[t] = len(vocab)
+            codes.append(c)
+            kept += 1
+        if kept == 0:
+            self.no_valid_label += 1
+        self.indptr.append(len(codes))
+        self.ids.append(rid)
+        self.scores.append(score)
+        self.locations.append(location)
+        self.lines.append(line)
+
+    def finish(self, path: Path, fmt: str, blank: int) -> AnnotatedPool:
+        counts = {
+            "read": self.n_read,
+            "blank_lines": blank,
+            "rejected": self.rejects.count,
+            "selectable": len(self.ids),
+            "no_valid_label": self.no_valid_label,
+            "labels_dropped_by_valid_tags": self.dropped_labels,
+        }
+        return AnnotatedPool(
+            path, fmt, self.ids, np.frombuffer(self.scores, dtype=np.float64).copy(),
+            np.frombuffer(self.indptr, dtype=np.int64).copy(),
+            np.frombuffer(self.codes, dtype=np.int32).copy(), list(self.vocab),
+            np.frombuffer(self.locations, dtype=np.int64).copy(),
+            np.frombuffer(self.lines, dtype=np.int64).copy(), counts,
+        )
+
+
+def pool_format(path: Path) -> str:
+    suffixes = "".join(path.suffixes[-1:]).lower()
+    if suffixes in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if suffixes in (".parquet", ".pq"):
+        return "parquet"
+    raise PoolError(f"{path}: unknown pool format {suffixes!r} (expected .jsonl or .parquet)")
+
+
+def read_annotated(path: str | Path, spec: FieldSpec | None = None, valid_tags: set[str] | None = None,
+                   rejects: Rejects | None = None,
+                   progress: Callable[[int], None] | None = None) -> AnnotatedPool:
+    """Read a pool; bad records go to `rejects` (or raise PoolError when it is strict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PoolError(f"{path}: no such file")
+    spec = spec or FieldSpec()
+    rejects = rejects or Rejects(None)
+    fmt = pool_format(path)
+    if fmt == "jsonl":
+        return _read_jsonl(path, spec, valid_tags, rejects, progress)
+    return _read_parquet(path, spec, valid_tags, rejects, progress)
+
+
+def _read_jsonl(path, spec, valid, rejects, progress) -> AnnotatedPool:
+    b = _Builder(spec, valid, rejects, str(path), "line")
+    offset = 0
+    blank = 0
+    loads = orjson.loads
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            start = offset
+            offset += len(raw)
+            if progress is not None and lineno % 65536 == 0:
+                progress(offset)
+            if not raw.strip():
+                blank += 1
+                continue
+            try:
+                rec = loads(raw)
+            except orjson.JSONDecodeError as e:
+                b.n_read += 1
+                rejects.add(str(path), lineno, f"invalid JSON: {e}", raw)
+                continue
+            b.add(rec, lineno, start, raw)
+    if progress is not None:
+        progress(offset)
+    return b.finish(path, "jsonl", blank)
+
+
+def _read_parquet(path, spec, valid, rejects, progress) -> AnnotatedPool:
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a broken file
+        raise PoolError(f"{path}: not a readable Parquet file ({e})") from e
+    b = _Builder(spec, valid, rejects, str(path), "row")
+    row = 0
+    for batch in pf.iter_batches(batch_size=65536):
+        for rec in batch.to_pylist():
+            row += 1
+            b.add(rec, row, row - 1, rec)
+        if progress is not None:
+            progress(row)
+    return b.finish(path, "parquet", 0)

@@ -1,0 +1,129 @@
+"""Field access on records: dotted paths, the released annotated layout, ids and label/score checks."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from mig_ray.pools.rejects import BadRecord
+
+RELEASED_LABELS = "annotation.instag.content"
+RELEASED_SCORE = "annotation.deita"
+_MISSING = object()
+
+
+def split_path(path: str) -> tuple[str | int, ...]:
+    """'a.b.0.c' -> ('a', 'b', 0, 'c'); integer parts index lists."""
+    if not path or any(p == "" for p in path.split(".")):
+        raise ValueError(f"bad dotted field path {path!r}")
+    return tuple(int(p) if p.isdigit() else p for p in path.split("."))
+
+
+def get_path(rec: Any, parts: tuple[str | int, ...]) -> Any:
+    cur = rec
+    for p in parts:
+        if isinstance(p, int) and isinstance(cur, list):
+            if p >= len(cur):
+                return _MISSING
+            cur = cur[p]
+        elif isinstance(cur, dict):
+            cur = cur.get(p, _MISSING)
+            if cur is _MISSING:
+                return _MISSING
+        else:
+            return _MISSING
+    return cur
+
+
+def _number(v: Any) -> bool:
+    return type(v) is float or type(v) is int
+
+
+def check_score(s: float, name: str) -> float:
+    if not math.isfinite(s):
+        raise BadRecord(f"score not finite: {name} = {s}")
+    if s < 0:
+        raise BadRecord(f"score negative: {name} = {s}")
+    return float(s)
+
+
+def released_score(rec: dict) -> float:
+    """mean over turns of quality x complexity, from annotation.deita."""
+    deita = get_path(rec, ("annotation", "deita"))
+    if deita is _MISSING or deita is None:
+        raise BadRecord("missing score: annotation.deita")
+    if not isinstance(deita, dict):
+        raise BadRecord("score not numeric: annotation.deita is not an object")
+    q = deita.get("quality_scores")
+    c = deita.get("complexity_scores")
+    if not isinstance(q, list) or not isinstance(c, list):
+        raise BadRecord("missing score: annotation.deita.quality_scores/complexity_scores must be lists")
+    if len(q) == 0 or len(q) != len(c):
+        raise BadRecord(f"score not numeric: annotation.deita has {len(q)} quality and {len(c)} "
+                        "complexity scores (need the same, non-zero number)")
+    if not all(_number(v) for v in q) or not all(_number(v) for v in c):
+        raise BadRecord("score not numeric: annotation.deita scores must be numbers")
+    total = 0.0
+    for qi, ci in zip(q, c, strict=True):
+        total += qi * ci
+    return check_score(total / len(q), "annotation.deita")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """Where a record keeps its id, labels and score (None: the released annotated layout)."""
+
+    labels_field: str | None = None
+    score_field: str | None = None
+    id_field: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_labels", split_path(self.labels_field or RELEASED_LABELS))
+        object.__setattr__(self, "_score", split_path(self.score_field) if self.score_field else None)
+        object.__setattr__(self, "_id", split_path(self.id_field) if self.id_field else None)
+
+    @property
+    def labels_name(self) -> str:
+        return self.labels_field or RELEASED_LABELS
+
+    def record_id(self, rec: dict) -> str:
+        if self._id is not None:
+            v = get_path(rec, self._id)
+            if v is _MISSING or v is None:
+                raise BadRecord(f"missing id: {self.id_field}")
+        else:
+            v = rec.get("_id", _MISSING)
+            if v is _MISSING or v is None:
+                v = rec.get("id", _MISSING)
+            if v is _MISSING or v is None:
+                return content_id(rec)
+        if isinstance(v, bool) or not isinstance(v, str | int):
+            raise BadRecord(f"id not a string: {self.id_field or '_id'} = {v!r}")
+        return str(v)
+
+    def score(self, rec: dict) -> float:
+        if self._score is None:
+            return released_score(rec)
+        v = get_path(rec, self._score)
+        if v is _MISSING or v is None:
+            raise BadRecord(f"missing score: {self.score_field}")
+        if not _number(v):
+            raise BadRecord(f"score not numeric: {self.score_field} = {v!r}")
+        return check_score(v, self.score_field)
+
+    def labels(self, rec: dict) -> list[str]:
+        v = get_path(rec, self._labels)
+        if v is _MISSING or v is None:
+            raise BadRecord(f"missing labels: {self.labels_name}")
+        if not isinstance(v, list) or not all(type(t) is str for t in v):
+            raise BadRecord(f"labels not a list of strings: {self.labels_name}")
+        return v
+
+
+def content_id(rec: Any) -> str:
+    """Stable id from content: sha256 of the record as canonical JSON (sorted keys)."""
+    return hashlib.sha256(orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]

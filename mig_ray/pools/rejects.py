@@ -1,0 +1,55 @@
+"""Quarantine for bad records: every rejected record is written with where it came from and why."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+class BadRecord(Exception):
+    """A record that cannot be used; `reason` is short and names the field."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PoolError(Exception):
+    """A fatal input problem (strict mode, unreadable file); the message names file:line."""
+
+
+class Rejects:
+    """Writes `<stem>.rejects.jsonl`; in strict mode the first bad record raises PoolError instead."""
+
+    def __init__(self, path: str | Path | None, strict: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.strict = strict
+        self.count = 0
+        self.reasons: Counter[str] = Counter()
+        self._fh = open(self.path, "wb") if self.path is not None else None  # noqa: SIM115
+
+    def add(self, file: str, line: int, reason: str, raw: Any, where: str = "line") -> None:
+        if self.strict:
+            self.close()
+            raise PoolError(f"{file}:{line}: {reason}" if where == "line" else f"{file} row {line}: {reason}")
+        self.count += 1
+        self.reasons[reason.split(":")[0]] += 1
+        if self._fh is not None:
+            if isinstance(raw, bytes):
+                raw = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            rec = {"file": file, where: line, "reason": reason, "raw": raw}
+            self._fh.write(orjson.dumps(rec, default=str) + b"\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> Rejects:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
