@@ -2,8 +2,32 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import scipy.sparse as sp
+
+
+@numba.njit(cache=True)
+def _distinct_sorted_rows(indptr, cols):
+    """Per row: sort the column ids and drop repeats (rows are short: insertion sort)."""
+    out = np.empty_like(cols)
+    out_ptr = np.zeros(len(indptr), dtype=np.int64)
+    k = 0
+    for i in range(len(indptr) - 1):
+        start = k
+        for p in range(indptr[i], indptr[i + 1]):
+            c = cols[p]
+            j = k
+            while j > start and out[j - 1] > c:
+                j -= 1
+            if j > start and out[j - 1] == c:
+                continue
+            for m in range(k, j, -1):
+                out[m] = out[m - 1]
+            out[j] = c
+            k += 1
+        out_ptr[i + 1] = k
+    return out_ptr, out[:k]
 
 
 def sample_matrix(indptr: np.ndarray, label_ids: np.ndarray, scores: np.ndarray, n_labels: int,
@@ -18,13 +42,11 @@ def sample_matrix(indptr: np.ndarray, label_ids: np.ndarray, scores: np.ndarray,
     n = len(indptr) - 1
     if len(scores) != n:
         raise ValueError(f"{n} samples but {len(scores)} scores")
-    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
-    keys = np.unique(rows * max(n_labels, 1) + label_ids)  # sorted by (row, label), repeats gone
-    rows, cols = np.divmod(keys, max(n_labels, 1))
-    counts = np.bincount(rows, minlength=n)
-    data = scores[rows] / counts[rows] if norm else scores[rows]
-    out_indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=out_indptr[1:])
+    if label_ids.size and (label_ids.min() < 0 or label_ids.max() >= n_labels):
+        raise ValueError(f"label ids must lie in [0, {n_labels})")
+    out_indptr, cols = _distinct_sorted_rows(indptr, label_ids)
+    counts = np.diff(out_indptr)
+    data = np.repeat(scores / np.maximum(counts, 1) if norm else scores, counts)
     return sp.csr_matrix((data, cols, out_indptr), shape=(n, n_labels))
 
 

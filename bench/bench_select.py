@@ -1,0 +1,180 @@
+"""Selection benchmark (issue 2): Tulu3-shaped pool, single process.
+
+Measures (1) the selection phase at N = 1M, L = 4,531, K = 50K (labels known -> graph,
+propagated CSR, order returned), (2) the whole `mig-ray select` command on the same pool as a
+1M-line JSONL file (wall, peak RSS), and (3) the dense reference algorithm (rescan every remaining
+row each round) at N = 20K, L = 2K, K = 1K against the engine on the same pool, with the ratio.
+
+    python bench/bench_select.py            # writes bench/results/select-<date>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tulu3_shaped import SHARED, scores, tulu3_shaped, write_jsonl  # noqa: E402
+
+from mig_ray.embeddings import embed_labels  # noqa: E402
+from mig_ray.graph import LabelGraph  # noqa: E402
+from mig_ray.greedy import lazy_greedy  # noqa: E402
+from mig_ray.objective import Phi  # noqa: E402
+from mig_ray.vectors import propagate, sample_matrix  # noqa: E402
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def label_embeddings(tags: list[str]) -> np.ndarray:
+    cache = DATA / "tulu3_tags_minilm.npz"
+    if cache.exists():
+        with np.load(cache) as z:
+            if [str(s) for s in z["labels"]] == tags:
+                return z["embeddings"]
+    emb = embed_labels(tags, progress=False)
+    np.savez(cache, labels=np.array(tags), embeddings=emb)
+    return emb
+
+
+def pool_arrays(n: int, n_tags: int | None = None, seed: int = 0):
+    tags, indptr, codes, turns, q, c = tulu3_shaped(n, seed)
+    if n_tags is not None:  # keep only samples' tags among the first n_tags (dense-reference pool)
+        keep = codes < n_tags
+        counts = np.add.reduceat(keep.astype(np.int64), indptr[:-1]) if n else np.zeros(0)
+        codes = codes[keep]
+        indptr = np.concatenate([[0], np.cumsum(counts)])
+        tags = tags[:n_tags]
+    return tags, indptr, codes, scores(turns, q, c)
+
+
+def selection_phase(tags, emb, indptr, codes, s, k, threshold):
+    """labels known -> graph -> propagated CSR -> order; returns (order, seconds per step, graph stats)."""
+    used = np.unique(codes)
+    order_names = sorted(range(len(used)), key=lambda i: tags[used[i]])
+    node_of = np.empty(len(tags), dtype=np.int64)
+    node_of[used[order_names]] = np.arange(len(used))
+    t0 = time.perf_counter()
+    graph = LabelGraph.build([tags[u] for u in used], emb[used], threshold=threshold)
+    p = graph.propagation("target", 1.0)
+    t1 = time.perf_counter()
+    vectors = propagate(sample_matrix(indptr, node_of[codes], s, graph.n_labels), p)
+    t2 = time.perf_counter()
+    res = lazy_greedy(vectors, k, Phi())
+    t3 = time.perf_counter()
+    secs = {"graph": t1 - t0, "vectors": t2 - t1, "greedy": t3 - t2, "total": t3 - t0}
+    return res, vectors, secs, vars(graph.stats())
+
+
+def dense_reference(vectors, k: int, released_shape: bool):
+    """Dense N x L, every remaining row rescanned every round.
+
+    released_shape: what the released sampler does per round (float32, gather the remaining rows
+    with a boolean mask, then a mat-vec); otherwise a float64 mat-vec with -inf on taken rows.
+    """
+    dtype = np.float32 if released_shape else np.float64
+    ehat = vectors.toarray().astype(dtype)
+    phi = Phi()
+    x = np.zeros(ehat.shape[1], dtype=dtype)
+    left = np.ones(ehat.shape[0], dtype=bool)
+    order = []
+    t0 = time.perf_counter()
+    for _ in range(k):
+        g = phi.grad(x).astype(dtype)
+        if released_shape:
+            idx = np.flatnonzero(left)
+            i = int(idx[np.argmax(ehat[left] @ g)])
+        else:
+            gains = ehat @ g
+            gains[~left] = -np.inf
+            i = int(np.argmax(gains))
+        order.append(i)
+        left[i] = False
+        x += ehat[i]
+    return np.array(order), time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--k", type=int, default=50_000)
+    ap.add_argument("--threshold", type=float, default=0.9)
+    ap.add_argument("--skip-command", action="store_true", help="skip the whole-command run")
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    DATA.mkdir(exist_ok=True)
+    result: dict = {"date": dt.date.today().isoformat(), "machine": platform.machine(),
+                    "cpus": os.cpu_count(), "python": platform.python_version()}
+
+    tags, indptr, codes, s = pool_arrays(args.n)
+    emb = label_embeddings(tags)
+    runs = [selection_phase(tags, emb, indptr, codes, s, args.k, args.threshold) for _ in range(2)]
+    res, _, secs, stats = runs[1]
+    assert runs[0][0].order.tolist() == res.order.tolist()
+    result["selection_phase"] = {
+        "n": args.n, "labels": stats["labels"], "k": args.k, "threshold": args.threshold,
+        "graph_stats": stats, "seconds_first_run": runs[0][2], "seconds": secs,
+        "evaluations_per_round": res.evaluations / args.k, "target_seconds": 4.0,
+    }
+    # Same pool, a graph with real propagation (MiniLM at 0.9 leaves most tags isolated).
+    res_deg, vec_deg, secs_deg, stats_deg = selection_phase(tags, emb, indptr, codes, s, args.k, 0.6)
+    result["selection_phase_threshold_0.6"] = {"graph_stats": stats_deg, "seconds": secs_deg,
+                                               "nnz_per_sample": vec_deg.nnz / args.n,
+                                               "evaluations_per_round": res_deg.evaluations / args.k}
+    print(json.dumps(result["selection_phase"], indent=1), flush=True)
+
+    if not args.skip_command:
+        pool = DATA / f"tulu3_shaped_{args.n}.jsonl"
+        if not pool.exists():
+            write_jsonl(pool, args.n)
+        out = DATA / "cmd_out" / "selected.jsonl"
+        cmd = [sys.executable, "-m", "mig_ray", "select", str(pool), "-n", str(args.k), "-o", str(out),
+               "--valid-tags", str(SHARED / "valid_tags_tulu3.json"), "--no-progress"]
+        walls = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            walls.append(time.perf_counter() - t0)
+        summary = json.loads(out.with_name("selected.summary.json").read_text())
+        manifest_ids = [json.loads(line)["id"] for line in out.with_name("selected.manifest.jsonl").open()]
+        same = manifest_ids == [f"s{i:08d}" for i in res.order]
+        result["command"] = {
+            "argv": cmd[1:], "pool_bytes": pool.stat().st_size, "wall_seconds": walls,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "stage_seconds": summary["seconds"], "same_order_as_selection_phase": same,
+            "target_wall_seconds": 20.0, "target_peak_rss_mb": 2048,
+        }
+        print(json.dumps(result["command"], indent=1), flush=True)
+
+    tags_d, indptr_d, codes_d, s_d = pool_arrays(20_000, n_tags=2000, seed=1)
+    for _ in range(2):  # the second run is timed warm
+        res_e, vectors_d, secs_e, stats_d = selection_phase(tags_d, emb[:2000], indptr_d, codes_d, s_d,
+                                                           1000, args.threshold)
+    dense_order, dense_secs = dense_reference(vectors_d, 1000, released_shape=True)
+    naive_order, naive_secs = dense_reference(vectors_d, 1000, released_shape=False)
+    result["dense_reference"] = {
+        "n": 20_000, "labels": stats_d["labels"], "k": 1000,
+        "released_shape_seconds": dense_secs, "released_shape_ms_per_round": 1000 * dense_secs / 1000,
+        "engine_seconds": secs_e["total"], "engine_greedy_seconds": secs_e["greedy"],
+        "ratio": dense_secs / secs_e["total"], "ratio_greedy_only": dense_secs / secs_e["greedy"],
+        "target_ratio": 1000,
+        "float64_naive_seconds": naive_secs, "ratio_vs_float64_naive": naive_secs / secs_e["total"],
+        "same_order_as_float64_naive": naive_order.tolist() == res_e.order.tolist(),
+        "same_order_as_released_float32": dense_order.tolist() == res_e.order.tolist(),
+    }
+    out = args.out or Path(__file__).resolve().parent / "results" / f"select-{result['date']}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""`mig-ray select` end to end, through a subprocess, on the real example and on generated pools."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow.parquet as pq
+import pytest
+from pools import random_pool
+from reference import naive_greedy, propagated
+
+from mig_ray.graph import LabelGraph
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mig_ray(*args, check=True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "mig_ray", *map(str, args)], capture_output=True,
+                          text=True, env=env, cwd=ROOT, timeout=300)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def manifest(out: Path) -> list[dict]:
+    return [json.loads(x) for x in out.with_name(out.stem + ".manifest.jsonl").read_text().splitlines()]
+
+
+def test_real_example_with_bundled_model(shared, tmp_path):
+    pool = shared / "data" / "mig_example_tulu3_10.jsonl"
+    out = tmp_path / "sel.jsonl"
+    proc = mig_ray("select", pool, "-n", 4, "-o", out, "--valid-tags", shared / "valid_tags_tulu3.json",
+                   "--target-degree", 2, "--no-progress")
+    assert "selected 4 of 9 selectable records (read 10, rejected 1" in proc.stdout
+    assert "label graph:" in proc.stderr and "mean degree" in proc.stderr
+    rejects = [json.loads(x) for x in (tmp_path / "sel.rejects.jsonl").read_text().splitlines()]
+    assert [(r["line"], r["reason"][:12]) for r in rejects] == [(3, "invalid JSON")]
+    # selected records are the input lines, byte for byte, in manifest order
+    lines = pool.read_bytes().splitlines(keepends=True)
+    m = manifest(out)
+    assert [r["rank"] for r in m] == [1, 2, 3, 4]
+    assert out.read_bytes() == b"".join(lines[r["line"] - 1] for r in m)
+    assert all(a["gain"] >= b["gain"] for a, b in zip(m, m[1:], strict=False))  # submodular: gains fall
+    summary = json.loads((tmp_path / "sel.summary.json").read_text())
+    assert summary["counts"]["rejected"] == 1 and summary["graph"]["labels"] > 0
+    assert summary["config"]["target_degree"] == 2 and summary["approximate"] is False
+    assert set(summary["seconds"]) == {"read", "embed_labels", "graph", "vectors", "select", "write"}
+
+
+@pytest.mark.parametrize(("fmt", "extra"), [("jsonl", []), ("parquet", ["--propagation", "source",
+                                                                       "--gain", "exact", "--norm"])])
+def test_generated_pool_matches_naive_greedy(tmp_path, fmt, extra):
+    vocab, emb, labels, scores = random_pool(5, n=120, n_labels=25)
+    recs = [{"id": f"r{i}", "meta": {"tags": ls, "score": float(s)}, "text": "x" * i}
+            for i, (ls, s) in enumerate(zip(labels, scores, strict=True))]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+    np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
+    out = tmp_path / f"sel.{fmt}"
+    mig_ray("select", pool, "-n", 50, "-o", out, "--label-embeddings", tmp_path / "emb.npz",
+            "--labels-field", "meta.tags", "--score-field", "meta.score", "--sim-threshold", 0.7,
+            "--no-progress", *extra)
+
+    used = sorted({lab for ls in labels for lab in ls})
+    graph = LabelGraph.build(used, emb[[vocab.index(u) for u in used]], threshold=0.7)
+    source = "--propagation" in extra
+    ehat = propagated(labels, scores, graph.labels, graph.W.toarray(), "source" if source else "target",
+                      1.0, norm=source)
+    want, _ = naive_greedy(ehat, 50, gain="exact" if source else "gradient")
+    assert [r["id"] for r in manifest(out)] == [f"r{i}" for i in want]
+    got = pq.read_table(out).to_pylist() if fmt == "parquet" else [json.loads(x) for x in out.open()]
+    assert got == [recs[i] for i in want]
+
+
+def test_n_larger_than_pool_selects_all(tmp_path, shared):
+    out = tmp_path / "all.jsonl"
+    proc = mig_ray("select", shared / "data" / "mig_example_tulu3_10.jsonl", "-n", 100, "-o", out,
+                   "--no-progress")
+    assert "is more than the 9 selectable records: selecting all of them" in proc.stderr
+    assert len(manifest(out)) == 9
+    assert json.loads((tmp_path / "all.summary.json").read_text())["selected_all"] is True
+
+
+def test_refuses_to_overwrite_input_and_strict_exit_code(tmp_path, shared):
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes((shared / "data" / "mig_example_tulu3_10.jsonl").read_bytes())
+    proc = mig_ray("select", pool, "-n", 2, "-o", pool, check=False)
+    assert proc.returncode == 2 and "would overwrite the input pool" in proc.stderr
+    assert pool.read_bytes() == (shared / "data" / "mig_example_tulu3_10.jsonl").read_bytes()
+    proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--strict", check=False)
+    assert proc.returncode == 2
+    assert f"{pool}:3: invalid JSON" in proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_bad_options_exit_2(tmp_path, shared):
+    pool = shared / "data" / "mig_example_tulu3_10.jsonl"
+    proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--phi-b", 1.5, check=False)
+    assert proc.returncode == 2 and "phi_b" in proc.stderr
+    proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.csv", check=False)
+    assert proc.returncode == 2 and ".jsonl or .parquet" in proc.stderr
+    proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--embedding-model",
+                   "sentence-transformers/all-MiniLM-L6-v2", check=False)
+    assert proc.returncode == 2 and "never downloads" in proc.stderr
+
+
+def test_help_explains_every_option():
+    out = mig_ray("select", "--help").stdout
+    for opt in ["--valid-tags", "--embedding-model", "--label-embeddings", "--sim-threshold",
+                "--target-degree", "--prop-weight", "--propagation", "--phi", "--phi-a", "--phi-b",
+                "--phi-alpha", "--norm", "--gain", "--shards", "--ray-address", "--labels-field",
+                "--score-field", "--strict"]:
+        assert opt in out, opt
+
+
+def test_readme_commands_and_ci_agree():
+    readme = (ROOT / "README.md").read_text().splitlines()
+    blocks = [ln for ln in readme if ln.startswith("python3") or ln.startswith("bash ")]
+    assert len(blocks) >= 2
+    test_cmd = next(ln for ln in blocks if "pytest" in ln)
+    assert test_cmd in (ROOT / ".ci" / "run").read_text()

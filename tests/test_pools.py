@@ -1,0 +1,142 @@
+"""Reading annotated pools: layouts, fields, and the rejects contract on bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from mig_ray.pools.annotated import load_valid_tags, read_annotated
+from mig_ray.pools.fields import FieldSpec, content_id
+from mig_ray.pools.rejects import PoolError, Rejects
+
+
+def released(rid, tags, q=(3.0,), c=(2.0,)):
+    return {"_id": rid, "dialogs": [{"role": "user", "content": f"q {rid}"}],
+            "annotation": {"instag": {"content": list(tags)},
+                           "deita": {"quality_scores": list(q), "complexity_scores": list(c)}}}
+
+
+def write_lines(path, lines):
+    path.write_bytes(b"".join((ln if isinstance(ln, bytes) else orjson.dumps(ln)) + b"\n" for ln in lines))
+    return path
+
+
+BAD_LINES = [
+    (b'{"_id": "x", "annotation": ', "invalid JSON"),
+    (b"[1, 2, 3]", "record is not a JSON object"),
+    (released("m", ["a"]) | {"annotation": {"instag": {"content": ["a"]}}}, "missing score"),
+    (released("s", ["a"], q=("high",)), "score not numeric"),
+    (released("b", ["a"], q=(True,)), "score not numeric"),
+    (released("l", ["a"], q=(1.0, 2.0), c=(1.0,)), "score not numeric"),
+    (released("e", ["a"], q=(), c=()), "score not numeric"),
+    (released("neg", ["a"], q=(-1.0,)), "score negative"),
+    (released("inf", ["a"], q=(1e200,), c=(1e200,)), "score not finite"),
+    (b'{"_id": "nan", "annotation": {"deita": {"quality_scores": [NaN], "complexity_scores": [1]}}}',
+     "invalid JSON"),
+    (released("t", ["a", 3]), "labels not a list of strings"),
+    (released("u", ["a"]) | {"annotation": {"instag": {"content": "a"},
+                                            "deita": {"quality_scores": [1], "complexity_scores": [1]}}},
+     "labels not a list of strings"),
+    (released("v", ["a"]) | {"annotation": {"deita": {"quality_scores": [1], "complexity_scores": [1]}}},
+     "missing labels"),
+    (released("good-1", ["a"]), "duplicate id"),  # good-1 also appears first, below
+    (released(["not", "an", "id"], ["a"]), "id not a string"),
+]
+
+
+def test_rejects_corpus(tmp_path):
+    good = [released("good-1", ["a", "b"]), released("good-2", []), released("good-3", ["b", "zzz"])]
+    lines = [good[0], b"", *(ln for ln, _ in BAD_LINES), good[1], b"   ", good[2]]
+    pool_path = write_lines(tmp_path / "pool.jsonl", lines)
+    with Rejects(tmp_path / "rejects.jsonl") as rej:
+        pool = read_annotated(pool_path, FieldSpec(), {"a", "b"}, rej)
+    assert pool.ids == ["good-1", "good-2", "good-3"]
+    assert pool.counts == {"read": 3 + len(BAD_LINES), "blank_lines": 2, "rejected": len(BAD_LINES),
+                           "selectable": 3, "no_valid_label": 1, "labels_dropped_by_valid_tags": 1}
+    assert pool.lines.tolist() == [1, 3 + len(BAD_LINES), 5 + len(BAD_LINES)]
+    rows = [json.loads(x) for x in (tmp_path / "rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rows] == list(range(3, 3 + len(BAD_LINES)))
+    for row, (raw, reason) in zip(rows, BAD_LINES, strict=True):
+        assert row["reason"].startswith(reason), row
+        assert row["file"] == str(pool_path)
+        expect = raw.decode() if isinstance(raw, bytes) else orjson.dumps(raw).decode()
+        assert row["raw"] == expect  # nothing lost: the record is kept verbatim
+    dup = next(r for r in rows if r["reason"].startswith("duplicate"))
+    assert "first at line 1" in dup["reason"]
+    assert pool.labels_of(2) == ["b"]
+    assert pool.scores.tolist() == [6.0, 6.0, 6.0]
+
+
+def test_strict_stops_at_first_bad_record(tmp_path):
+    pool_path = write_lines(tmp_path / "p.jsonl", [released("a", ["x"]), released("b", ["x"], q=("?",))])
+    with pytest.raises(PoolError, match=r"p\.jsonl:2: score not numeric"), Rejects(None, strict=True) as rej:
+        read_annotated(pool_path, FieldSpec(), None, rej)
+
+
+def test_real_tulu3_example(shared, tmp_path):
+    with Rejects(tmp_path / "r.jsonl") as rej:
+        pool = read_annotated(shared / "data" / "mig_example_tulu3_10.jsonl", rejects=rej)
+    assert pool.counts["read"] == 10 and pool.counts["rejected"] == 1 and len(pool) == 9
+    (row,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert row["line"] == 3 and row["reason"].startswith("invalid JSON")
+    first = json.loads((shared / "data" / "mig_example_tulu3_10.jsonl").read_text().splitlines()[0])
+    d = first["annotation"]["deita"]
+    want = np.mean([q * c for q, c in zip(d["quality_scores"], d["complexity_scores"], strict=True)])
+    assert pool.scores[0] == pytest.approx(want, rel=1e-15)
+    assert pool.labels_of(0) == first["annotation"]["instag"]["content"]
+    valid = load_valid_tags(shared / "valid_tags_tulu3.json")
+    assert len(valid) == 4531
+
+
+def test_generic_fields_dotted_paths_and_content_ids(tmp_path):
+    recs = [{"meta": {"tags": ["x", "y"], "turns": [{"s": 2.5}]}, "text": "hello"},
+            {"meta": {"tags": ["y"], "turns": [{"s": 1}]}, "text": "world"},
+            {"meta": {"tags": ["y"], "turns": []}, "text": "no score"}]
+    path = write_lines(tmp_path / "g.jsonl", recs)
+    spec = FieldSpec(labels_field="meta.tags", score_field="meta.turns.0.s")
+    with Rejects(None) as rej:
+        pool = read_annotated(path, spec, None, rej)
+    assert pool.scores.tolist() == [2.5, 1.0]
+    assert pool.ids == [content_id(recs[0]), content_id(recs[1])]
+    assert rej.reasons == {"missing score": 1}
+    # the content id ignores key order and whitespace
+    assert content_id({"b": 1, "a": [1, 2]}) == content_id(json.loads('{ "a": [1,2], "b": 1 }'))
+
+
+def test_parquet_pool_with_nan_score(tmp_path):
+    table = pa.Table.from_pylist([
+        {"id": "p1", "tags": ["a"], "score": 2.0},
+        {"id": "p2", "tags": ["b"], "score": math.nan},
+        {"id": "p3", "tags": ["a", "b"], "score": 4.0},
+    ])
+    pq.write_table(table, tmp_path / "p.parquet")
+    with Rejects(tmp_path / "r.jsonl") as rej:
+        pool = read_annotated(tmp_path / "p.parquet", FieldSpec("tags", "score"), None, rej)
+    assert pool.ids == ["p1", "p3"] and pool.locations.tolist() == [0, 2]
+    (row,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert row["row"] == 2 and row["reason"].startswith("score not finite") and row["raw"]["id"] == "p2"
+
+
+def test_unknown_format_and_missing_file(tmp_path):
+    with pytest.raises(PoolError, match="no such file"):
+        read_annotated(tmp_path / "nope.jsonl")
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(PoolError, match="unknown pool format"):
+        read_annotated(tmp_path / "x.csv")
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(PoolError, match="not a readable Parquet"):
+        read_annotated(tmp_path / "bad.parquet")
+
+
+def test_valid_tags_text_and_json(tmp_path):
+    (tmp_path / "v.txt").write_text("a\n b \n\n")
+    assert load_valid_tags(tmp_path / "v.txt") == {"a", "b"}
+    (tmp_path / "v.json").write_text('["a", 1]')
+    with pytest.raises(PoolError, match="list of strings"):
+        load_valid_tags(tmp_path / "v.json")
