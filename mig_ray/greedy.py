@@ -114,9 +114,22 @@ def _initial_gains(indptr, indices, data, n, x, family, a, b, alpha, mode):
 
 
 @numba.njit(cache=True)
+def _certified(key, gpos, bound_key, bound_gpos):
+    """Does a fresh gain beat a stale upper bound held elsewhere, float slack and ties included?"""
+    if key > bound_key + abs(bound_key) * NEAR:
+        return True
+    # A bound of exactly 0 is exact (a zero gain stays zero); ties then go to the lower position.
+    return key == 0.0 and bound_key == 0.0 and gpos < bound_gpos
+
+
+@numba.njit(cache=True)
 def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
-         family, a, b, alpha, mode, n_rounds, tmp_key, tmp_pos):
-    """Commit up to n_rounds samples; meta = [heap size, committed, evaluations]."""
+         family, a, b, alpha, mode, n_rounds, tmp_key, tmp_pos, gpos, bound_key, bound_gpos):
+    """Commit up to n_rounds samples; meta = [heap size, committed, evaluations].
+
+    Stops early when the next winner does not beat (bound_key, bound_gpos): an upper bound on
+    candidates that are not in this heap (other shards). -inf means no such candidates.
+    """
     done = 0
     while done < n_rounds and meta[0] > 0:
         r = meta[1]
@@ -146,6 +159,9 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
         if n_stale > 0 and meta[0] > 0 and _before(hkey[0], hpos[0], key, pos):
             _push(hkey, hpos, meta, key, pos)
             continue
+        if bound_key != -np.inf and not _certified(key, gpos[pos], bound_key, bound_gpos):
+            _push(hkey, hpos, meta, key, pos)
+            break
         # Commit.
         order[r] = pos
         order_gain[r] = key
@@ -171,7 +187,10 @@ class LazyGreedy:
     a committed prefix with `replay`.
     """
 
-    def __init__(self, vectors: sp.csr_matrix, phi: Phi, mode: GainMode = "gradient") -> None:
+    def __init__(self, vectors: sp.csr_matrix, phi: Phi, mode: GainMode = "gradient",
+                 x0: np.ndarray | None = None, positions: np.ndarray | None = None) -> None:
+        """`x0`: label mass already committed; `positions`: increasing global input positions of the
+        rows (ties and bounds compare these), default 0..n-1."""
         v = vectors.tocsr()
         if not v.has_sorted_indices:
             v = v.sorted_indices()
@@ -184,7 +203,11 @@ class LazyGreedy:
         self.phi = phi
         self.mode = mode
         self._params = (*phi.code(), gain_code(mode))
-        self.x = np.zeros(self.n_labels, dtype=np.float64)
+        self.x = np.zeros(self.n_labels) if x0 is None else np.array(x0, dtype=np.float64)
+        self.positions = (np.arange(self.n, dtype=np.int64) if positions is None
+                          else np.asarray(positions, dtype=np.int64))
+        if self.positions.size > 1 and np.any(np.diff(self.positions) <= 0):
+            raise ValueError("row positions must be strictly increasing")
         self.hkey = _initial_gains(self.indptr, self.indices, self.data, self.n, self.x, *self._params)
         self.hpos = np.arange(self.n, dtype=np.int64)
         _heapify(self.hkey, self.hpos, self.n)
@@ -203,12 +226,13 @@ class LazyGreedy:
     def evaluations(self) -> int:
         return int(self.meta[2])
 
-    def step(self, n_rounds: int) -> int:
-        """Commit up to n_rounds more samples; returns how many were committed."""
+    def step(self, n_rounds: int, bound: tuple[float, int] = (-np.inf, -1)) -> int:
+        """Commit up to n_rounds more samples while each beats `bound` = (gain, global position), an
+        upper bound on candidates held elsewhere; returns how many were committed."""
         return int(
             _run(self.indptr, self.indices, self.data, self.x, self.hkey, self.hpos, self.stamp,
                  self.meta, self.order, self.order_gain, *self._params, int(n_rounds),
-                 self._tmp_key, self._tmp_pos)
+                 self._tmp_key, self._tmp_pos, self.positions, float(bound[0]), int(bound[1]))
         )
 
     def result(self) -> GreedyResult:
@@ -232,3 +256,92 @@ def lazy_greedy(vectors: sp.csr_matrix, k: int, phi: Phi | None = None, mode: Ga
         if progress is not None:
             progress(state.committed)
     return state.result()
+
+
+@numba.njit(cache=True)
+def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a, b, alpha, mode,
+             n_want, out_rows, out_keys, gpos, bound):
+    """Extract this shard's best fresh candidates (at least n_want, plus any whose fresh gain is
+    within NEAR of the last one) and the bound of everything left: bound = [key, global position]."""
+    r = meta[1]
+    n_c = 0
+    while meta[0] > 0:
+        top_key, top_pos = hkey[0], hpos[0]
+        if taken[top_pos]:
+            _pop(hkey, hpos, meta)
+            continue
+        if n_c >= n_want:
+            last = out_keys[n_c - 1]
+            if not (last > 0.0 and top_key >= last - abs(last) * NEAR):
+                break
+        key, pos = _pop(hkey, hpos, meta)
+        if stamp[pos] != r:
+            g = _gain(indptr, indices, data, pos, x, family, a, b, alpha, mode)
+            meta[2] += 1
+            stamp[pos] = r
+            _push(hkey, hpos, meta, g, pos)
+            continue
+        out_rows[n_c] = pos
+        out_keys[n_c] = key
+        n_c += 1
+    if meta[0] > 0:
+        bound[0] = hkey[0]
+        bound[1] = gpos[hpos[0]]
+    else:
+        bound[0] = -np.inf
+        bound[1] = -1
+    for i in range(n_c):
+        _push(hkey, hpos, meta, out_keys[i], out_rows[i])
+    return n_c
+
+
+@numba.njit(cache=True)
+def _add_rows(x, ptr, idx, val):
+    for i in range(len(ptr) - 1):
+        for p in range(ptr[i], ptr[i + 1]):
+            x[idx[p]] += val[p]
+
+
+@dataclass
+class Proposal:
+    """A shard's fresh candidates (global positions ascending, their vectors) and its bound."""
+
+    positions: np.ndarray
+    gains: np.ndarray
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    bound: tuple[float, int]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.positions, self.gains, self.indptr, self.indices, self.data))
+
+
+class ShardGreedy(LazyGreedy):
+    """One shard's part of the pool: proposes its best fresh candidates, applies global commits."""
+
+    def __init__(self, vectors: sp.csr_matrix, phi: Phi, mode: GainMode, positions: np.ndarray) -> None:
+        super().__init__(vectors, phi, mode, positions=positions)
+        self.taken = np.zeros(self.n, dtype=bool)
+        self._bound = np.empty(2, dtype=np.float64)
+
+    def propose(self, n_want: int) -> Proposal:
+        n_c = _propose(self.indptr, self.indices, self.data, self.x, self.hkey, self.hpos, self.stamp,
+                       self.meta, self.taken, *self._params, max(1, int(n_want)), self._tmp_pos,
+                       self._tmp_key, self.positions, self._bound)
+        rows = np.sort(self._tmp_pos[:n_c])
+        sub = sp.csr_matrix((self.data, self.indices, self.indptr), shape=(self.n, self.n_labels))[rows]
+        gains = dict(zip(self._tmp_pos[:n_c].tolist(), self._tmp_key[:n_c].tolist(), strict=True))
+        return Proposal(self.positions[rows], np.array([gains[r] for r in rows.tolist()]),
+                        sub.indptr.astype(np.int64), sub.indices.astype(np.int64), sub.data,
+                        (float(self._bound[0]), int(self._bound[1])))
+
+    def apply(self, positions: np.ndarray, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
+        """Add committed vectors (global commit order) to x; mark the ones this shard owns."""
+        _add_rows(self.x, ptr, idx, val)
+        rows = np.searchsorted(self.positions, positions)
+        mine = rows < self.n
+        mine[mine] = self.positions[rows[mine]] == positions[mine]
+        self.taken[rows[mine]] = True
+        self.meta[1] += len(positions)

@@ -29,7 +29,9 @@ class Rejects:
         self.strict = strict
         self.count = 0
         self.reasons: Counter[str] = Counter()
-        self._fh = open(self.path, "wb") if self.path is not None else None  # noqa: SIM115
+        self.rows: list[dict] = []  # kept in memory when there is no path (shard actors ship them back)
+        # strict mode raises at the first bad record, so it never writes a rejects file
+        self._fh = open(self.path, "wb") if self.path is not None and not strict else None  # noqa: SIM115
 
     def add(self, file: str, line: int, reason: str, raw: Any, where: str = "line") -> None:
         if self.strict:
@@ -37,11 +39,13 @@ class Rejects:
             raise PoolError(f"{file}:{line}: {reason}" if where == "line" else f"{file} row {line}: {reason}")
         self.count += 1
         self.reasons[reason.split(":")[0]] += 1
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+        rec = {"file": file, where: line, "reason": reason, "raw": raw}
         if self._fh is not None:
-            if isinstance(raw, bytes):
-                raw = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            rec = {"file": file, where: line, "reason": reason, "raw": raw}
             self._fh.write(orjson.dumps(rec, default=str) + b"\n")
+        else:
+            self.rows.append(rec)
 
     def close(self) -> None:
         if self._fh is not None:
