@@ -113,7 +113,14 @@ def select(
     shards: Annotated[int, typer.Option(help="Shard actors for distributed selection "
                                         "(1: in process).")] = 1,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto' or an address); "
-                                                    "default starts a local one.")] = None,
+                                                    "default starts a local one (loopback, no dashboard) "
+                                                    "when --shards > 1.")] = None,
+    batch: Annotated[int, typer.Option(help="Sharded: candidates each shard proposes per round; a round "
+                                       "commits only picks proven identical to naive greedy (0: one pick "
+                                       "per round).")] = 256,
+    checkpoint_every: Annotated[float, typer.Option(help="Sharded: seconds between checkpoints of the "
+                                                    "committed order (<stem>.checkpoint.npz); a re-run "
+                                                    "resumes from it.")] = 5.0,
     labels_field: Annotated[str | None, typer.Option(help="Dotted path to the label list (default "
                                                      "annotation.instag.content).")] = None,
     score_field: Annotated[str | None, typer.Option(help="Dotted path to a numeric score (default: "
@@ -130,6 +137,7 @@ def select(
          label_embeddings=label_embeddings, sim_threshold=sim_threshold, target_degree=target_degree,
          prop_weight=prop_weight, propagation=propagation.value, phi=phi.value, phi_a=phi_a, phi_b=phi_b,
          phi_alpha=phi_alpha, norm=norm, gain=gain.value, shards=shards, ray_address=ray_address,
+         batch=batch, checkpoint_seconds=checkpoint_every,
          labels_field=labels_field, score_field=score_field, id_field=id_field, strict=strict,
          progress=progress)
 

@@ -34,6 +34,8 @@ class SelectConfig(BaseModel):
     gain: Literal["gradient", "exact"] = "gradient"
     shards: int = Field(1, ge=1)
     ray_address: str | None = None
+    batch: int = Field(256, ge=0, description="candidates per shard per round; 0: one pick per round")
+    checkpoint_seconds: float = Field(5.0, ge=0)
     labels_field: str | None = None
     score_field: str | None = None
     id_field: str | None = None
@@ -57,4 +59,5 @@ def output_paths(out: Path) -> dict[str, Path]:
         "manifest": stem.with_name(stem.name + ".manifest.jsonl"),
         "rejects": stem.with_name(stem.name + ".rejects.jsonl"),
         "summary": stem.with_name(stem.name + ".summary.json"),
+        "checkpoint": stem.with_name(stem.name + ".checkpoint.npz"),
     }

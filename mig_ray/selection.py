@@ -9,9 +9,10 @@ import json
 import resource
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,10 +24,10 @@ from mig_ray.embeddings import embed_labels, load_label_embeddings
 from mig_ray.graph import LabelGraph
 from mig_ray.greedy import GreedyResult, lazy_greedy
 from mig_ray.objective import Phi, information
-from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags, read_annotated
+from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags, pool_format, read_annotated
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
-from mig_ray.pools.write import output_format, write_jsonl, write_selected
+from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
 from mig_ray.vectors import propagate, sample_matrix
 
 ISOLATED_WARNING = 0.5
@@ -75,47 +76,111 @@ def read_pool(cfg: SelectConfig, rejects: Rejects) -> AnnotatedPool:
         bar.close()
 
 
-def run_select(cfg: SelectConfig) -> dict[str, Any]:
-    """Run the whole selection; returns the summary that is also written beside OUT."""
-    paths = output_paths(cfg.out)
-    output_format(cfg.out)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    timer = Timer()
-    with timer.stage("read"), Rejects(paths["rejects"], cfg.strict) as rejects:
-        pool = read_pool(cfg, rejects)
-    log(f"read {pool.counts['read']} records from {cfg.pool}: {pool.counts['selectable']} selectable, "
-        f"{pool.counts['rejected']} rejected (see {paths['rejects']}), "
-        f"{pool.counts['no_valid_label']} with no valid label")
+@dataclass
+class Selection:
+    """What a selection engine hands back for writing: the order and how to fetch its records."""
 
-    labels, codes = pool.node_labels()
-    with timer.stage("embed_labels"):
-        graph = build_graph(cfg, labels)
+    order: np.ndarray
+    gains: np.ndarray
+    x: np.ndarray
+    counts: dict[str, int]
+    graph: LabelGraph
+    write_records: Callable[[Path], None]
+    manifest: Iterable[dict]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _log_graph(graph: LabelGraph) -> None:
     stats = graph.stats()
     log(stats.line())
     if stats.labels and stats.isolated_share > ISOLATED_WARNING:
         log(f"warning: {stats.isolated_share:.0%} of labels have no neighbour at cos >= "
-            f"{stats.threshold:.3f}; "
-            "propagation changes little. The threshold is model-relative: try --target-degree 5 "
-            "or a lower --sim-threshold.")
+            f"{stats.threshold:.3f}; propagation changes little. The threshold is model-relative: "
+            "try --target-degree 5 or a lower --sim-threshold.")
 
+
+def _log_read(cfg: SelectConfig, counts: dict[str, int], rejects_path: Path) -> None:
+    log(f"read {counts['read']} records from {cfg.pool}: {counts['selectable']} selectable, "
+        f"{counts['rejected']} rejected (see {rejects_path}), {counts['no_valid_label']} with no valid label")
+    if cfg.n > counts["selectable"]:
+        log(f"-n {cfg.n} is more than the {counts['selectable']} selectable records: selecting all of them")
+
+
+def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str, Any]:
+    """Run the whole selection; returns the summary that is also written beside OUT.
+
+    One process unless `cfg.shards > 1` or a Ray address is given; the order is the same either way.
+    `on_round(round, actors)` is a hook for tests of the distributed engine.
+    """
+    paths = output_paths(cfg.out)
+    output_format(cfg.out)
+    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    timer = Timer()
+    phi = phi_of(cfg)
+    if cfg.shards > 1 or cfg.ray_address:
+        sel = _select_ray(cfg, timer, paths, phi, on_round)
+    else:
+        sel = _select_local(cfg, timer, paths, phi)
+    with timer.stage("write"):
+        sel.write_records(paths["selected"])
+        write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
+                                        in enumerate(zip(sel.manifest, sel.gains, strict=True), 1)))
+    summary = _summary(cfg, sel, phi, timer, paths)
+    paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi) -> Selection:
+    with timer.stage("read"), Rejects(paths["rejects"], cfg.strict) as rejects:
+        pool = read_pool(cfg, rejects)
+    _log_read(cfg, pool.counts, paths["rejects"])
+    labels, codes = pool.node_labels()
+    with timer.stage("embed_labels"):
+        graph = build_graph(cfg, labels)
+    _log_graph(graph)
     with timer.stage("graph"):
         p = graph.propagation(cfg.propagation, cfg.prop_weight)
     with timer.stage("vectors"):
-        e = sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm)
-        vectors = propagate(e, p)
-    k = min(cfg.n, len(pool))
-    if cfg.n > len(pool):
-        log(f"-n {cfg.n} is more than the {len(pool)} selectable records: selecting all of them")
-    phi = phi_of(cfg)
+        vectors = propagate(sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm), p)
     with timer.stage("select"):
-        result = _greedy(vectors, k, phi, cfg)
+        result = _greedy(vectors, min(cfg.n, len(pool)), phi, cfg)
+    manifest = ({"id": pool.ids[i], "score": float(pool.scores[i]), "labels": pool.labels_of(i),
+                 "line": int(pool.lines[i])} for i in result.order)
+    return Selection(result.order, result.gains, result.x, pool.counts, graph,
+                     lambda out: write_selected(pool, result.order, out), manifest,
+                     {"engine": "local", "evaluations_after_first_pass": result.evaluations,
+                      "evaluations_per_round": result.evaluations / max(1, len(result.order))})
 
-    with timer.stage("write"):
-        write_selected(pool, result.order, paths["selected"])
-        write_jsonl(paths["manifest"], _manifest_rows(pool, result))
-    summary = _summary(cfg, pool, stats, result, phi, vectors.shape[1], timer, paths)
-    paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+
+def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
+                on_round: Callable | None) -> Selection:
+    from mig_ray.distributed.engine import select_on_ray
+
+    def embed(labels: list[str]) -> LabelGraph:
+        graph = build_graph(cfg, labels)
+        _log_graph(graph)
+        return graph
+
+    out = select_on_ray(cfg, timer.stage, embed, phi, paths["checkpoint"], cfg.checkpoint_seconds,
+                        cfg.batch, on_round)
+    if not cfg.strict:
+        write_jsonl(paths["rejects"], out["rejects"])
+    _log_read(cfg, out["counts"], paths["rejects"])
+    rounds = out["rounds"]
+    log(f"sharded selection: {rounds['shards']} shards, {rounds['rounds']} rounds, "
+        f"{rounds['samples_per_round']:.1f} samples/round, "
+        f"{1000 * rounds['seconds_per_round']:.2f} ms/round, "
+        f"{(rounds['bytes_proposed'] + rounds['bytes_broadcast']) / 2**20:.1f} MiB moved")
+    in_format = pool_format(cfg.pool)
+    schema = None
+    if in_format == "parquet":
+        import pyarrow.parquet as pq
+
+        schema = pq.read_schema(cfg.pool)
+    out["checkpoint"].remove()
+    return Selection(out["positions"], out["gains"], out["x"], out["counts"], out["graph"],
+                     lambda path: write_records(path, in_format, out["records"], schema), out["manifest"],
+                     {"engine": "ray", **rounds})
 
 
 def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig) -> GreedyResult:
@@ -130,27 +195,20 @@ def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig) -> GreedyResult:
         bar.close()
 
 
-def _manifest_rows(pool: AnnotatedPool, result: GreedyResult) -> Iterator[dict]:
-    for rank, (pos, gain) in enumerate(zip(result.order, result.gains, strict=True), 1):
-        yield {"rank": rank, "id": pool.ids[pos], "gain": float(gain), "score": float(pool.scores[pos]),
-               "labels": pool.labels_of(pos), "line": int(pool.lines[pos])}
-
-
-def _summary(cfg, pool, stats, result, phi, n_labels, timer, paths) -> dict[str, Any]:
-    empty = information(phi, np.zeros(n_labels))
-    info = information(phi, result.x)
+def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: dict[str, Path]) -> dict:
+    empty = information(phi, np.zeros(sel.graph.n_labels))
+    info = information(phi, sel.x)
     return {
         "mig_ray_version": __version__,
         "command": "select",
         "config": json.loads(cfg.model_dump_json()),
-        "counts": {**pool.counts, "selected": len(result.order), "requested": cfg.n},
-        "selected_all": cfg.n >= len(pool),
+        "counts": {**sel.counts, "selected": len(sel.order), "requested": cfg.n},
+        "selected_all": cfg.n >= sel.counts["selectable"],
         "approximate": False,
-        "graph": vars(stats),
+        "graph": vars(sel.graph.stats()),
         "information": {"selected": info, "empty": empty, "gain": info - empty},
-        "greedy": {"evaluations_after_first_pass": result.evaluations,
-                   "evaluations_per_round": result.evaluations / max(1, len(result.order))},
+        "greedy": sel.extra,
         "seconds": timer.seconds,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "outputs": {k: str(v) for k, v in paths.items()},
+        "outputs": {k: str(v) for k, v in paths.items() if k != "checkpoint"},
     }

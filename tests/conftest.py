@@ -15,3 +15,17 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.fail(f"{SHARED} is missing: tests read the project's shared/ folder beside the checkout")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def ray_address() -> str:
+    """One local Ray cluster for the test session: loopback, no dashboard, enough logical CPUs."""
+    import ray
+
+    from mig_ray.distributed.engine import ray_up
+
+    assert ray_up(None, num_cpus=8)
+    address = ray.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:"), address
+    yield address
+    ray.shutdown()

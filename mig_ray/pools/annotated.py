@@ -135,6 +135,52 @@ class _Builder:
         )
 
 
+@dataclass(frozen=True)
+class Block:
+    """A part of a pool file: bytes [start, end) of a JSONL file (cut at line starts) or rows
+    [start, end) of a Parquet file; `first_line` numbers its first line or row (1-based)."""
+
+    start: int
+    end: int
+    first_line: int = 1
+
+
+def split_blocks(path: str | Path, n: int) -> list[Block]:
+    """Cut a pool into at most n blocks of similar size (first_line still to be set for JSONL)."""
+    path = Path(path)
+    if pool_format(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.ParquetFile(path).metadata.num_rows
+        cuts = sorted({rows * i // n for i in range(n + 1)})
+        return [Block(lo, hi, lo + 1) for lo, hi in zip(cuts, cuts[1:], strict=False)]
+    size = path.stat().st_size
+    cuts = [0]
+    with open(path, "rb") as f:
+        for i in range(1, n):
+            f.seek(max(size * i // n - 1, cuts[-1]))
+            f.readline()  # move to the next line start
+            cuts.append(min(f.tell(), size))
+    cuts.append(size)
+    cuts = sorted(set(cuts))
+    return [Block(lo, hi) for lo, hi in zip(cuts, cuts[1:], strict=False)] or [Block(0, 0)]
+
+
+def count_lines(path: str | Path, block: Block) -> int:
+    """Newlines in a JSONL block (blocks other than the last end right after one)."""
+    n = 0
+    with open(path, "rb") as f:
+        f.seek(block.start)
+        left = block.end - block.start
+        while left > 0:
+            chunk = f.read(min(left, 1 << 24))
+            if not chunk:
+                break
+            n += chunk.count(b"\n")
+            left -= len(chunk)
+    return n
+
+
 def pool_format(path: Path) -> str:
     suffixes = "".join(path.suffixes[-1:]).lower()
     if suffixes in (".jsonl", ".ndjson", ".json"):
@@ -146,8 +192,9 @@ def pool_format(path: Path) -> str:
 
 def read_annotated(path: str | Path, spec: FieldSpec | None = None, valid_tags: set[str] | None = None,
                    rejects: Rejects | None = None,
-                   progress: Callable[[int], None] | None = None) -> AnnotatedPool:
-    """Read a pool; bad records go to `rejects` (or raise PoolError when it is strict)."""
+                   progress: Callable[[int], None] | None = None,
+                   block: Block | None = None) -> AnnotatedPool:
+    """Read a pool (or one block of it); bad records go to `rejects` (PoolError when strict)."""
     path = Path(path)
     if not path.is_file():
         raise PoolError(f"{path}: no such file")
@@ -155,17 +202,21 @@ def read_annotated(path: str | Path, spec: FieldSpec | None = None, valid_tags: 
     rejects = rejects or Rejects(None)
     fmt = pool_format(path)
     if fmt == "jsonl":
-        return _read_jsonl(path, spec, valid_tags, rejects, progress)
-    return _read_parquet(path, spec, valid_tags, rejects, progress)
+        return _read_jsonl(path, spec, valid_tags, rejects, progress, block)
+    return _read_parquet(path, spec, valid_tags, rejects, progress, block)
 
 
-def _read_jsonl(path, spec, valid, rejects, progress) -> AnnotatedPool:
+def _read_jsonl(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
     b = _Builder(spec, valid, rejects, str(path), "line")
-    offset = 0
+    offset = block.start if block else 0
+    end = block.end if block else None
     blank = 0
     loads = orjson.loads
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        f.seek(offset)
+        for lineno, raw in enumerate(f, block.first_line if block else 1):
+            if end is not None and offset >= end:
+                break
             start = offset
             offset += len(raw)
             if progress is not None and lineno % 65536 == 0:
@@ -185,19 +236,24 @@ def _read_jsonl(path, spec, valid, rejects, progress) -> AnnotatedPool:
     return b.finish(path, "jsonl", blank)
 
 
-def _read_parquet(path, spec, valid, rejects, progress) -> AnnotatedPool:
+def _read_parquet(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
     import pyarrow.parquet as pq
 
     try:
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for a broken file
         raise PoolError(f"{path}: not a readable Parquet file ({e})") from e
+    lo, hi = (block.start, block.end) if block else (0, pf.metadata.num_rows)
     b = _Builder(spec, valid, rejects, str(path), "row")
-    row = 0
-    for batch in pf.iter_batches(batch_size=65536):
-        for rec in batch.to_pylist():
-            row += 1
-            b.add(rec, row, row - 1, rec)
-        if progress is not None:
-            progress(row)
+    row = 0  # rows before the current row group
+    for g in range(pf.num_row_groups):
+        n = pf.metadata.row_group(g).num_rows
+        if row + n > lo and row < hi:
+            table = pf.read_row_group(g)
+            first = max(lo, row)
+            for i, rec in enumerate(table.slice(first - row, min(hi, row + n) - first).to_pylist()):
+                b.add(rec, first + i + 1, first + i, rec)
+            if progress is not None:
+                progress(min(hi, row + n) - lo)
+        row += n
     return b.finish(path, "parquet", 0)

@@ -29,34 +29,34 @@ def _raw_lines(pool: AnnotatedPool, positions: np.ndarray) -> Iterator[bytes]:
             yield line if line.endswith(b"\n") else line + b"\n"
 
 
-def _parquet_rows(pool: AnnotatedPool, positions: np.ndarray):
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(pool.path)
-    return table.take(pool.locations[positions])
-
-
 def write_selected(pool: AnnotatedPool, positions: np.ndarray, out: Path) -> None:
     """Records as they were in the input (JSONL lines byte for byte; Parquet rows as rows)."""
-    fmt = output_format(out)
-    tmp = out.with_name(out.name + ".tmp")
-    if pool.format == "jsonl" and fmt == "jsonl":
-        with open(tmp, "wb") as w:
-            for line in _raw_lines(pool, positions):
-                w.write(line)
-    elif pool.format == "parquet" and fmt == "parquet":
+    if pool.format == "jsonl":
+        write_records(out, "jsonl", _raw_lines(pool, positions))
+    else:
         import pyarrow.parquet as pq
 
-        pq.write_table(_parquet_rows(pool, positions), tmp)
+        table = pq.read_table(pool.path).take(pool.locations[positions])
+        write_records(out, "parquet", table.to_pylist(), table.schema)
+
+
+def write_records(out: Path, in_format: str, records: Iterable, schema=None) -> None:
+    """Write selected records: JSONL input gives raw lines (bytes), Parquet input row dicts + schema."""
+    fmt = output_format(out)
+    tmp = out.with_name(out.name + ".tmp")
+    if in_format == "jsonl" and fmt == "jsonl":
+        with open(tmp, "wb") as w:
+            for line in records:
+                w.write(line)
     elif fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows = [orjson.loads(line) for line in _raw_lines(pool, positions)]
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
+        rows = [orjson.loads(r) for r in records] if in_format == "jsonl" else list(records)
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
     else:
         with open(tmp, "wb") as w:
-            for rec in _parquet_rows(pool, positions).to_pylist():
+            for rec in records:
                 w.write(orjson.dumps(rec, default=str) + b"\n")
     tmp.replace(out)
 

@@ -1,0 +1,1 @@
+"""Ray shell around the sharded core: shard actors, the driver's rounds, checkpoints."""

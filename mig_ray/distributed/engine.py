@@ -1,0 +1,303 @@
+"""The driver of a sharded selection on Ray.
+
+The driver reads nothing but what it must: shard actors read their own block of the pool and
+report labels, counts and id hashes; the driver builds the one global label graph, puts P in the
+object store once and then runs the certified rounds of mig_ray.sharded against the actors.
+A shard actor that dies is restarted by Ray and rebuilt from its block and the committed history;
+the committed order is checkpointed so that a re-run of a killed driver resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mig_ray.config import SelectConfig
+from mig_ray.graph import LabelGraph
+from mig_ray.greedy import _add_rows
+from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
+from mig_ray.pools.fields import FieldSpec
+from mig_ray.pools.rejects import PoolError
+from mig_ray.sharded import Commit, RoundLog, sharded_greedy
+
+RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
+               "prop_weight", "propagation", "phi", "phi_a", "phi_b", "phi_alpha", "norm", "gain",
+               "labels_field", "score_field", "id_field")
+
+
+def ray_up(address: str | None, num_cpus: int) -> bool:
+    """Join `address` ('auto' or host:port) or start a local Ray bound to loopback, no dashboard.
+    Returns True when this call started Ray (and so should shut it down)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:
+        # Ray resolves 127.0.0.1 to the host's reachable IP unless it runs in single-machine mode;
+        # in that mode every Ray server binds to loopback. The env var reaches Ray's own processes,
+        # the constant covers a Ray already imported in this process.
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+    else:
+        ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    return True
+
+
+def fingerprint(cfg: SelectConfig) -> str:
+    """What the selection depends on: options that change the result and the pool file's identity.
+    Shard count and batch size do not change the result, so a checkpoint survives them."""
+    st = cfg.pool.stat()
+    key = {k: str(getattr(cfg, k)) for k in RESULT_KEYS} | {"pool": str(cfg.pool.resolve()),
+                                                           "size": st.st_size, "mtime": st.st_mtime_ns}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+class Checkpoint:
+    """The committed order (with vectors) in one .npz, written atomically every few seconds."""
+
+    def __init__(self, path: Path, fp: str, every_seconds: float) -> None:
+        self.path, self.fp, self.every = path, fp, every_seconds
+        self.last = time.monotonic()
+
+    def load(self) -> Commit | None:
+        if not self.path.exists():
+            return None
+        with np.load(self.path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != self.fp:
+                return None
+            return Commit(z["positions"], z["gains"], z["ptr"], z["idx"], z["val"])
+
+    def maybe_save(self, commits: list[Commit], force: bool = False) -> None:
+        if not force and time.monotonic() - self.last < self.every:
+            return
+        c = Commit.concat(commits)
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, fingerprint=self.fp, positions=c.positions, gains=c.gains, ptr=c.ptr, idx=c.idx,
+                 val=c.val)
+        tmp.replace(self.path)
+        self.last = time.monotonic()
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class ShardPlan:
+    block: Block
+    drop_rows: np.ndarray
+    offset: int = 0
+    size: int = 0
+
+
+class Shards:
+    """The shard actors and what is needed to rebuild any of them after a restart."""
+
+    def __init__(self, actors: list, plans: list[ShardPlan]) -> None:
+        self.actors, self.plans = actors, plans
+        self.history: list[Commit] = []
+        self.restore_args: tuple = ()
+        self.restarts = 0
+
+    def call(self, method: str, *args: Any, skip_on_restore: bool = False) -> list:
+        """Call `method` on every actor in parallel; a dead actor is restored and asked again
+        (not again for `apply`: its restore already replays the history that includes it)."""
+        import ray
+        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+
+        refs = [getattr(a, method).remote(*args) for a in self.actors]
+        out = []
+        for i, ref in enumerate(refs):
+            try:
+                out.append(ray.get(ref))
+            except (RayActorError, ActorDiedError, ActorUnavailableError):
+                self.restore(i)
+                out.append(None if skip_on_restore else self.call_one(i, method, *args))
+        return out
+
+    def call_one(self, i: int, method: str, *args: Any) -> Any:
+        import ray
+
+        return ray.get(getattr(self.actors[i], method).remote(*args))
+
+    def restore(self, i: int) -> None:
+        import ray
+
+        self.restarts += 1
+        nodes_ref, p_ref, phi, mode, norm = self.restore_args
+        plan = self.plans[i]
+        history = ray.put(Commit.concat(self.history))
+        for attempt in range(60):
+            try:
+                ray.get(self.actors[i].restore.remote(plan.block.first_line, plan.drop_rows, nodes_ref, p_ref,
+                                                      plan.offset, phi, mode, norm, history))
+                return
+            except Exception:  # the actor may still be restarting
+                if attempt == 59:
+                    raise
+                time.sleep(0.5)
+
+
+def _duplicates(loads: list[dict], shards: Shards, where: str) -> list[list[tuple[int, str]]]:
+    """Records whose id already appeared in an earlier block: (local row, reason) per shard."""
+    sizes = [len(x["hashes"]) for x in loads]
+    if sum(sizes) == 0:
+        return [[] for _ in loads]
+    hashes = np.concatenate([x["hashes"] for x in loads])
+    shard_of = np.repeat(np.arange(len(loads)), sizes)
+    row_of = np.concatenate([np.arange(s) for s in sizes])
+    order = np.argsort(hashes, kind="stable")
+    h = hashes[order]
+    later = np.flatnonzero(h[1:] == h[:-1]) + 1
+    drops: list[list[tuple[int, str]]] = [[] for _ in loads]
+    if later.size == 0:
+        return drops
+    run_start = np.maximum.accumulate(np.where(np.concatenate([[True], h[1:] != h[:-1]]),
+                                               np.arange(len(h)), 0))
+    for j in later:
+        first, dup = order[run_start[j]], order[j]
+        s1, r1, s2, r2 = shard_of[first], row_of[first], shard_of[dup], row_of[dup]
+        if s1 == s2:
+            continue  # a hash collision inside one block: the block's reader already compared ids
+        id1 = shards.call_one(s1, "ids", np.array([r1]))[0]
+        id2 = shards.call_one(s2, "ids", np.array([r2]))[0]
+        if id1 == id2:
+            drops[s2].append((int(r2), f"duplicate id: {id1!r} (first at {where} {loads[s1]['lines'][r1]})"))
+    return drops
+
+
+def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]], LabelGraph],
+                  phi, checkpoint_path: Path, checkpoint_seconds: float = 5.0, batch: int = 256,
+                  on_round: Callable | None = None) -> dict[str, Any]:
+    """Run the sharded selection; returns everything run_select needs to write outputs."""
+    import ray
+
+    from mig_ray.distributed.shard import ShardActor
+
+    started = ray_up(cfg.ray_address, max(os.cpu_count() or 1, cfg.shards + 1))
+    actors = []
+    try:
+        with stage("read"):
+            valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
+            spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
+            blocks = split_blocks(cfg.pool, cfg.shards)
+            remote = ray.remote(num_cpus=1, max_restarts=4, max_task_retries=0)(ShardActor)
+            actors = [remote.remote(str(cfg.pool.resolve()), b, spec, valid, cfg.strict) for b in blocks]
+            plans = [ShardPlan(b, np.zeros(0, dtype=np.int64)) for b in blocks]
+            shards = Shards(actors, plans)
+            if pool_format(cfg.pool) == "jsonl":
+                lines = shards.call("count_lines")
+                firsts = 1 + np.concatenate([[0], np.cumsum(lines)[:-1]])
+            else:
+                firsts = [b.first_line for b in blocks]
+            for plan, first in zip(plans, firsts, strict=True):
+                plan.block = Block(plan.block.start, plan.block.end, int(first))
+            try:
+                refs = [a.load.remote(p.block.first_line) for a, p in zip(actors, plans, strict=True)]
+                loads = [ray.get(r) for r in refs]
+            except ray.exceptions.RayTaskError as e:
+                cause = e.as_instanceof_cause()
+                if isinstance(cause, PoolError):
+                    raise PoolError(str(cause).split("\n")[-1].strip() or str(cause)) from None
+                raise
+            where = "line" if pool_format(cfg.pool) == "jsonl" else "row"
+            drops = _duplicates(loads, shards, where)
+            rejects = [row for x in loads for row in x["rejects"]]
+            fixes = []
+            for i, d in enumerate(drops):
+                if d:
+                    rows = np.array([r for r, _ in d], dtype=np.int64)
+                    plans[i].drop_rows = rows
+                    rows_out, fix = shards.call_one(i, "drop", rows, [reason for _, reason in d])
+                    rejects += rows_out
+                    fixes.append(fix)
+            rejects.sort(key=lambda r: r[where])
+            counts = _sum_counts([x["counts"] for x in loads] + fixes, sum(len(d) for d in drops))
+            for plan, x, d in zip(plans, loads, drops, strict=True):
+                plan.size = len(x["hashes"]) - len(d)
+            offsets = np.concatenate([[0], np.cumsum([p.size for p in plans])[:-1]])
+            for plan, off in zip(plans, offsets, strict=True):
+                plan.offset = int(off)
+            labels = sorted(set().union(*shards.call("labels")))
+        with stage("embed_labels"):
+            graph = embed(labels)
+        with stage("graph"):
+            p = graph.propagation(cfg.propagation, cfg.prop_weight)
+            nodes_ref, p_ref = ray.put(graph.labels), ray.put(p)
+        with stage("vectors"):
+            shards.restore_args = (nodes_ref, p_ref, phi, cfg.gain, cfg.norm)
+            refs = [a.build.remote(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm)
+                    for a, plan in zip(actors, plans, strict=True)]
+            nnz = sum(ray.get(refs))
+        k = min(cfg.n, counts["selectable"])
+        ckpt = Checkpoint(checkpoint_path, fingerprint(cfg), checkpoint_seconds)
+        with stage("select"):
+            resume = ckpt.load()
+            if resume is not None and len(resume.positions) > k:
+                resume = None
+            if resume is not None:
+                shards.history.append(resume)
+
+            def apply(c: Commit) -> None:
+                if c is not resume:
+                    shards.history.append(c)
+                shards.call("apply", ray.put(c), skip_on_restore=True)
+
+            def after_round(r: int, c: Commit) -> None:
+                ckpt.maybe_save(shards.history)
+                if on_round is not None:
+                    on_round(r, shards.actors)
+
+            def propose(b: int):
+                return shards.call("propose", b)
+
+            t0 = time.perf_counter()
+            committed, log = sharded_greedy(propose, apply, graph.n_labels, k, phi, cfg.gain, batch,
+                                            resume=resume, on_round=after_round)
+            select_seconds = time.perf_counter() - t0
+        x = np.zeros(graph.n_labels)
+        _add_rows(x, committed.ptr, committed.idx, committed.val)
+        owner = np.searchsorted(offsets, committed.positions, side="right") - 1
+        records: list = [None] * len(committed.positions)
+        manifest: list = [None] * len(committed.positions)
+        for i in range(len(actors)):
+            mine = np.flatnonzero(owner == i)
+            if mine.size == 0:
+                continue
+            pos = committed.positions[mine]
+            recs, descs = shards.call_one(i, "records", pos), shards.call_one(i, "describe", pos)
+            for j, rec, desc in zip(mine, recs, descs, strict=True):
+                records[j], manifest[j] = rec, desc
+        return {"graph": graph, "counts": counts, "rejects": rejects, "positions": committed.positions,
+                "gains": committed.gains, "x": x, "records": records, "manifest": manifest, "nnz": nnz,
+                "rounds": _rounds_summary(log, select_seconds, len(actors), shards.restarts,
+                                          0 if resume is None else len(resume.positions)),
+                "checkpoint": ckpt}
+    finally:
+        for a in actors:
+            ray.kill(a)
+        if started:
+            ray.shutdown()
+
+
+def _sum_counts(counts: list[dict], cross_duplicates: int) -> dict:
+    total = {k: sum(c.get(k, 0) for c in counts) for k in counts[0]} if counts else {}
+    total["rejected"] = total.get("rejected", 0) + cross_duplicates
+    total["selectable"] = total.get("selectable", 0) - cross_duplicates
+    return total
+
+
+def _rounds_summary(log: RoundLog, seconds: float, shards: int, restarts: int, resumed: int) -> dict:
+    return {**log.summary(), "shards": shards, "select_seconds": seconds, "shard_restarts": restarts,
+            "resumed_from_checkpoint": resumed}

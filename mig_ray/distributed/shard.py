@@ -1,0 +1,137 @@
+"""ShardActor: one block of the pool, read, vectorised and searched where it lives."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from mig_ray.greedy import Proposal, ShardGreedy
+from mig_ray.objective import GainMode, Phi
+from mig_ray.pools.annotated import AnnotatedPool, Block, count_lines, read_annotated
+from mig_ray.pools.fields import FieldSpec
+from mig_ray.pools.rejects import Rejects
+from mig_ray.sharded import Commit
+from mig_ray.vectors import propagate, sample_matrix
+
+
+def id_hash(rid: str) -> int:
+    return int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little")
+
+
+class ShardActor:
+    """Holds one block: its records' labels and scores, then its propagated CSR and lazy heap.
+
+    Constructed with only where its block is, so that Ray can restart it; `restore` rebuilds the
+    rest from the driver's plan and the committed history.
+    """
+
+    def __init__(self, path: str, block: Block, spec: FieldSpec, valid_tags: set[str] | None,
+                 strict: bool) -> None:
+        self.path, self.block, self.spec = Path(path), block, spec
+        self.valid, self.strict = valid_tags, strict
+        self.pool: AnnotatedPool | None = None
+        self.keep: np.ndarray | None = None
+        self.engine: ShardGreedy | None = None
+
+    def count_lines(self) -> int:
+        return count_lines(self.path, self.block)
+
+    def load(self, first_line: int) -> dict:
+        """Read the block; returns counts, reject rows and id hashes for the global duplicate check."""
+        self.block = Block(self.block.start, self.block.end, first_line)
+        rejects = Rejects(None, strict=self.strict)
+        self.pool = read_annotated(self.path, self.spec, self.valid, rejects, block=self.block)
+        self.keep = np.arange(len(self.pool))
+        hashes = np.array([id_hash(r) for r in self.pool.ids], dtype=np.uint64)
+        return {"counts": self.pool.counts, "rejects": rejects.rows, "hashes": hashes,
+                "lines": self.pool.lines}
+
+    def ids(self, rows: np.ndarray) -> list[str]:
+        return [self.pool.ids[int(r)] for r in rows]
+
+    def drop(self, rows: np.ndarray, reasons: list[str]) -> tuple[list[dict], dict[str, int]]:
+        """Reject records found duplicated in an earlier block; returns their reject rows and the
+        corrections to this block's counts (they were counted as accepted)."""
+        import orjson
+
+        p = self.pool
+        out, fix = [], {"no_valid_label": 0, "labels_dropped_by_valid_tags": 0}
+        where = "line" if p.format == "jsonl" else "row"
+        for r, raw in zip(rows.tolist(), self.records(rows, local=True), strict=True):
+            rec = orjson.loads(raw) if isinstance(raw, bytes) else raw
+            kept = int(p.label_indptr[r + 1] - p.label_indptr[r])
+            fix["no_valid_label"] -= kept == 0
+            fix["labels_dropped_by_valid_tags"] -= len(self.spec.labels(rec)) - kept
+            out.append({"file": str(self.path), where: int(p.lines[r]), "reason": reasons[len(out)],
+                        "raw": raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                        if isinstance(raw, bytes) else raw})
+        self.keep = np.setdiff1d(np.arange(len(p)), rows)
+        return out, fix
+
+    def labels(self) -> list[str]:
+        """Distinct valid labels of the records kept."""
+        p = self.pool
+        used = np.zeros(len(p.vocab), dtype=bool)
+        for r in self.keep:
+            used[p.label_codes[p.label_indptr[r]:p.label_indptr[r + 1]]] = True
+        return [p.vocab[i] for i in np.flatnonzero(used)]
+
+    def build(self, nodes: list[str], prop: sp.csr_matrix, offset: int, phi: Phi, mode: GainMode,
+              norm: bool) -> int:
+        """Propagated vectors of the kept records and the lazy heap; positions start at `offset`."""
+        p = self.pool
+        node = {name: i for i, name in enumerate(nodes)}
+        remap = np.array([node.get(v, -1) for v in p.vocab], dtype=np.int64)
+        lengths = np.diff(p.label_indptr)
+        kept = np.zeros(len(p), dtype=bool)
+        kept[self.keep] = True
+        codes = remap[p.label_codes[np.repeat(kept, lengths)]]
+        indptr = np.concatenate([[0], np.cumsum(lengths[self.keep])]).astype(np.int64)
+        vectors = propagate(sample_matrix(indptr, codes, p.scores[self.keep], len(nodes), norm), prop)
+        self.engine = ShardGreedy(vectors, phi, mode, offset + np.arange(len(self.keep)))
+        return int(vectors.nnz)
+
+    def propose(self, n_want: int) -> Proposal:
+        return self.engine.propose(n_want)
+
+    def apply(self, commit: Commit) -> None:
+        self.engine.apply(commit.positions, commit.ptr, commit.idx, commit.val)
+
+    def restore(self, first_line: int, drop_rows: np.ndarray, nodes: list[str], prop: sp.csr_matrix,
+                offset: int, phi: Phi, mode: GainMode, norm: bool, history: Commit) -> int:
+        """After a restart: reread the block, drop the same rows, rebuild, replay the commits."""
+        self.load(first_line)
+        self.keep = np.setdiff1d(np.arange(len(self.pool)), drop_rows)
+        nnz = self.build(nodes, prop, offset, phi, mode, norm)
+        if len(history.positions):
+            self.apply(history)
+        return nnz
+
+    def _rows(self, positions: np.ndarray) -> np.ndarray:
+        return self.keep[positions - self.engine.positions[0]] if len(positions) else positions
+
+    def records(self, positions: np.ndarray, local: bool = False) -> list:
+        """The records at global positions (local rows with local=True), as they are in the file:
+        JSONL lines as bytes, Parquet rows as dicts."""
+        rows = positions if local else self._rows(positions)
+        p = self.pool
+        if p.format == "jsonl":
+            out = []
+            with open(self.path, "rb") as f:
+                for r in rows:
+                    f.seek(int(p.locations[r]))
+                    line = f.readline()
+                    out.append(line if line.endswith(b"\n") else line + b"\n")
+            return out
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(self.path)
+        return table.take(p.locations[rows]).to_pylist()
+
+    def describe(self, positions: np.ndarray) -> list[dict]:
+        p = self.pool
+        return [{"id": p.ids[r], "score": float(p.scores[r]), "labels": p.labels_of(r),
+                 "line": int(p.lines[r])} for r in self._rows(positions).tolist()]
