@@ -1,0 +1,22 @@
+"""How an annotator runs on Ray: actors, resources per actor, batch size (from the job file)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ActorResources(BaseModel):
+    """Resources of one annotation stage; fractional CPUs keep small machines from deadlocking."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    concurrency: int = Field(1, ge=1, description="actors (one model each)")
+    num_cpus: float = Field(1.0, ge=0, description="logical CPUs per actor")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0 on CPU-only machines)")
+    batch_size: int = Field(64, ge=1, description="records per map_batches call")
+
+    def map_batches_kwargs(self) -> dict:
+        kw: dict = {"concurrency": self.concurrency, "num_cpus": self.num_cpus, "batch_size": self.batch_size}
+        if self.num_gpus:
+            kw["num_gpus"] = self.num_gpus
+        return kw

