@@ -143,6 +143,97 @@ def select(
 
 
 @app.command()
+def run(
+    job_file: Annotated[Path, typer.Argument(help="The job file (YAML): input, annotate, graph, selection, "
+                                             "output, ray. See jobs/ for examples.")],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (overrides "
+                                                "output.dir).")] = None,
+    incremental: Annotated[bool, typer.Option(help="Nightly curation: the pool may have grown since the "
+                                              "last run in this output directory; only new ids are "
+                                              "annotated and diff.json says what changed.")] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto' or an address; "
+                                                    "overrides ray.address).")] = None,
+    shards: Annotated[int | None, typer.Option(help="Shard actors for the selection (overrides "
+                                               "selection.shards).")] = None,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    until: Annotated[str, typer.Option(help="Stop after this stage: ingest, tag, score, assemble, select "
+                                       "or write (the default: everything).")] = "write",
+) -> None:
+    """Run a whole job: ingest, tag, score, label graph, selection, output. Resumable: re-running the
+    same job skips completed stages and gives byte-identical outputs."""
+    _run_job(job_file, output, incremental, ray_address, shards, progress, until)
+
+
+def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address: str | None,
+             shards: int | None, progress: bool, until: str) -> None:
+    from mig_ray.job.config import JobError, load_job
+    from mig_ray.job.pipeline import run_job
+
+    overrides: dict = {}
+    if output is not None:
+        overrides["output.dir"] = str(output)
+    if incremental:
+        overrides["incremental"] = True
+    if ray_address is not None:
+        overrides["ray.address"] = ray_address
+    if shards is not None:
+        overrides["selection.shards"] = shards
+    if not progress:
+        overrides["progress"] = False
+    try:
+        job = load_job(job_file, overrides)
+        summary = run_job(job, str(job_file), until)
+    except (JobError, PoolError) as e:
+        _fail(str(e))
+    if until != "write":
+        typer.echo(f"stopped after stage {until}; outputs under {job.output_dir()}")
+        return
+    c = summary["counts"]
+    typer.echo(f"selected {c['selected']} of {c['selectable']} selectable records "
+               f"(records in {c['records_in']}, rejected {c['rejected']}, unselectable {c['unselectable']})")
+    typer.echo(f"information: {summary['information']['selected']:.6g}")
+    for key, path in summary["outputs"].items():
+        typer.echo(f"{key + ':':<13} {path}")
+
+
+JobArg = Annotated[Path, typer.Argument(help="The job file (YAML); see jobs/.")]
+OutOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (overrides "
+                                             "output.dir).")]
+
+
+@app.command()
+def tag(job_file: JobArg, output: OutOpt = None,
+        progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True) -> None:
+    """Ingest and tag the job's pool only (annotate.tagger); results land in the annotation cache."""
+    _run_job(job_file, output, False, None, None, progress, "tag")
+
+
+@app.command()
+def score(job_file: JobArg, output: OutOpt = None,
+          progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True) -> None:
+    """Ingest, tag and score the job's pool (annotate.scorer); results land in the annotation cache."""
+    _run_job(job_file, output, False, None, None, progress, "score")
+
+
+@app.command()
+def report(
+    path: Annotated[Path, typer.Argument(help="A selection (OUT of `select`, or its <stem>.summary.json) or "
+                                         "a job output directory (its select/ stage is found).")],
+    out_dir: Annotated[Path | None, typer.Option("-o", "--out-dir", help="Where to write report.html and "
+                                                 "summary.json (default: OUTDIR/report for a job, "
+                                                 "<stem>.report/ beside a selection).")] = None,
+) -> None:
+    """Write a self-contained HTML report of what a selection covers, and its numbers as JSON."""
+    from mig_ray.report.build import ReportError, write_report
+
+    try:
+        paths = write_report(path, out_dir)
+    except ReportError as e:
+        _fail(str(e))
+    typer.echo(f"report:  {paths['html']}\nsummary: {paths['summary']}")
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where to write the demo "
                                           "output.")] = Path("demo_out"),

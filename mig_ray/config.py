@@ -52,12 +52,14 @@ class SelectConfig(BaseModel):
 
 
 def output_paths(out: Path) -> dict[str, Path]:
-    """OUT plus its sidecars: <stem>.manifest.jsonl, <stem>.rejects.jsonl, <stem>.summary.json."""
+    """OUT plus its sidecars: <stem>.manifest.jsonl, <stem>.rejects.jsonl, <stem>.summary.json,
+    <stem>.labels.json (per-label carriers in the pool and the selection, for the report)."""
     stem = out.with_suffix("")
     return {
         "selected": out,
         "manifest": stem.with_name(stem.name + ".manifest.jsonl"),
         "rejects": stem.with_name(stem.name + ".rejects.jsonl"),
         "summary": stem.with_name(stem.name + ".summary.json"),
+        "labels": stem.with_name(stem.name + ".labels.json"),
         "checkpoint": stem.with_name(stem.name + ".checkpoint.npz"),
     }

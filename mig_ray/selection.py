@@ -28,6 +28,7 @@ from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags, pool_format,
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
+from mig_ray.report.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.vectors import propagate, sample_matrix
 
 ISOLATED_WARNING = 0.5
@@ -88,6 +89,7 @@ class Selection:
     write_records: Callable[[Path], None]
     manifest: Iterable[dict]
     extra: dict[str, Any] = field(default_factory=dict)
+    report: ReportData | None = None
 
 
 def _log_graph(graph: LabelGraph) -> None:
@@ -126,6 +128,9 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
         write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
                                         in enumerate(zip(sel.manifest, sel.gains, strict=True), 1)))
     summary = _summary(cfg, sel, phi, timer, paths)
+    if sel.report is not None:
+        summary["report"], label_counts = sel.report.summary(phi, sel.graph.labels)
+        paths["labels"].write_text(json.dumps(label_counts) + "\n")
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -141,15 +146,22 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     with timer.stage("graph"):
         p = graph.propagation(cfg.propagation, cfg.prop_weight)
     with timer.stage("vectors"):
-        vectors = propagate(sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm), p)
+        e = sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm)
+        vectors = propagate(e, p)
     with timer.stage("select"):
         result = _greedy(vectors, min(cfg.n, len(pool)), phi, cfg)
+    chosen = vectors[result.order]
+    edges = score_edges(pool.scores.min(initial=np.inf), pool.scores.max(initial=-np.inf))
+    report = ReportData(chosen.indptr, chosen.indices, chosen.data,
+                        np.bincount(e.indices, minlength=graph.n_labels),
+                        np.bincount(e[result.order].indices, minlength=graph.n_labels),
+                        edges, score_hist(pool.scores, edges), pool.scores[result.order])
     manifest = ({"id": pool.ids[i], "score": float(pool.scores[i]), "labels": pool.labels_of(i),
                  "line": int(pool.lines[i])} for i in result.order)
     return Selection(result.order, result.gains, result.x, pool.counts, graph,
                      lambda out: write_selected(pool, result.order, out), manifest,
                      {"engine": "local", "evaluations_after_first_pass": result.evaluations,
-                      "evaluations_per_round": result.evaluations / max(1, len(result.order))})
+                      "evaluations_per_round": result.evaluations / max(1, len(result.order))}, report)
 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
@@ -178,9 +190,15 @@ def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Ph
 
         schema = pq.read_schema(cfg.pool)
     out["checkpoint"].remove()
-    return Selection(out["positions"], out["gains"], out["x"], out["counts"], out["graph"],
+    c, graph = out["committed"], out["graph"]
+    pool_carriers, edges, pool_hist = out["pool_stats"]
+    node = {name: j for j, name in enumerate(graph.labels)}
+    chosen = carriers((m["labels"] for m in out["manifest"]), node)
+    scores = np.array([m["score"] for m in out["manifest"]], dtype=np.float64)
+    report = ReportData(c.ptr, c.idx, c.val, pool_carriers, chosen, edges, pool_hist, scores)
+    return Selection(out["positions"], out["gains"], out["x"], out["counts"], graph,
                      lambda path: write_records(path, in_format, out["records"], schema), out["manifest"],
-                     {"engine": "ray", **rounds})
+                     {"engine": "ray", **rounds}, report)
 
 
 def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig) -> GreedyResult:

@@ -111,17 +111,11 @@ class Pipeline:
     # -- run ------------------------------------------------------------------------------------
     def run(self, until: str = "write") -> dict[str, Any]:
         """Run (or skip) every stage up to and including `until`; the summary when all ran."""
-        from mig_ray.distributed.engine import ray_up
-
         self.out.mkdir(parents=True, exist_ok=True)
         fps = self._fingerprints()
-        previous = self._previous_run(fps["ingest"])
+        self._archive_previous_run(fps["ingest"])
         write_atomic(self.out / "job.resolved.yaml", self.job.resolved_yaml())
-        started = ray_up(self.job.ray.address, self.job.ray.num_cpus or max(8, os.cpu_count() or 1),
-                         include_dashboard=self.job.ray.include_dashboard)
-        import ray.data  # noqa: F401  (its logger exists once imported)
-
-        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the stages
+        started = False
         try:
             for i, name in enumerate(STAGES[:STAGES.index(until) + 1], 1):
                 stage = StageDir(self.out, name)
@@ -132,6 +126,7 @@ class Pipeline:
                         log(f"[{i}/{len(STAGES)}] {name}: done in an earlier run, skipped")
                     else:
                         log(f"[{i}/{len(STAGES)}] {name}")
+                        started = started or self._ray_up()
                         stage.reset()
                         stats = getattr(self, f"_run_{name}")(stage.path)
                         stage.finish(fps[name], stats)
@@ -144,28 +139,51 @@ class Pipeline:
                 ray.shutdown()
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
-        return self._finish(fps, previous)
+        return self._finish(fps)
 
-    def _previous_run(self, ingest_fp: str) -> dict | None:
-        """The last completed run in OUTDIR; a different pool there needs --incremental."""
+    def _ray_up(self) -> bool:
+        """Join or start Ray when the first stage has work to do (a finished job starts none)."""
+        from mig_ray.distributed.engine import ray_up
+
+        started = ray_up(self.job.ray.address, self.job.ray.num_cpus or max(8, os.cpu_count() or 1),
+                         include_dashboard=self.job.ray.include_dashboard)
+        import ray.data  # noqa: F401  (its logger exists once imported)
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the stages
+        return started
+
+    def _archive_previous_run(self, ingest_fp: str) -> None:
+        """A different pool in an OUTDIR that holds a finished run is a nightly increment: it needs
+        --incremental, and the finished run's selection moves to OUTDIR/previous for the diff. The
+        run record goes last, so a crash after this point does not archive twice."""
         path = self.out / RUN_FILE
         if not path.exists():
-            return None
+            return
         prev = json.loads(path.read_text())
         if prev.get("ingest_fingerprint") == ingest_fp:
-            return None
+            return
         if not self.job.incremental:
             raise JobError(f"{self.out} holds a run over a different pool (the input files changed); "
                            "pass --incremental (or `incremental: true`) for nightly curation, or use a new "
                            "output.dir")
         keep = self.out / "previous"
-        if keep.exists():
-            shutil.rmtree(keep)
-        keep.mkdir()
+        tmp = self.out / ".previous.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
         for name in ("selected.manifest.jsonl", "summary.json", RUN_FILE):
             if (self.out / name).exists():
-                shutil.copy2(self.out / name, keep / name)
-        return prev
+                shutil.copy2(self.out / name, tmp / name)
+        shutil.rmtree(keep, ignore_errors=True)
+        os.replace(tmp, keep)
+        path.unlink()
+
+    def _previous(self, ingest_fp: str) -> dict | None:
+        """The archived run this one follows, when it was over a different pool."""
+        path = self.out / "previous" / RUN_FILE
+        if not path.exists():
+            return None
+        prev = json.loads(path.read_text())
+        return None if prev.get("ingest_fingerprint") == ingest_fp else prev
 
     # -- stages ---------------------------------------------------------------------------------
     def _run_ingest(self, path: Path) -> dict:
@@ -342,7 +360,8 @@ class Pipeline:
         return {"counts": {"written": len(records)}}
 
     # -- final outputs --------------------------------------------------------------------------
-    def _finish(self, fps: dict[str, str], previous: dict | None) -> dict[str, Any]:
+    def _finish(self, fps: dict[str, str]) -> dict[str, Any]:
+        previous = self._previous(fps["ingest"])
         w = self.out / "write"
         suffix = self.job.output.format
         final = {f"selected.{suffix}": w / f"selected.{suffix}",
