@@ -296,6 +296,21 @@ def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a
 
 
 @numba.njit(cache=True)
+def _gather_rows(indptr, indices, data, rows):
+    """CSR rows `rows` of (indptr, indices, data), copied out: O(their nnz), not O(matrix)."""
+    ptr = np.zeros(len(rows) + 1, dtype=np.int64)
+    for i in range(len(rows)):
+        ptr[i + 1] = ptr[i] + indptr[rows[i] + 1] - indptr[rows[i]]
+    idx = np.empty(ptr[-1], dtype=np.int64)
+    val = np.empty(ptr[-1], dtype=np.float64)
+    for i in range(len(rows)):
+        lo, hi = indptr[rows[i]], indptr[rows[i] + 1]
+        idx[ptr[i]:ptr[i + 1]] = indices[lo:hi]
+        val[ptr[i]:ptr[i + 1]] = data[lo:hi]
+    return ptr, idx, val
+
+
+@numba.njit(cache=True)
 def _add_rows(x, ptr, idx, val):
     for i in range(len(ptr) - 1):
         for p in range(ptr[i], ptr[i + 1]):
@@ -330,11 +345,12 @@ class ShardGreedy(LazyGreedy):
         n_c = _propose(self.indptr, self.indices, self.data, self.x, self.hkey, self.hpos, self.stamp,
                        self.meta, self.taken, *self._params, max(1, int(n_want)), self._tmp_pos,
                        self._tmp_key, self.positions, self._bound)
-        rows = np.sort(self._tmp_pos[:n_c])
-        sub = sp.csr_matrix((self.data, self.indices, self.indptr), shape=(self.n, self.n_labels))[rows]
-        gains = dict(zip(self._tmp_pos[:n_c].tolist(), self._tmp_key[:n_c].tolist(), strict=True))
-        return Proposal(self.positions[rows], np.array([gains[r] for r in rows.tolist()]),
-                        sub.indptr.astype(np.int64), sub.indices.astype(np.int64), sub.data,
+        order = np.argsort(self._tmp_pos[:n_c], kind="stable")
+        rows = self._tmp_pos[:n_c][order]
+        # A gather of the proposed rows only: wrapping the whole shard in a scipy CSR here would
+        # copy (and downcast) all its indices every round.
+        ptr, idx, val = _gather_rows(self.indptr, self.indices, self.data, rows)
+        return Proposal(self.positions[rows], self._tmp_key[:n_c][order], ptr, idx, val,
                         (float(self._bound[0]), int(self._bound[1])))
 
     def apply(self, positions: np.ndarray, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:

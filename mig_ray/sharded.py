@@ -52,20 +52,29 @@ class Commit:
 
 @dataclass
 class RoundLog:
+    """What the rounds cost: counts, time split into the three phases of a round, bytes moved."""
+
     rounds: int = 0
     committed_per_round: list[int] = field(default_factory=list)
     candidates_per_round: list[int] = field(default_factory=list)
     seconds_per_round: list[float] = field(default_factory=list)
+    seconds_propose: float = 0.0
+    seconds_driver: float = 0.0
+    seconds_apply: float = 0.0
     bytes_proposed: int = 0
     bytes_broadcast: int = 0
 
     def summary(self) -> dict:
+        """Per-round means (the scaling model in docs/scaling.md is built from these)."""
         n = max(1, self.rounds)
         return {
             "rounds": self.rounds,
             "samples_per_round": sum(self.committed_per_round) / n,
             "candidates_per_round": sum(self.candidates_per_round) / n,
             "seconds_per_round": sum(self.seconds_per_round) / n,
+            "seconds_propose_per_round": self.seconds_propose / n,
+            "seconds_driver_per_round": self.seconds_driver / n,
+            "seconds_apply_per_round": self.seconds_apply / n,
             "bytes_proposed": self.bytes_proposed,
             "bytes_broadcast": self.bytes_broadcast,
         }
@@ -132,16 +141,22 @@ def sharded_greedy(propose: Callable[[int], list[Proposal]], apply: Callable[[Co
         n_cand = sum(len(p.positions) for p in props)
         if n_cand == 0:
             break
+        t_prop = time.perf_counter()
         commit, x = certified_round(props, x, phi, mode, k - n_done if batch > 0 else 1)
         if len(commit.positions) == 0:
             raise RuntimeError("a certified round committed nothing; the shard bounds are inconsistent")
+        t_drv = time.perf_counter()
         apply(commit)
+        t_end = time.perf_counter()
+        log.seconds_propose += t_prop - t
+        log.seconds_driver += t_drv - t_prop
+        log.seconds_apply += t_end - t_drv
         done.append(commit)
         n_done += len(commit.positions)
         log.rounds += 1
         log.committed_per_round.append(len(commit.positions))
         log.candidates_per_round.append(n_cand)
-        log.seconds_per_round.append(time.perf_counter() - t)
+        log.seconds_per_round.append(t_end - t)
         log.bytes_proposed += sum(p.nbytes for p in props)
         log.bytes_broadcast += commit.nbytes * len(props)
         if on_round is not None:

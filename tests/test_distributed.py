@@ -57,7 +57,7 @@ def manifest_ids(cfg: SelectConfig) -> list[str]:
     return [json.loads(x)["id"] for x in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("shards", [1, 2, 3, 5])
+@pytest.mark.parametrize("shards", [1, 2, 3, 5, 7])
 @pytest.mark.parametrize("batch", [0, 32])
 def test_sharded_on_ray_equals_naive_and_local(tmp_path, ray_address, shards, batch):
     pool, emb_path, vocab, emb, labels, scores = write_pool(tmp_path, 40 + shards, n=160, n_labels=30,
@@ -91,7 +91,10 @@ def test_cross_shard_duplicates_and_rejects_match_local(tmp_path, ray_address):
     assert manifest_ids(sharded) == manifest_ids(local)
 
 
-def test_killed_shard_actor_is_rebuilt_and_order_unchanged(tmp_path, ray_address):
+@pytest.mark.parametrize(("kill_round", "batch"), [(0, 4), (3, 4), (5, 0)])
+def test_killed_shard_actor_is_rebuilt_and_order_unchanged(tmp_path, ray_address, kill_round, batch):
+    """Round 0 kills a shard right after its block is loaded (before the graph); later rounds kill
+    one mid-selection."""
     import ray
 
     pool, emb_path, vocab, emb, labels, scores = write_pool(tmp_path, 3, n=300, n_labels=40)
@@ -99,14 +102,102 @@ def test_killed_shard_actor_is_rebuilt_and_order_unchanged(tmp_path, ray_address
     killed = []
 
     def kill_one(rnd, actors):
-        if rnd == 3:
+        if rnd == kill_round:
             ray.kill(actors[1], no_restart=False)
             killed.append(rnd)
 
-    cfg = config(tmp_path, pool, emb_path, "ray", n=150, shards=3, batch=4, ray_address=ray_address)
+    cfg = config(tmp_path, pool, emb_path, "ray", n=150, shards=3, batch=batch, ray_address=ray_address)
     summary = run_select(cfg, on_round=kill_one)
-    assert killed == [3] and summary["greedy"]["shard_restarts"] >= 1
+    assert killed == [kill_round] and summary["greedy"]["shard_restarts"] >= 1
     assert manifest_ids(cfg) == want
+
+
+def test_restarted_actor_without_state_is_restored(tmp_path, ray_address):
+    """A call that reaches an actor Ray already restarted (empty state) fails loudly (ShardLost) and
+    the driver restores the actor, instead of reading proposals from an empty shard."""
+    import ray
+
+    from mig_ray.distributed.engine import ShardPlan, Shards
+    from mig_ray.distributed.shard import ShardActor
+    from mig_ray.objective import Phi
+    from mig_ray.pools.annotated import split_blocks
+    from mig_ray.pools.fields import FieldSpec
+
+    pool, emb_path, vocab, emb, labels, scores = write_pool(tmp_path, 11, n=80, n_labels=20)
+    graph = LabelGraph.build(vocab, emb, threshold=0.7)
+    p_ref, nodes_ref = ray.put(graph.propagation("target", 1.0)), ray.put(graph.labels)
+    block = split_blocks(pool, 1)[0]
+    actor = ray.remote(num_cpus=1, max_restarts=2, max_task_retries=0)(ShardActor).remote(
+        str(pool), block, FieldSpec("tags", "score", None), None, False)
+    try:
+        shards = Shards([actor], [ShardPlan(block, np.zeros(0, dtype=np.int64))])
+        shards.call_each("load", [(block.first_line,)])
+        shards.level = "loaded"
+        shards.restore_args = (nodes_ref, p_ref, Phi(), "gradient", False)
+        shards.level = "built"
+        shards.call_each("build", [(nodes_ref, p_ref, 0, Phi(), "gradient", False)], replayed_by_restore=True)
+        before = shards.call("propose", 5)[0]
+        ray.kill(actor, no_restart=False)
+        deadline = time.monotonic() + 60
+        while True:  # until Ray has restarted it: then it answers, but holds nothing
+            try:
+                ray.get(actor.propose.remote(5))
+                raise AssertionError("a restarted shard answered from empty state")
+            except ray.exceptions.RayTaskError as e:
+                assert "ShardLost" in str(e)
+                break
+            except ray.exceptions.RayActorError:  # dead or restarting: not yet
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        after = shards.call("propose", 5)[0]
+        assert shards.restarts >= 1
+        assert after.positions.tolist() == before.positions.tolist()
+        assert after.gains.tolist() == before.gains.tolist() and after.bound == before.bound
+    finally:
+        ray.kill(actor)
+
+
+def test_default_local_ray_is_loopback_without_dashboard(ray_address):
+    """The session cluster comes from ray_up(None): no web dashboard, and every socket that Ray's
+    processes (servers, agents, workers) listen on is bound to loopback."""
+    import ray
+
+    psutil = pytest.importorskip("psutil")
+    node = ray._private.worker._global_node
+    assert not node.webui_url
+    for info in node.all_processes.get("dashboard", []):  # Ray keeps a head process with no web UI
+        assert "--disable-frontend" in psutil.Process(info.process.pid).cmdline()
+    assert ray.nodes()[0]["NodeManagerAddress"] == "127.0.0.1"
+    procs = {}
+    for infos in node.all_processes.values():
+        for info in infos:
+            proc = psutil.Process(info.process.pid)
+            procs[proc.pid] = proc
+            procs.update({c.pid: c for c in proc.children(recursive=True)})
+    listening = set()
+    for proc in procs.values():
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.NoSuchProcess:
+            continue
+        listening |= {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN}
+    assert listening and listening <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening
+
+
+def test_cli_joins_running_cluster_with_auto(tmp_path, ray_address):
+    """`--ray-address auto` joins the running cluster (it fails if there is none to join)."""
+    pool, emb_path, vocab, emb, labels, scores = write_pool(tmp_path, 13, n=120, n_labels=20)
+    want = naive_ids(vocab, emb, labels, scores, 40, 0.7)
+    out = tmp_path / "auto" / "sel.jsonl"
+    run = subprocess.run([sys.executable, "-m", "mig_ray", "select", str(pool), "-n", "40", "-o", str(out),
+                          "--label-embeddings", str(emb_path), "--labels-field", "tags", "--score-field",
+                          "score", "--sim-threshold", "0.7", "--shards", "2", "--ray-address", "auto",
+                          "--no-progress"], env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(out.with_name("sel.summary.json").read_text())
+    assert summary["greedy"]["engine"] == "ray" and summary["approximate"] is False
+    assert [json.loads(x)["id"] for x in out.with_name("sel.manifest.jsonl").read_text().splitlines()] == want
 
 
 def test_resumed_driver_gives_same_output(tmp_path, ray_address):

@@ -26,6 +26,7 @@ from mig_ray.greedy import _add_rows
 from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import PoolError
+from mig_ray.report.stats import pool_stats
 from mig_ray.sharded import Commit, RoundLog, sharded_greedy
 
 RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
@@ -33,10 +34,12 @@ RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_th
                "labels_field", "score_field", "id_field")
 
 
-def ray_up(address: str | None, num_cpus: int) -> bool:
+def ray_up(address: str | None, num_cpus: int, include_dashboard: bool = False) -> bool:
     """Join `address` ('auto' or host:port) or start a local Ray bound to loopback, no dashboard.
     Returns True when this call started Ray (and so should shut it down)."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Inside a Ray job (`ray job submit`, KubeRay RayJob) Ray sets RAY_ADDRESS: join that cluster.
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         # Ray resolves 127.0.0.1 to the host's reachable IP unless it runs in single-machine mode;
         # in that mode every Ray server binds to loopback. The env var reaches Ray's own processes,
@@ -51,7 +54,8 @@ def ray_up(address: str | None, num_cpus: int) -> bool:
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     else:
         ray_constants.ENABLE_RAY_CLUSTER = False
-        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, logging_level="WARNING",
+                 log_to_driver=False)
     return True
 
 
@@ -102,51 +106,100 @@ class ShardPlan:
 
 
 class Shards:
-    """The shard actors and what is needed to rebuild any of them after a restart."""
+    """The shard actors and what is needed to rebuild any of them after a restart.
+
+    `level` is how far the actors have got: "created" (constructor only), "loaded" (block read,
+    duplicates dropped) or "built" (vectors and heap, commits in `history` applied). A call that
+    finds its actor dead, unreachable or restarted without state restores the actor to `level`
+    and asks again, so a shard may fail in any phase of the selection.
+    """
+
+    ATTEMPTS = 5
 
     def __init__(self, actors: list, plans: list[ShardPlan]) -> None:
         self.actors, self.plans = actors, plans
         self.history: list[Commit] = []
         self.restore_args: tuple = ()
+        self.level = "created"
         self.restarts = 0
 
-    def call(self, method: str, *args: Any, skip_on_restore: bool = False) -> list:
-        """Call `method` on every actor in parallel; a dead actor is restored and asked again
-        (not again for `apply`: its restore already replays the history that includes it)."""
-        import ray
-        from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
+    def call(self, method: str, *args: Any, replayed_by_restore: bool = False,
+             retry: tuple[str, tuple] | None = None) -> list:
+        """Call `method` with the same arguments on every actor in parallel."""
+        return self.call_each(method, [args] * len(self.actors), replayed_by_restore, retry)
 
-        refs = [getattr(a, method).remote(*args) for a in self.actors]
+    def call_each(self, method: str, args: list[tuple], replayed_by_restore: bool = False,
+                  retry: tuple[str, tuple] | None = None) -> list:
+        """Call `method` on every actor in parallel, actor i with args[i]. A failed actor is restored
+        and asked again; with `replayed_by_restore` (build) the restore already did the call's work,
+        and its return value stands for the call's; with `retry` = (method, args) the restore did
+        part of it (propose_after: the commit) and `retry` is what is left to ask."""
+        import ray
+
+        refs = [getattr(a, method).remote(*x) for a, x in zip(self.actors, args, strict=True)]
         out = []
         for i, ref in enumerate(refs):
             try:
                 out.append(ray.get(ref))
-            except (RayActorError, ActorDiedError, ActorUnavailableError):
-                self.restore(i)
-                out.append(None if skip_on_restore else self.call_one(i, method, *args))
+            except Exception as e:
+                if not _shard_failure(e):
+                    raise
+                restored = self.restore(i)
+                if replayed_by_restore:
+                    out.append(restored)
+                elif retry is not None:
+                    out.append(self.call_one(i, retry[0], *retry[1]))
+                else:
+                    out.append(self.call_one(i, method, *args[i]))
         return out
 
     def call_one(self, i: int, method: str, *args: Any) -> Any:
+        """Call `method` on actor i, restoring it (a few times at most) if it fails."""
         import ray
 
-        return ray.get(getattr(self.actors[i], method).remote(*args))
+        for attempt in range(self.ATTEMPTS):
+            try:
+                return ray.get(getattr(self.actors[i], method).remote(*args))
+            except Exception as e:
+                if not _shard_failure(e) or attempt == self.ATTEMPTS - 1:
+                    raise
+                self.restore(i)
+        raise AssertionError("unreachable")
 
-    def restore(self, i: int) -> None:
+    def restore(self, i: int) -> Any:
+        """Bring actor i back to `level` (Ray restarts the process; this rebuilds its state)."""
         import ray
 
         self.restarts += 1
-        nodes_ref, p_ref, phi, mode, norm = self.restore_args
         plan = self.plans[i]
-        history = ray.put(Commit.concat(self.history))
-        for attempt in range(60):
+        if self.level == "built":
+            nodes_ref, p_ref, phi, mode, norm = self.restore_args
+            history = ray.put(Commit.concat(self.history))
+            method, args = "restore", (plan.block.first_line, plan.drop_rows, nodes_ref, p_ref, plan.offset,
+                                       phi, mode, norm, history)
+        elif self.level == "loaded":
+            method, args = "reload", (plan.block.first_line, plan.drop_rows)
+        else:
+            method, args = "count_lines", ()  # nothing to rebuild; wait until the actor answers
+        deadline = time.monotonic() + 60
+        while True:
             try:
-                ray.get(self.actors[i].restore.remote(plan.block.first_line, plan.drop_rows, nodes_ref, p_ref,
-                                                      plan.offset, phi, mode, norm, history))
-                return
-            except Exception:  # the actor may still be restarting
-                if attempt == 59:
+                return ray.get(getattr(self.actors[i], method).remote(*args))
+            except Exception as e:  # the actor may still be restarting
+                if not _shard_failure(e) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.5)
+
+
+def _shard_failure(e: BaseException) -> bool:
+    """Is `e` an actor that died, is unreachable, or came back from a restart without its state?"""
+    from ray.exceptions import RayActorError, RayTaskError
+
+    from mig_ray.distributed.shard import ShardLost
+
+    if isinstance(e, RayActorError):
+        return True
+    return isinstance(e, RayTaskError) and isinstance(e.as_instanceof_cause(), ShardLost)
 
 
 def _duplicates(loads: list[dict], shards: Shards, where: str) -> list[list[tuple[int, str]]]:
@@ -180,7 +233,10 @@ def _duplicates(loads: list[dict], shards: Shards, where: str) -> list[list[tupl
 def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]], LabelGraph],
                   phi, checkpoint_path: Path, checkpoint_seconds: float = 5.0, batch: int = 256,
                   on_round: Callable | None = None) -> dict[str, Any]:
-    """Run the sharded selection; returns everything run_select needs to write outputs."""
+    """Run the sharded selection; returns everything run_select needs to write outputs.
+
+    `on_round(round, actors)` is a test hook: round 0 once the blocks are loaded, then after each
+    committed round."""
     import ray
 
     from mig_ray.distributed.shard import ShardActor
@@ -204,13 +260,15 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             for plan, first in zip(plans, firsts, strict=True):
                 plan.block = Block(plan.block.start, plan.block.end, int(first))
             try:
-                refs = [a.load.remote(p.block.first_line) for a, p in zip(actors, plans, strict=True)]
-                loads = [ray.get(r) for r in refs]
+                loads = shards.call_each("load", [(p.block.first_line,) for p in plans])
             except ray.exceptions.RayTaskError as e:
                 cause = e.as_instanceof_cause()
                 if isinstance(cause, PoolError):
                     raise PoolError(str(cause).split("\n")[-1].strip() or str(cause)) from None
                 raise
+            shards.level = "loaded"
+            if on_round is not None:
+                on_round(0, shards.actors)
             where = "line" if pool_format(cfg.pool) == "jsonl" else "row"
             drops = _duplicates(loads, shards, where)
             rejects = [row for x in loads for row in x["rejects"]]
@@ -237,9 +295,9 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             nodes_ref, p_ref = ray.put(graph.labels), ray.put(p)
         with stage("vectors"):
             shards.restore_args = (nodes_ref, p_ref, phi, cfg.gain, cfg.norm)
-            refs = [a.build.remote(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm)
-                    for a, plan in zip(actors, plans, strict=True)]
-            nnz = sum(ray.get(refs))
+            shards.level = "built"
+            nnz = sum(shards.call_each("build", [(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm)
+                                                 for plan in plans], replayed_by_restore=True))
         k = min(cfg.n, counts["selectable"])
         ckpt = Checkpoint(checkpoint_path, fingerprint(cfg), checkpoint_seconds)
         with stage("select"):
@@ -249,10 +307,14 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             if resume is not None:
                 shards.history.append(resume)
 
+            # A round's commit travels with the next round's request (propose_after): one wave of
+            # actor calls per round instead of two. The last commit need not reach the shards.
+            pending: list = [None]
+
             def apply(c: Commit) -> None:
                 if c is not resume:
                     shards.history.append(c)
-                shards.call("apply", ray.put(c), skip_on_restore=True)
+                pending[0] = ray.put(c)
 
             def after_round(r: int, c: Commit) -> None:
                 ckpt.maybe_save(shards.history)
@@ -260,7 +322,10 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
                     on_round(r, shards.actors)
 
             def propose(b: int):
-                return shards.call("propose", b)
+                ref, pending[0] = pending[0], None
+                if ref is None:
+                    return shards.call("propose", b)
+                return shards.call("propose_after", ref, b, retry=("propose", (b,)))
 
             t0 = time.perf_counter()
             committed, log = sharded_greedy(propose, apply, graph.n_labels, k, phi, cfg.gain, batch,
@@ -282,8 +347,9 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
         return {"graph": graph, "counts": counts, "rejects": rejects, "positions": committed.positions,
                 "gains": committed.gains, "x": x, "records": records, "manifest": manifest, "nnz": nnz,
                 "rounds": _rounds_summary(log, select_seconds, len(actors), shards.restarts,
-                                          0 if resume is None else len(resume.positions)),
-                "checkpoint": ckpt}
+                                          0 if resume is None else len(resume.positions),
+                                          shards.call("peak_rss_mb"), nnz),
+                "checkpoint": ckpt, "committed": committed, "pool_stats": pool_stats(shards.call)}
     finally:
         for a in actors:
             ray.kill(a)
@@ -298,6 +364,8 @@ def _sum_counts(counts: list[dict], cross_duplicates: int) -> dict:
     return total
 
 
-def _rounds_summary(log: RoundLog, seconds: float, shards: int, restarts: int, resumed: int) -> dict:
+def _rounds_summary(log: RoundLog, seconds: float, shards: int, restarts: int, resumed: int,
+                    rss_mb: list[float], nnz: int) -> dict:
     return {**log.summary(), "shards": shards, "select_seconds": seconds, "shard_restarts": restarts,
-            "resumed_from_checkpoint": resumed}
+            "resumed_from_checkpoint": resumed, "shard_peak_rss_mb": [round(r, 1) for r in rss_mb],
+            "vector_nnz": nnz}

@@ -13,12 +13,22 @@ from mig_ray.objective import GainMode, Phi
 from mig_ray.pools.annotated import AnnotatedPool, Block, count_lines, read_annotated
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
+from mig_ray.report.stats import score_hist
 from mig_ray.sharded import Commit
 from mig_ray.vectors import propagate, sample_matrix
 
 
 def id_hash(rid: str) -> int:
+    """A 64-bit id hash: blocks exchange these, not ids, to find cross-block duplicates."""
     return int.from_bytes(hashlib.blake2b(rid.encode(), digest_size=8).digest(), "little")
+
+
+class ShardLost(RuntimeError):
+    """Raised by an actor that Ray restarted and that lost its block: the driver must restore it.
+
+    Ray may deliver calls made while an actor restarts to the fresh instance; without this check
+    such an instance would answer from empty state instead of failing loudly.
+    """
 
 
 class ShardActor:
@@ -35,8 +45,20 @@ class ShardActor:
         self.pool: AnnotatedPool | None = None
         self.keep: np.ndarray | None = None
         self.engine: ShardGreedy | None = None
+        self.carriers: np.ndarray | None = None
+
+    def _loaded(self) -> AnnotatedPool:
+        if self.pool is None:
+            raise ShardLost("shard actor has no block loaded (restarted?)")
+        return self.pool
+
+    def _built(self) -> ShardGreedy:
+        if self.engine is None:
+            raise ShardLost("shard actor has no vectors built (restarted?)")
+        return self.engine
 
     def count_lines(self) -> int:
+        """Lines of this block, so that the driver can number every block's lines globally."""
         return count_lines(self.path, self.block)
 
     def load(self, first_line: int) -> dict:
@@ -50,14 +72,21 @@ class ShardActor:
                 "lines": self.pool.lines}
 
     def ids(self, rows: np.ndarray) -> list[str]:
-        return [self.pool.ids[int(r)] for r in rows]
+        """Ids of local rows (to confirm a hash collision is a real duplicate)."""
+        p = self._loaded()
+        return [p.ids[int(r)] for r in rows]
+
+    def reload(self, first_line: int, drop_rows: np.ndarray) -> None:
+        """After a restart before the vectors exist: reread the block and drop the same rows."""
+        self.load(first_line)
+        self.keep = np.setdiff1d(np.arange(len(self.pool)), drop_rows)
 
     def drop(self, rows: np.ndarray, reasons: list[str]) -> tuple[list[dict], dict[str, int]]:
         """Reject records found duplicated in an earlier block; returns their reject rows and the
         corrections to this block's counts (they were counted as accepted)."""
         import orjson
 
-        p = self.pool
+        p = self._loaded()
         out, fix = [], {"no_valid_label": 0, "labels_dropped_by_valid_tags": 0}
         where = "line" if p.format == "jsonl" else "row"
         for r, raw in zip(rows.tolist(), self.records(rows, local=True), strict=True):
@@ -73,7 +102,7 @@ class ShardActor:
 
     def labels(self) -> list[str]:
         """Distinct valid labels of the records kept."""
-        p = self.pool
+        p = self._loaded()
         used = np.zeros(len(p.vocab), dtype=bool)
         for r in self.keep:
             used[p.label_codes[p.label_indptr[r]:p.label_indptr[r + 1]]] = True
@@ -82,7 +111,7 @@ class ShardActor:
     def build(self, nodes: list[str], prop: sp.csr_matrix, offset: int, phi: Phi, mode: GainMode,
               norm: bool) -> int:
         """Propagated vectors of the kept records and the lazy heap; positions start at `offset`."""
-        p = self.pool
+        p = self._loaded()
         node = {name: i for i, name in enumerate(nodes)}
         remap = np.array([node.get(v, -1) for v in p.vocab], dtype=np.int64)
         lengths = np.diff(p.label_indptr)
@@ -90,34 +119,52 @@ class ShardActor:
         kept[self.keep] = True
         codes = remap[p.label_codes[np.repeat(kept, lengths)]]
         indptr = np.concatenate([[0], np.cumsum(lengths[self.keep])]).astype(np.int64)
-        vectors = propagate(sample_matrix(indptr, codes, p.scores[self.keep], len(nodes), norm), prop)
+        e = sample_matrix(indptr, codes, p.scores[self.keep], len(nodes), norm)
+        self.carriers = np.bincount(e.indices, minlength=len(nodes))
+        vectors = propagate(e, prop)
         self.engine = ShardGreedy(vectors, phi, mode, offset + np.arange(len(self.keep)))
         return int(vectors.nnz)
 
+    def score_range(self) -> tuple[float, float]:
+        """Lowest and highest score of the kept records (for the report's shared histogram bins)."""
+        s = self._loaded().scores[self.keep]
+        return float(s.min(initial=np.inf)), float(s.max(initial=-np.inf))
+
+    def pool_stats(self, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Kept records carrying each graph label, and their score histogram over `edges`."""
+        self._built()
+        return self.carriers, score_hist(self.pool.scores[self.keep], edges)
+
     def propose(self, n_want: int) -> Proposal:
-        return self.engine.propose(n_want)
+        """This shard's best fresh candidates and the bound of the rest (one round's first wave)."""
+        return self._built().propose(n_want)
 
     def apply(self, commit: Commit) -> None:
-        self.engine.apply(commit.positions, commit.ptr, commit.idx, commit.val)
+        """Add a round's committed vectors to x (the round's broadcast)."""
+        self._built().apply(commit.positions, commit.ptr, commit.idx, commit.val)
+
+    def propose_after(self, commit: Commit, n_want: int) -> Proposal:
+        """Apply the last round's commit, then propose: a round costs one wave of calls, not two."""
+        self.apply(commit)
+        return self.propose(n_want)
 
     def restore(self, first_line: int, drop_rows: np.ndarray, nodes: list[str], prop: sp.csr_matrix,
                 offset: int, phi: Phi, mode: GainMode, norm: bool, history: Commit) -> int:
         """After a restart: reread the block, drop the same rows, rebuild, replay the commits."""
-        self.load(first_line)
-        self.keep = np.setdiff1d(np.arange(len(self.pool)), drop_rows)
+        self.reload(first_line, drop_rows)
         nnz = self.build(nodes, prop, offset, phi, mode, norm)
         if len(history.positions):
             self.apply(history)
         return nnz
 
     def _rows(self, positions: np.ndarray) -> np.ndarray:
-        return self.keep[positions - self.engine.positions[0]] if len(positions) else positions
+        return self.keep[positions - self._built().positions[0]] if len(positions) else positions
 
     def records(self, positions: np.ndarray, local: bool = False) -> list:
         """The records at global positions (local rows with local=True), as they are in the file:
         JSONL lines as bytes, Parquet rows as dicts."""
         rows = positions if local else self._rows(positions)
-        p = self.pool
+        p = self._loaded()
         if p.format == "jsonl":
             out = []
             with open(self.path, "rb") as f:
@@ -131,7 +178,14 @@ class ShardActor:
         table = pq.read_table(self.path)
         return table.take(p.locations[rows]).to_pylist()
 
+    def peak_rss_mb(self) -> float:
+        """This actor's peak resident memory since it (re)started: docs/scaling.md's memory per shard."""
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
     def describe(self, positions: np.ndarray) -> list[dict]:
-        p = self.pool
+        """Manifest rows (id, score, labels, line) of selected global positions."""
+        p = self._loaded()
         return [{"id": p.ids[r], "score": float(p.scores[r]), "labels": p.labels_of(r),
                  "line": int(p.lines[r])} for r in self._rows(positions).tolist()]
