@@ -123,6 +123,26 @@ def mmr(sims: np.ndarray, vocab_emb: np.ndarray, k: int, floor: float, diversity
     return chosen
 
 
+def vocab_cache_key(cfg: EmbeddingTaggerConfig, vocab: list[str]) -> tuple[Path, str]:
+    key = hashlib.sha256(orjson.dumps([cfg.model_identity(), vocab])).hexdigest()[:24]
+    return cfg.vocab_cache or default_vocab_cache(), key
+
+
+def cached_vocab_embeddings(cfg: EmbeddingTaggerConfig, vocab: list[str] | None = None) -> np.ndarray | None:
+    """The vocabulary's embeddings from the on-disk cache, or None when this machine has none; the
+    job reuses them as label embeddings of the graph instead of loading the model again."""
+    vocab = vocab if vocab is not None else cfg.vocabulary_tags()
+    folder, key = vocab_cache_key(cfg, vocab)
+    path = folder / f"{key}.npy"
+    if not path.is_file():
+        return None
+    try:
+        emb = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return emb if emb.shape[0] == len(vocab) else None
+
+
 class EmbeddingTagger:
     """Callable class for Ray Data `map_batches`: the model and the embedded vocabulary are loaded
     once per actor. Input columns id, messages; output OUTPUT_SCHEMA (one model call per record)."""
@@ -144,22 +164,16 @@ class EmbeddingTagger:
     def _vocab_embeddings(self) -> np.ndarray:
         """Embedding 4,531 tags takes tens of seconds on a laptop CPU: keep them on disk, keyed by
         model and vocabulary, so a new actor loads them instead."""
-        key = hashlib.sha256(orjson.dumps([self.cfg.model_identity(), self.vocab])).hexdigest()[:24]
-        folder = self.cfg.vocab_cache or default_vocab_cache()
-        path = folder / f"{key}.npy"
-        if path.is_file():
-            try:
-                emb = np.load(path, allow_pickle=False)
-                if emb.shape[0] == len(self.vocab):
-                    return emb
-            except (OSError, ValueError):
-                pass
+        folder, key = vocab_cache_key(self.cfg, self.vocab)
+        cached = cached_vocab_embeddings(self.cfg, self.vocab)
+        if cached is not None:
+            return cached
         emb = self._encode(self.vocab)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             tmp = folder / f".{key}.{os.getpid()}.npy"
             np.save(tmp, emb)
-            os.replace(tmp, path)
+            os.replace(tmp, folder / f"{key}.npy")
         except OSError:
             pass  # a read-only cache only costs time
         return emb

@@ -207,7 +207,26 @@ class Pipeline:
     def _run_tag(self, path: Path) -> dict:
         if self.tagger is None:
             return {"counts": {"from_data": 1}}
-        return self._annotate("tags", self.tagger, self.job.annotate.tagger.resources)
+        stats = self._annotate("tags", self.tagger, self.job.annotate.tagger.resources)
+        self._save_vocab_embeddings(path)
+        return stats
+
+    def _save_vocab_embeddings(self, path: Path) -> None:
+        """The embedding tagger embedded its whole vocabulary with the graph's model already: keep
+        those as the graph's label embeddings, so the select stage loads no model."""
+        from mig_ray.annotate.embedding_tagger import EmbeddingTaggerConfig, cached_vocab_embeddings
+        from mig_ray.embeddings import DEFAULT_MODEL
+
+        cfg = self.tagger[1]
+        g = self.job.graph
+        if not isinstance(cfg, EmbeddingTaggerConfig) or g.label_embeddings is not None:
+            return
+        same = (cfg.model in ("", DEFAULT_MODEL) and g.embedding_model in ("", DEFAULT_MODEL)) or \
+            cfg.model == g.embedding_model
+        vocab = cfg.vocabulary_tags()
+        emb = cached_vocab_embeddings(cfg, vocab) if same else None
+        if emb is not None:
+            np.savez(path / "label_embeddings.npz", labels=np.array(vocab), embeddings=emb)
 
     def _run_score(self, path: Path) -> dict:
         if self.scorer is None:
@@ -314,11 +333,16 @@ class Pipeline:
             out=path / "selected.parquet",
             valid_tags=resolve_path(g.valid_tags) if g.valid_tags else None,
             embedding_model=g.embedding_model,
-            label_embeddings=resolve_path(g.label_embeddings) if g.label_embeddings else None,
+            label_embeddings=(resolve_path(g.label_embeddings) if g.label_embeddings
+                              else self._tag_embeddings()),
             sim_threshold=g.sim_threshold, target_degree=g.target_degree, prop_weight=g.prop_weight,
             propagation=g.propagation, phi=s.phi, phi_a=s.phi_a, phi_b=s.phi_b, phi_alpha=s.phi_alpha,
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
             labels_field="labels", score_field="score", id_field="id", progress=j.progress)
+
+    def _tag_embeddings(self) -> Path | None:
+        path = self.out / "tag" / "label_embeddings.npz"
+        return path if path.is_file() else None
 
     def _run_select(self, path: Path) -> dict:
         from mig_ray.selection import run_select
