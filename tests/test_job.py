@@ -70,6 +70,19 @@ def reference_run(tmp_path_factory, ray_address) -> Path:
     return out
 
 
+def test_sharded_selection_in_the_job_gives_the_same_outputs(tmp_path, reference_run):
+    """selection.shards = 3 (shard actors on the session's Ray), annotations from the reference
+    run's cache: the same records in the same order."""
+    out = tmp_path / "sharded"
+    job = small_job(tmp_path, DEMO_POOL, out, **{"selection.shards": 3, "selection.batch": 4,
+                                                 "annotate.cache_dir": str(reference_run / "cache")})
+    summary = run_job(load_job(job))
+    assert summary["counts"]["tagging"]["annotated"] == 0
+    assert summary["greedy"]["engine"] == "ray" and summary["greedy"]["shards"] == 3
+    for name in FINAL:
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
 def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_run):
     out = tmp_path / "demo"
     proc = cli_run("run", DEMO_JOB, "-o", out, "--no-progress")
