@@ -30,7 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mig_ray.pools.annotated import split_blocks
+from mig_ray.pools.annotated import Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
 
@@ -266,20 +266,11 @@ def _count_unit(row: dict) -> dict:
     of a JSON array, rows of a Parquet block or an Arrow shard."""
     u = _Unit(**row)
     if u.fmt == "jsonl":
-        n = 0
-        last = b""
-        with open(u.path, "rb") as f:
-            f.seek(u.start)
-            left = u.end - u.start
-            while left > 0:
-                chunk = f.read(min(left, 1 << 24))
-                if not chunk:
-                    break
-                n += chunk.count(b"\n")
-                last = chunk[-1:]
-                left -= len(chunk)
-        if u.last and last not in (b"", b"\n"):
-            n += 1
+        n = count_lines(u.path, Block(u.start, u.end))
+        if u.last and u.end > u.start:
+            with open(u.path, "rb") as f:
+                f.seek(u.end - 1)
+                n += int(f.read(1) != b"\n")
     elif u.fmt == "parquet":
         n = u.end - u.start
     elif u.fmt == "json":
