@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 Propagation = Literal["target", "source"]
 
-BLOCK_ELEMENTS = 1 << 24  # similarity entries per block (128 MB of float64)
+BLOCK_ELEMENTS = 1 << 25  # similarity entries per block (128 MB of float32)
 
 
 def normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -32,10 +32,30 @@ def normalise(embeddings: np.ndarray) -> np.ndarray:
     return e / norms
 
 
+CHUNK_ROWS = 256  # every similarity product has this many rows (the last chunk zero-padded)
+
+
 def _row_blocks(n: int, width: int):
-    step = max(1, BLOCK_ELEMENTS // max(1, width))
+    """Row blocks that start at multiples of CHUNK_ROWS, whatever BLOCK_ELEMENTS allows."""
+    step = max(CHUNK_ROWS, BLOCK_ELEMENTS // max(1, width) // CHUNK_ROWS * CHUNK_ROWS)
     for lo in range(0, n, step):
         yield lo, min(n, lo + step)
+
+
+def _similarities(unit: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """cos(rows lo..hi, all) in float32 products of one fixed shape: BLAS picks its kernel (and so
+    its summation order) by shape, so a product of a varying shape could give a label pair
+    different cosines in different blockings; fixed, globally aligned chunks make W one answer."""
+    if unit.shape[0] <= CHUNK_ROWS:  # one block whatever BLOCK_ELEMENTS says: one product
+        return unit[lo:hi] @ unit.T
+    out = np.empty((hi - lo, unit.shape[0]), dtype=np.float32)
+    for c in range(lo, hi, CHUNK_ROWS):
+        rows = unit[c:c + CHUNK_ROWS]
+        if rows.shape[0] < CHUNK_ROWS:
+            rows = np.vstack([rows, np.zeros((CHUNK_ROWS - rows.shape[0], unit.shape[1]), unit.dtype)])
+        prod = rows @ unit.T
+        out[c - lo:min(hi, c + CHUNK_ROWS) - lo] = prod[:min(hi, c + CHUNK_ROWS) - c]
+    return out
 
 
 def similarity_graph(unit: np.ndarray, threshold: float) -> sp.csr_matrix:
@@ -44,12 +64,8 @@ def similarity_graph(unit: np.ndarray, threshold: float) -> sp.csr_matrix:
     if n == 0:
         return sp.csr_matrix((0, 0), dtype=np.float64)
     rows, cols, vals = [], [], []
-    # float32 BLAS results depend on the block's shape (kernel choice, summation order), so one
-    # label pair could get different cosines in different blockings; a float64 product rounded to
-    # float32 is the same whatever the blocking, and so is W.
-    unit64 = unit.astype(np.float64)
     for lo, hi in _row_blocks(n, n):
-        s = (unit64[lo:hi] @ unit64.T).astype(np.float32)
+        s = _similarities(unit, lo, hi)
         keep = s >= threshold
         keep[np.arange(hi - lo), np.arange(lo, hi)] = True
         r, c = np.nonzero(keep)
@@ -78,7 +94,7 @@ def threshold_for_degree(unit: np.ndarray, degree: float) -> float:
     best = np.empty(0, dtype=np.float32)
     floor = -np.inf
     for lo, hi in _row_blocks(n, n):
-        s = unit[lo:hi] @ unit.T
+        s = _similarities(unit, lo, hi)
         iu = np.arange(lo, hi)[:, None] < np.arange(n)[None, :]  # upper triangle: pairs p < q once
         cand = s[iu & (s >= floor)]
         best = np.concatenate([best, cand])

@@ -42,11 +42,12 @@ def test_w_is_thresholded_cosine_and_nodes_are_sorted(t):
     np.testing.assert_array_equal(g.W.toarray(), g.W.toarray().T)
 
 
-def test_blockwise_equals_single_block(monkeypatch):
-    emb = random_embeddings(2, 150)
-    labels = [f"t{i}" for i in range(150)]
+@pytest.mark.parametrize("n", [150, 700])
+def test_blockwise_equals_single_block(monkeypatch, n):
+    emb = random_embeddings(2, n)
+    labels = [f"t{i}" for i in range(n)]
     whole = LabelGraph.build(labels, emb, threshold=0.7)
-    monkeypatch.setattr(graph_mod, "BLOCK_ELEMENTS", 150 * 7)  # 7 rows per block
+    monkeypatch.setattr(graph_mod, "BLOCK_ELEMENTS", n * 7)  # 7 rows per block (rounded up to a chunk)
     blocked = LabelGraph.build(labels, emb, threshold=0.7)
     assert (whole.W != blocked.W).nnz == 0
     assert threshold_for_degree(whole.embeddings, 4.0) == pytest.approx(
