@@ -253,8 +253,6 @@ class Pipeline:
         ids = table.column("id").to_pylist()
         records = table.column("record").to_pylist() if need_record else None
         n = len(ids)
-        labels: list = [None] * n
-        label_err: list = [None] * n
         if self.tagger is None:
             labels, label_err = self._labels_from_data(table, records)
         else:
@@ -293,18 +291,10 @@ class Pipeline:
 
     def _labels_from_data(self, table: pa.Table, records: list | None) -> tuple[list, list]:
         field = self.job.annotate.tagger.labels_field
-        n = table.num_rows
         if not field:
             col = table.column("labels").to_pylist()
             return col, [None if v is not None else "missing labels: annotation.instag.content" for v in col]
-        spec = FieldSpec(labels_field=field, score_field="_", id_field="_")
-        out, err = [None] * n, [None] * n
-        for i, raw in enumerate(records):
-            try:
-                out[i] = spec.labels(orjson.loads(raw))
-            except BadRecord as e:
-                err[i] = e.reason
-        return out, err
+        return _from_records(records, FieldSpec(labels_field=field, score_field="_", id_field="_").labels)
 
     def _scores_from_data(self, table: pa.Table, records: list | None) -> tuple[list, list]:
         spec = self.job.annotate.scorer
@@ -314,14 +304,7 @@ class Pipeline:
         if not spec.field:
             col = table.column("score").to_pylist()
             return col, [None if v is not None else "missing score: annotation.deita" for v in col]
-        fs = FieldSpec(labels_field="_", score_field=spec.field, id_field="_")
-        out, err = [None] * n, [None] * n
-        for i, raw in enumerate(records):
-            try:
-                out[i] = fs.score(orjson.loads(raw))
-            except BadRecord as e:
-                err[i] = e.reason
-        return out, err
+        return _from_records(records, FieldSpec(labels_field="_", score_field=spec.field, id_field="_").score)
 
     def _select_config(self, path: Path):
         from mig_ray.config import SelectConfig
@@ -446,6 +429,18 @@ class Pipeline:
                                 "note": "each measured on its own run's label graph"}}
         write_atomic(self.out / "diff.json", json.dumps(diff, indent=2) + "\n")
         return diff
+
+
+def _from_records(records: list[str], read: Any) -> tuple[list, list]:
+    """`read` (a FieldSpec getter) on each raw record: its values, and per record the reason it failed."""
+    out: list = [None] * len(records)
+    err: list = [None] * len(records)
+    for i, raw in enumerate(records):
+        try:
+            out[i] = read(orjson.loads(raw))
+        except BadRecord as e:
+            err[i] = e.reason
+    return out, err
 
 
 def _ids(manifest: Path) -> list[str]:
