@@ -61,6 +61,20 @@ def test_ties_go_to_lowest_position():
     assert got.gains[-1] == 0.0 and got.gains[-2] == 0.0
 
 
+def test_ties_between_rows_whose_first_gains_differ():
+    # Row 1 starts above row 0, but once row 2 saturates label c (exp underflows to exactly 0)
+    # both gain exactly 1.0: the tie goes to input position 0, not to the earlier rank.
+    import scipy.sparse as sp
+
+    dense = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0], [0.0, 0.0, 1000.0]])
+    phi = Phi("exp", alpha=1.0)
+    want, _ = naive_greedy(dense, 3, family="exp")
+    got = lazy_greedy(sp.csr_matrix(dense), 3, phi)
+    assert want.tolist() == [2, 0, 1]
+    assert got.order.tolist() == want.tolist()
+    assert got.gains[1] == got.gains[2] == 1.0
+
+
 def test_chunked_steps_equal_one_run():
     vocab, emb, labels, scores = random_pool(7, n=300, n_labels=40)
     _, vectors = engine_vectors(vocab, emb, labels, scores, 0.8, "target", 1.0, False)
