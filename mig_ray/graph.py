@@ -1,7 +1,7 @@
 """LabelGraph: the semantic label graph of MIG and its propagation matrix.
 
 Nodes are the distinct (valid) labels the selectable pool carries, sorted; edges join labels whose
-unit-normalised embeddings have cosine >= threshold. Similarities are computed in row blocks so
+unit-normalised embeddings have cosine >= threshold. Similarities are computed in chunks of rows so
 that no dense L x L matrix is ever held (100K labels stay in a few hundred MB).
 """
 
@@ -15,8 +15,6 @@ import numpy as np
 import scipy.sparse as sp
 
 Propagation = Literal["target", "source"]
-
-BLOCK_ELEMENTS = 1 << 25  # similarity entries per block (128 MB of float32)
 
 
 def normalise(embeddings: np.ndarray) -> np.ndarray:
@@ -32,30 +30,24 @@ def normalise(embeddings: np.ndarray) -> np.ndarray:
     return e / norms
 
 
-CHUNK_ROWS = 256  # every similarity product has this many rows (the last chunk zero-padded)
+CHUNK_ROWS = 256  # rows per similarity product: at 100K labels one product holds 100 MB of float32
 
 
-def _row_blocks(n: int, width: int):
-    """Row blocks that start at multiples of CHUNK_ROWS, whatever BLOCK_ELEMENTS allows."""
-    step = max(CHUNK_ROWS, BLOCK_ELEMENTS // max(1, width) // CHUNK_ROWS * CHUNK_ROWS)
-    for lo in range(0, n, step):
-        yield lo, min(n, lo + step)
+def _strictly_upper(m: int) -> np.ndarray:
+    return np.triu(np.ones((m, m), dtype=bool), 1)
 
 
-def _similarities(unit: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    """cos(rows lo..hi, all) in float32 products of one fixed shape: BLAS picks its kernel (and so
-    its summation order) by shape, so a product of a varying shape could give a label pair
-    different cosines in different blockings; fixed, globally aligned chunks make W one answer."""
-    if unit.shape[0] <= CHUNK_ROWS:  # one block whatever BLOCK_ELEMENTS says: one product
-        return unit[lo:hi] @ unit.T
-    out = np.empty((hi - lo, unit.shape[0]), dtype=np.float32)
-    for c in range(lo, hi, CHUNK_ROWS):
-        rows = unit[c:c + CHUNK_ROWS]
-        if rows.shape[0] < CHUNK_ROWS:
-            rows = np.vstack([rows, np.zeros((CHUNK_ROWS - rows.shape[0], unit.shape[1]), unit.dtype)])
-        prod = rows @ unit.T
-        out[c - lo:min(hi, c + CHUNK_ROWS) - lo] = prod[:min(hi, c + CHUNK_ROWS) - c]
-    return out
+def _upper_chunks(unit: np.ndarray):
+    """(c, cos(rows c..c+CHUNK_ROWS, columns c..L)) for each chunk start c.
+
+    Each unordered pair is computed once, in the chunk of its lower index, and mirrored: W is exactly
+    symmetric and half the products of a full Gram matrix are skipped. A product's shape depends on
+    (L, c) alone, so every pair's cosine (BLAS picks its kernel, and so its summation order, by
+    shape) is one fixed answer, and no dense L x L matrix is ever held.
+    """
+    n = unit.shape[0]
+    for c in range(0, n, CHUNK_ROWS):
+        yield c, unit[c:c + CHUNK_ROWS] @ unit[c:].T
 
 
 def similarity_graph(unit: np.ndarray, threshold: float) -> sp.csr_matrix:
@@ -63,18 +55,21 @@ def similarity_graph(unit: np.ndarray, threshold: float) -> sp.csr_matrix:
     n = unit.shape[0]
     if n == 0:
         return sp.csr_matrix((0, 0), dtype=np.float64)
-    rows, cols, vals = [], [], []
-    for lo, hi in _row_blocks(n, n):
-        s = _similarities(unit, lo, hi)
+    rows, cols, vals, diag = [], [], [], np.empty(n, dtype=np.float64)
+    for c, s in _upper_chunks(unit):
+        m = s.shape[0]
+        diag[c:c + m] = s[np.arange(m), np.arange(m)]
         keep = s >= threshold
-        keep[np.arange(hi - lo), np.arange(lo, hi)] = True
-        r, c = np.nonzero(keep)
-        rows.append(r + lo)
-        cols.append(c)
-        vals.append(s[r, c].astype(np.float64))
-    w = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)
-    )
+        keep[:, :m] &= _strictly_upper(m)  # pairs p < q only
+        flat = np.flatnonzero(keep)
+        r, q = np.divmod(flat, s.shape[1])
+        rows.append(r + c)
+        cols.append(q + c)
+        vals.append(s.ravel()[flat].astype(np.float64))
+    r, q, v = np.concatenate(rows), np.concatenate(cols), np.concatenate(vals)
+    idx = np.arange(n)
+    coords = (np.concatenate([r, q, idx]), np.concatenate([q, r, idx]))
+    w = sp.csr_matrix((np.concatenate([v, v, diag]), coords), shape=(n, n))
     w.sort_indices()
     return w
 
@@ -83,7 +78,7 @@ def threshold_for_degree(unit: np.ndarray, degree: float) -> float:
     """The cosine threshold whose graph has mean (off-diagonal) degree closest to `degree` from above.
 
     Mean degree D means D*L/2 undirected pairs; the threshold is the similarity of the
-    (D*L/2)-th most similar pair, found block by block while keeping a running top list.
+    (D*L/2)-th most similar pair, found chunk by chunk while keeping a running top list.
     """
     n = unit.shape[0]
     m = int(round(degree * n / 2.0))
@@ -93,10 +88,10 @@ def threshold_for_degree(unit: np.ndarray, degree: float) -> float:
         return -1.0
     best = np.empty(0, dtype=np.float32)
     floor = -np.inf
-    for lo, hi in _row_blocks(n, n):
-        s = _similarities(unit, lo, hi)
-        iu = np.arange(lo, hi)[:, None] < np.arange(n)[None, :]  # upper triangle: pairs p < q once
-        cand = s[iu & (s >= floor)]
+    for _, s in _upper_chunks(unit):
+        keep = s >= floor
+        keep[:, :s.shape[0]] &= _strictly_upper(s.shape[0])  # pairs p < q once
+        cand = s[keep]
         best = np.concatenate([best, cand])
         if best.size > m:
             best = np.partition(best, best.size - m)[best.size - m:]

@@ -43,15 +43,19 @@ def test_w_is_thresholded_cosine_and_nodes_are_sorted(t):
 
 
 @pytest.mark.parametrize("n", [150, 700])
-def test_blockwise_equals_single_block(monkeypatch, n):
+@pytest.mark.parametrize("chunk", [7, 64])
+def test_chunked_products_give_the_same_graph(monkeypatch, n, chunk):
     emb = random_embeddings(2, n)
     labels = [f"t{i}" for i in range(n)]
     whole = LabelGraph.build(labels, emb, threshold=0.7)
-    monkeypatch.setattr(graph_mod, "BLOCK_ELEMENTS", n * 7)  # 7 rows per block (rounded up to a chunk)
-    blocked = LabelGraph.build(labels, emb, threshold=0.7)
-    assert (whole.W != blocked.W).nnz == 0
+    monkeypatch.setattr(graph_mod, "CHUNK_ROWS", chunk)
+    chunked = LabelGraph.build(labels, emb, threshold=0.7)
+    for g in (whole, chunked):
+        assert_w_matches_dense(g, 0.7)
+        assert (g.W != g.W.T).nnz == 0  # each pair computed once and mirrored: exactly symmetric
+    np.testing.assert_allclose(chunked.W.toarray(), whole.W.toarray(), atol=1e-6)
     assert threshold_for_degree(whole.embeddings, 4.0) == pytest.approx(
-        graph_mod.threshold_for_degree(blocked.embeddings, 4.0))
+        graph_mod.threshold_for_degree(chunked.embeddings, 4.0), abs=1e-6)
 
 
 @pytest.mark.parametrize("degree", [0.5, 3.0, 10.0])
