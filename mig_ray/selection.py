@@ -10,7 +10,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mig_ray import __version__
 from mig_ray.config import SelectConfig, output_paths
-from mig_ray.embeddings import embed_labels, load_label_embeddings
+from mig_ray.embeddings import BackgroundEmbedder, embed_labels, load_label_embeddings
 from mig_ray.graph import LabelGraph
 from mig_ray.greedy import GreedyResult, lazy_greedy
 from mig_ray.objective import Phi, information
@@ -49,9 +49,12 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_graph(cfg: SelectConfig, labels: list[str]) -> LabelGraph:
+def build_graph(cfg: SelectConfig, labels: list[str],
+                embedder: BackgroundEmbedder | None = None) -> LabelGraph:
     if cfg.label_embeddings is not None:
         emb = load_label_embeddings(cfg.label_embeddings, labels)
+    elif embedder is not None:
+        emb = embedder.embed(labels)
     else:
         emb = embed_labels(labels, cfg.embedding_model, cfg.embedding_batch_size, progress=cfg.progress)
     return LabelGraph.build(labels, emb, threshold=cfg.sim_threshold, target_degree=cfg.target_degree)
@@ -119,10 +122,14 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     phi = phi_of(cfg)
-    if cfg.shards > 1 or cfg.ray_address:
-        sel = _select_ray(cfg, timer, paths, phi, on_round)
-    else:
-        sel = _select_local(cfg, timer, paths, phi)
+    with ExitStack() as stack:
+        # The model loads in a child process while the pool is read (a bad model path fails now).
+        embedder = None if cfg.label_embeddings is not None else stack.enter_context(
+            BackgroundEmbedder(cfg.embedding_model, cfg.embedding_batch_size, cfg.progress))
+        if cfg.shards > 1 or cfg.ray_address:
+            sel = _select_ray(cfg, timer, paths, phi, embedder, on_round)
+        else:
+            sel = _select_local(cfg, timer, paths, phi, embedder)
     with timer.stage("write"):
         sel.write_records(paths["selected"])
         write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
@@ -135,13 +142,14 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     return summary
 
 
-def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi) -> Selection:
+def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
+                  embedder: BackgroundEmbedder | None) -> Selection:
     with timer.stage("read"), Rejects(paths["rejects"], cfg.strict) as rejects:
         pool = read_pool(cfg, rejects)
     _log_read(cfg, pool.counts, paths["rejects"])
     labels, codes = pool.node_labels()
     with timer.stage("embed_labels"):
-        graph = build_graph(cfg, labels)
+        graph = build_graph(cfg, labels, embedder)
     _log_graph(graph)
     with timer.stage("graph"):
         p = graph.propagation(cfg.propagation, cfg.prop_weight)
@@ -165,11 +173,11 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
-                on_round: Callable | None) -> Selection:
+                embedder: BackgroundEmbedder | None, on_round: Callable | None) -> Selection:
     from mig_ray.distributed.engine import select_on_ray
 
     def embed(labels: list[str]) -> LabelGraph:
-        graph = build_graph(cfg, labels)
+        graph = build_graph(cfg, labels, embedder)
         _log_graph(graph)
         return graph
 

@@ -109,6 +109,12 @@ def test_bad_options_exit_2(tmp_path, shared):
     proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--embedding-model",
                    "sentence-transformers/all-MiniLM-L6-v2", check=False)
     assert proc.returncode == 2 and "never downloads" in proc.stderr
+    # A folder that is not a sentence-transformers model fails in the background embedder.
+    (tmp_path / "not_a_model").mkdir()
+    proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--embedding-model",
+                   tmp_path / "not_a_model", "--no-progress", check=False)
+    assert proc.returncode == 2 and f"embedding model {tmp_path / 'not_a_model'}" in proc.stderr
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_help_explains_every_option():
