@@ -11,11 +11,11 @@ row each round) at N = 20K, L = 2K, K = 1K against the engine on the same pool, 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -75,6 +75,44 @@ def selection_phase(tags, emb, indptr, codes, s, k, threshold):
     return res, vectors, secs, vars(graph.stats())
 
 
+def peak_tree_rss_mb(proc: subprocess.Popen) -> float:
+    """Largest sum of RSS over a process and its descendants while it runs (sampled)."""
+    import psutil
+
+    peak = 0
+    root = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            procs = [root, *root.children(recursive=True)]
+            total = 0
+            for p in procs:
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+            peak = max(peak, total)
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    return peak / 2**20
+
+
+def machine_speed() -> dict:
+    """A fixed pure-Python loop and a float32 matrix product: the day-to-day speed of this machine
+    (the same code measured 2-3x apart on different hours), to read the other numbers against."""
+    t0 = time.perf_counter()
+    s = 0
+    for i in range(5_000_000):
+        s += i * i
+    py = time.perf_counter() - t0
+    a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
+    a @ a
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ a
+    mm = time.perf_counter() - t0
+    return {"python_loop_5m_seconds": py, "matmul_f32_gflops": 10 * 2 * 1024**3 / mm / 1e9,
+            "loadavg": os.getloadavg()}
+
+
 def dense_reference(vectors, k: int, released_shape: bool):
     """Dense N x L, every remaining row rescanned every round.
 
@@ -113,7 +151,8 @@ def main() -> None:
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     result: dict = {"date": dt.date.today().isoformat(), "machine": platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version()}
+                    "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "machine_speed_before": machine_speed()}
 
     tags, indptr, codes, s = pool_arrays(args.n)
     emb = label_embeddings(tags)
@@ -139,17 +178,21 @@ def main() -> None:
         out = DATA / "cmd_out" / "selected.jsonl"
         cmd = [sys.executable, "-m", "mig_ray", "select", str(pool), "-n", str(args.k), "-o", str(out),
                "--valid-tags", str(SHARED / "valid_tags_tulu3.json"), "--no-progress"]
-        walls = []
+        walls, tree_rss = [], []
         for _ in range(2):
             t0 = time.perf_counter()
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            tree_rss.append(peak_tree_rss_mb(proc))
+            if proc.wait() != 0:
+                raise SystemExit(f"command failed: {' '.join(cmd)}")
             walls.append(time.perf_counter() - t0)
         summary = json.loads(out.with_name("selected.summary.json").read_text())
         manifest_ids = [json.loads(line)["id"] for line in out.with_name("selected.manifest.jsonl").open()]
         same = manifest_ids == [f"s{i:08d}" for i in res.order]
         result["command"] = {
             "argv": cmd[1:], "pool_bytes": pool.stat().st_size, "wall_seconds": walls,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "peak_rss_mb": max(tree_rss), "peak_rss_mb_note": "sum over the command's process tree "
+            "(it and its embedding child), sampled every 20 ms",
             "stage_seconds": summary["seconds"], "same_order_as_selection_phase": same,
             "target_wall_seconds": 20.0, "target_peak_rss_mb": 2048,
         }
@@ -171,6 +214,7 @@ def main() -> None:
         "same_order_as_float64_naive": naive_order.tolist() == res_e.order.tolist(),
         "same_order_as_released_float32": dense_order.tolist() == res_e.order.tolist(),
     }
+    result["machine_speed_after"] = machine_speed()
     out = args.out or Path(__file__).resolve().parent / "results" / f"select-{result['date']}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")

@@ -236,5 +236,7 @@ def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: d
         "greedy": sel.extra,
         "seconds": timer.seconds,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # the largest finished child: the embedding model's process
+        "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
         "outputs": {k: str(v) for k, v in paths.items() if k != "checkpoint"},
     }

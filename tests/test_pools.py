@@ -140,3 +140,44 @@ def test_valid_tags_text_and_json(tmp_path):
     (tmp_path / "v.json").write_text('["a", 1]')
     with pytest.raises(PoolError, match="list of strings"):
         load_valid_tags(tmp_path / "v.json")
+
+
+def _mutations(rng):
+    """Records around the released layout: well-formed ones and every kind of small breakage."""
+    odd = [None, True, 0, 1, -2, 2.5, -0.0, 1e308, "x", "", [], ["a"], [1], {}, {"k": 1}]
+    for i in range(3000):
+        rec = released(f"r{i}", [f"t{j}" for j in range(int(rng.integers(0, 4)))],
+                       q=tuple(rng.choice([1, 2.5, 0.0, 3], size=2).tolist()),
+                       c=tuple(rng.choice([1, 4.25, 6], size=2).tolist()))
+        ann = rec["annotation"]
+        spots = [(rec, "_id"), (rec, "annotation"), (ann, "instag"), (ann["instag"], "content"),
+                 (ann, "deita"), (ann["deita"], "quality_scores"), (ann["deita"], "complexity_scores")]
+        for _ in range(int(rng.integers(0, 3))):
+            where, key = spots[int(rng.integers(len(spots)))]
+            if rng.random() < 0.3:
+                where.pop(key, None)
+            else:
+                where[key] = odd[int(rng.integers(len(odd)))]
+        if rng.random() < 0.2:  # an odd value inside the score lists
+            spots[5][0]["quality_scores"] = [1.0, odd[int(rng.integers(len(odd)))]]
+        yield rec
+
+
+def test_fast_released_path_agrees_with_the_general_accessors():
+    from mig_ray.pools.fields import released_fast
+    from mig_ray.pools.rejects import BadRecord
+
+    spec = FieldSpec()
+    fast_hits = 0
+    for rec in _mutations(np.random.default_rng(0)):
+        fast = released_fast(rec)
+        try:
+            general = (spec.record_id(rec), spec.score(rec), spec.labels(rec))
+        except BadRecord:
+            general = None
+        if fast is not None:
+            fast_hits += 1
+            assert general is not None, rec
+            assert fast[0] == general[0] and fast[2] == general[2], rec
+            assert np.float64(fast[1]).tobytes() == np.float64(general[1]).tobytes(), rec
+    assert fast_hits > 500  # the fast path does serve the well-formed records

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from mig_ray.pools.fields import FieldSpec
+from mig_ray.pools.fields import FieldSpec, released_fast
 from mig_ray.pools.rejects import BadRecord, PoolError, Rejects
 
 
@@ -70,6 +70,7 @@ class _Builder:
 
     def __init__(self, spec: FieldSpec, valid: set[str] | None, rejects: Rejects, file: str, where: str):
         self.spec, self.valid, self.rejects, self.file, self.where = spec, valid, rejects, file, where
+        self.released = spec.is_released
         self.ids: list[str] = []
         self.first_line: dict[str, int] = {}
         self.scores = array("d")
@@ -84,13 +85,17 @@ class _Builder:
 
     def add(self, rec: object, line: int, location: int, raw: object) -> None:
         self.n_read += 1
+        fast = released_fast(rec) if self.released and type(rec) is dict else None
         try:
-            if not isinstance(rec, dict):
-                raise BadRecord("record is not a JSON object")
-            spec = self.spec
-            rid = spec.record_id(rec)
-            score = spec.score(rec)
-            labels = spec.labels(rec)
+            if fast is not None:
+                rid, score, labels = fast
+            else:
+                if not isinstance(rec, dict):
+                    raise BadRecord("record is not a JSON object")
+                spec = self.spec
+                rid = spec.record_id(rec)
+                score = spec.score(rec)
+                labels = spec.labels(rec)
             first = self.first_line.get(rid)
             if first is not None:
                 raise BadRecord(f"duplicate id: {rid!r} (first at {self.where} {first})")
@@ -99,17 +104,14 @@ class _Builder:
             return
         self.first_line[rid] = line
         valid, vocab, codes = self.valid, self.vocab, self.codes
-        kept = 0
-        for t in labels:
-            if valid is not None and t not in valid:
-                self.dropped_labels += 1
-                continue
-            c = vocab.get(t)
-            if c is None:
-                c = vocab[t] = len(vocab)
-            codes.append(c)
-            kept += 1
-        if kept == 0:
+        if valid is not None:
+            n_given = len(labels)
+            labels = [t for t in labels if t in valid]
+            self.dropped_labels += n_given - len(labels)
+        if labels:
+            new_code = vocab.setdefault  # a label seen first gets the next code
+            codes.extend([new_code(t, len(vocab)) for t in labels])
+        else:
             self.no_valid_label += 1
         self.indptr.append(len(codes))
         self.ids.append(rid)
@@ -221,7 +223,7 @@ def _read_jsonl(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
             offset += len(raw)
             if progress is not None and lineno % 65536 == 0:
                 progress(offset)
-            if not raw.strip():
+            if raw.isspace() or not raw:
                 blank += 1
                 continue
             try:

@@ -73,6 +73,45 @@ def released_score(rec: dict) -> float:
     return check_score(total / len(q), "annotation.deita")
 
 
+_INF = float("inf")
+
+
+def released_fast(rec: dict) -> tuple[str, float, list] | None:
+    """(id, score, labels) of a well-formed released-layout record with a string `_id`, else None.
+
+    The common case, read in a few dict lookups: a pool of 10^6 records spent 80% of its read time
+    in the general accessors. Anything unusual returns None and goes through `FieldSpec`, which
+    accepts a superset of these records, gives the same values and names what is wrong.
+    """
+    try:
+        rid = rec["_id"]
+        ann = rec["annotation"]
+        labels = ann["instag"]["content"]
+        deita = ann["deita"]
+        q = deita["quality_scores"]
+        c = deita["complexity_scores"]
+    except (KeyError, TypeError, IndexError):
+        return None
+    if type(rid) is not str or type(labels) is not list or type(q) is not list or type(c) is not list:
+        return None
+    n = len(q)
+    if n == 0 or n != len(c):
+        return None
+    total = 0.0
+    for qi, ci in zip(q, c, strict=True):
+        tq, tc = type(qi), type(ci)
+        if (tq is not float and tq is not int) or (tc is not float and tc is not int):
+            return None
+        total += qi * ci
+    score = total / n
+    if not (0.0 <= score < _INF):  # also False for NaN
+        return None
+    for t in labels:
+        if type(t) is not str:
+            return None
+    return rid, score, labels
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """Where a record keeps its id, labels and score (None: the released annotated layout)."""
@@ -85,6 +124,11 @@ class FieldSpec:
         object.__setattr__(self, "_labels", split_path(self.labels_field or RELEASED_LABELS))
         object.__setattr__(self, "_score", split_path(self.score_field) if self.score_field else None)
         object.__setattr__(self, "_id", split_path(self.id_field) if self.id_field else None)
+
+    @property
+    def is_released(self) -> bool:
+        """The released annotated layout with the default id lookup (`released_fast` applies)."""
+        return self.labels_field is None and self.score_field is None and self.id_field is None
 
     @property
     def labels_name(self) -> str:
