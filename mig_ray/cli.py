@@ -91,6 +91,13 @@ def select(
     label_embeddings: Annotated[Path | None, typer.Option(help=".npz with `labels` (str [L]) and "
                                                           "`embeddings` (float [L,d]); skips the "
                                                           "model.")] = None,
+    embedding_cache: Annotated[bool, typer.Option(help="With --valid-tags, the whole tag list is "
+                                                  "embedded (while the pool is read) and kept on disk; "
+                                                  "a later run with the same list and model loads it "
+                                                  "(same vectors, bit for bit).")] = True,
+    embedding_cache_dir: Annotated[Path | None, typer.Option(help="Folder of that cache (default "
+                                                             "~/.cache/mig_ray/label-embeddings or "
+                                                             "under $XDG_CACHE_HOME).")] = None,
     sim_threshold: Annotated[float, typer.Option(help="Cosine threshold T for label-graph edges. "
                                                  "Model-relative: 0.9 leaves most MiniLM labels "
                                                  "isolated.")] = 0.9,
@@ -134,7 +141,8 @@ def select(
 ) -> None:
     """Select the N most informative samples of an annotated POOL (MIG greedy, exact)."""
     _run(pool=pool, n=n, out=out, valid_tags=valid_tags, embedding_model=embedding_model,
-         label_embeddings=label_embeddings, sim_threshold=sim_threshold, target_degree=target_degree,
+         label_embeddings=label_embeddings, embedding_cache=embedding_cache,
+         embedding_cache_dir=embedding_cache_dir, sim_threshold=sim_threshold, target_degree=target_degree,
          prop_weight=prop_weight, propagation=propagation.value, phi=phi.value, phi_a=phi_a, phi_b=phi_b,
          phi_alpha=phi_alpha, norm=norm, gain=gain.value, shards=shards, ray_address=ray_address,
          batch=batch, checkpoint_seconds=checkpoint_every,

@@ -22,6 +22,8 @@ class SelectConfig(BaseModel):
     embedding_model: str = DEFAULT_MODEL
     label_embeddings: Path | None = None
     embedding_batch_size: int = Field(256, gt=0)
+    embedding_cache: bool = Field(True, description="reuse embeddings of the valid-tag list from disk")
+    embedding_cache_dir: Path | None = Field(None, description="None: ~/.cache/mig_ray/label-embeddings")
     sim_threshold: float = Field(0.9, ge=-1.0, le=1.0)
     target_degree: float | None = Field(None, gt=0)
     prop_weight: float = Field(1.0, ge=0.0)

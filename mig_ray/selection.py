@@ -10,7 +10,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from mig_ray import __version__
 from mig_ray.config import SelectConfig, output_paths
-from mig_ray.embeddings import BackgroundEmbedder, embed_labels, load_label_embeddings
+from mig_ray.embeddings import LabelVectors
 from mig_ray.graph import LabelGraph
 from mig_ray.greedy import GreedyResult, lazy_greedy
 from mig_ray.objective import Phi, information
@@ -49,14 +49,15 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def build_graph(cfg: SelectConfig, labels: list[str],
-                embedder: BackgroundEmbedder | None = None) -> LabelGraph:
-    if cfg.label_embeddings is not None:
-        emb = load_label_embeddings(cfg.label_embeddings, labels)
-    elif embedder is not None:
-        emb = embedder.embed(labels)
-    else:
-        emb = embed_labels(labels, cfg.embedding_model, cfg.embedding_batch_size, progress=cfg.progress)
+def label_vectors(cfg: SelectConfig, valid: set[str] | None) -> LabelVectors:
+    """Started before the read: the model loads (and the valid tags embed) while the pool is read."""
+    return LabelVectors(model=cfg.embedding_model, batch_size=cfg.embedding_batch_size,
+                        progress=cfg.progress, valid_tags=valid, file=cfg.label_embeddings,
+                        cache_dir=cfg.embedding_cache_dir, use_cache=cfg.embedding_cache)
+
+
+def build_graph(cfg: SelectConfig, labels: list[str], vectors: LabelVectors) -> LabelGraph:
+    emb = vectors.embeddings(labels)
     return LabelGraph.build(labels, emb, threshold=cfg.sim_threshold, target_degree=cfg.target_degree)
 
 
@@ -64,8 +65,7 @@ def phi_of(cfg: SelectConfig) -> Phi:
     return Phi(cfg.phi, a=cfg.phi_a, b=cfg.phi_b, alpha=cfg.phi_alpha)
 
 
-def read_pool(cfg: SelectConfig, rejects: Rejects) -> AnnotatedPool:
-    valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
+def read_pool(cfg: SelectConfig, rejects: Rejects, valid: set[str] | None) -> AnnotatedPool:
     spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
     size = cfg.pool.stat().st_size
     bar = tqdm(total=size if cfg.pool.suffix != ".parquet" else None, unit="B", unit_scale=True,
@@ -122,19 +122,18 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     timer = Timer()
     phi = phi_of(cfg)
-    with ExitStack() as stack:
-        # The model loads in a child process while the pool is read (a bad model path fails now).
-        embedder = None if cfg.label_embeddings is not None else stack.enter_context(
-            BackgroundEmbedder(cfg.embedding_model, cfg.embedding_batch_size, cfg.progress))
+    valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
+    with label_vectors(cfg, valid) as vectors:  # a bad model path fails here, before the read
         if cfg.shards > 1 or cfg.ray_address:
-            sel = _select_ray(cfg, timer, paths, phi, embedder, on_round)
+            sel = _select_ray(cfg, timer, paths, phi, vectors, on_round)
         else:
-            sel = _select_local(cfg, timer, paths, phi, embedder)
+            sel = _select_local(cfg, timer, paths, phi, vectors, valid)
     with timer.stage("write"):
         sel.write_records(paths["selected"])
         write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
                                         in enumerate(zip(sel.manifest, sel.gains, strict=True), 1)))
     summary = _summary(cfg, sel, phi, timer, paths)
+    summary["label_embeddings"] = vectors.info
     if sel.report is not None:
         summary["report"], label_counts = sel.report.summary(phi, sel.graph.labels)
         paths["labels"].write_text(json.dumps(label_counts) + "\n")
@@ -143,13 +142,13 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
 
 
 def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
-                  embedder: BackgroundEmbedder | None) -> Selection:
+                  label_vecs: LabelVectors, valid: set[str] | None) -> Selection:
     with timer.stage("read"), Rejects(paths["rejects"], cfg.strict) as rejects:
-        pool = read_pool(cfg, rejects)
+        pool = read_pool(cfg, rejects, valid)
     _log_read(cfg, pool.counts, paths["rejects"])
     labels, codes = pool.node_labels()
     with timer.stage("embed_labels"):
-        graph = build_graph(cfg, labels, embedder)
+        graph = build_graph(cfg, labels, label_vecs)
     _log_graph(graph)
     with timer.stage("graph"):
         p = graph.propagation(cfg.propagation, cfg.prop_weight)
@@ -173,11 +172,11 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
-                embedder: BackgroundEmbedder | None, on_round: Callable | None) -> Selection:
+                label_vecs: LabelVectors, on_round: Callable | None) -> Selection:
     from mig_ray.distributed.engine import select_on_ray
 
     def embed(labels: list[str]) -> LabelGraph:
-        graph = build_graph(cfg, labels, embedder)
+        graph = build_graph(cfg, labels, label_vecs)
         _log_graph(graph)
         return graph
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).parent))
+# Embedding caches of this session (label and vocabulary embeddings) stay out of the user's
+# ~/.cache; subprocesses and the session's Ray workers inherit it.
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mig_ray-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 
 @pytest.fixture(scope="session")

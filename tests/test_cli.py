@@ -54,6 +54,32 @@ def test_real_example_with_bundled_model(shared, tmp_path):
     assert set(summary["seconds"]) == {"read", "embed_labels", "graph", "vectors", "select", "write"}
 
 
+def test_second_run_loads_the_valid_tag_embeddings_from_the_cache(shared, tmp_path):
+    pool = shared / "data" / "mig_example_tulu3_10.jsonl"
+    tulu = json.loads((shared / "valid_tags_tulu3.json").read_text())
+    valid = tmp_path / "valid.json"
+    valid.write_text(json.dumps(sorted(tulu)[::15]
+                                + [t for line in pool.read_text().splitlines() if line.startswith("{")
+                                   for t in _example_tags(line)]))
+    outs = []
+    for run in ("first", "second"):
+        out = tmp_path / run / "sel.jsonl"
+        mig_ray("select", pool, "-n", 5, "-o", out, "--valid-tags", valid, "--target-degree", 3,
+                "--embedding-cache-dir", tmp_path / "cache", "--no-progress")
+        summary = json.loads(out.with_name("sel.summary.json").read_text())
+        outs.append((out.read_bytes(), out.with_name("sel.manifest.jsonl").read_bytes(),
+                     summary["label_embeddings"]["source"], summary["graph"]))
+    assert outs[0][2] == "model: valid tags" and outs[1][2] == "cache"
+    assert outs[0][0] == outs[1][0] and outs[0][1] == outs[1][1] and outs[0][3] == outs[1][3]
+
+
+def _example_tags(line: str) -> list[str]:
+    try:
+        return json.loads(line)["annotation"]["instag"]["content"]
+    except (ValueError, KeyError, TypeError):
+        return []
+
+
 @pytest.mark.parametrize(("fmt", "extra"), [("jsonl", []), ("parquet", ["--propagation", "source",
                                                                        "--gain", "exact", "--norm"])])
 def test_generated_pool_matches_naive_greedy(tmp_path, fmt, extra):
@@ -122,7 +148,7 @@ def test_help_explains_every_option():
     for opt in ["--valid-tags", "--embedding-model", "--label-embeddings", "--sim-threshold",
                 "--target-degree", "--prop-weight", "--propagation", "--phi", "--phi-a", "--phi-b",
                 "--phi-alpha", "--norm", "--gain", "--shards", "--ray-address", "--labels-field",
-                "--score-field", "--strict"]:
+                "--score-field", "--strict", "--embedding-cache", "--embedding-cache-dir"]:
         assert opt in out, opt
 
 

@@ -1,4 +1,4 @@
-"""Label embeddings: the background embedder process gives the in-process vectors, bit for bit."""
+"""Label embeddings: the background process and the cache give the in-process vectors, bit for bit."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mig_ray.embeddings import BackgroundEmbedder, embed_labels
+from mig_ray.embeddings import BackgroundEmbedder, LabelVectors, embed_labels
 from mig_ray.pools.rejects import PoolError
 
 
@@ -31,3 +31,32 @@ def test_leaving_before_embedding_kills_the_child():
     with BackgroundEmbedder(progress=False) as bg:
         pass
     assert bg._proc.returncode is not None
+
+
+def test_valid_tags_are_embedded_whole_then_served_from_the_cache(shared, tmp_path):
+    valid = set(sorted(json.loads((shared / "valid_tags_tulu3.json").read_text()))[::25])
+    pool_labels = sorted(valid)[3::7]
+    want = embed_labels(sorted(valid), batch_size=32, progress=False)
+    rows = [sorted(valid).index(t) for t in pool_labels]
+    with LabelVectors(batch_size=32, progress=False, valid_tags=valid, cache_dir=tmp_path) as first:
+        got = first.embeddings(pool_labels)
+    assert first.info["source"] == "model: valid tags" and first.info["embedded"] == len(valid)
+    assert np.array_equal(got, want[rows])  # rows of the whole list, not a re-embedding of the subset
+    with LabelVectors(batch_size=32, progress=False, valid_tags=valid, cache_dir=tmp_path) as again:
+        assert again._embedder is None  # no model process at all
+        assert np.array_equal(again.embeddings(pool_labels), got)
+    assert again.info["source"] == "cache"
+    # another batch size or tag list is another entry, not a stale hit
+    with LabelVectors(batch_size=16, progress=False, valid_tags=valid, cache_dir=tmp_path) as other:
+        assert other.info["source"] == "model: valid tags"
+    with pytest.raises(PoolError, match="not valid tags"):
+        LabelVectors(progress=False, valid_tags=valid, cache_dir=tmp_path, batch_size=32).embeddings(["zzz"])
+
+
+def test_without_valid_tags_the_pool_labels_are_embedded(tmp_path):
+    labels = ["coding", "math", "poetry"]
+    with LabelVectors(batch_size=8, progress=False, cache_dir=tmp_path) as vecs:
+        got = vecs.embeddings(labels)
+    assert vecs.info == {"source": "model: pool labels", "embedded": 3}
+    assert np.array_equal(got, embed_labels(labels, batch_size=8, progress=False))
+    assert not any(tmp_path.iterdir())  # nothing cached: the key would be this pool's labels

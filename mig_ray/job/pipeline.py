@@ -318,6 +318,7 @@ class Pipeline:
             embedding_model=g.embedding_model,
             label_embeddings=(resolve_path(g.label_embeddings) if g.label_embeddings
                               else self._tag_embeddings()),
+            embedding_cache_dir=self.job.cache_dir() / "label-embeddings",
             sim_threshold=g.sim_threshold, target_degree=g.target_degree, prop_weight=g.prop_weight,
             propagation=g.propagation, phi=s.phi, phi_a=s.phi_a, phi_b=s.phi_b, phi_alpha=s.phi_alpha,
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,

@@ -51,7 +51,10 @@ class AnnotatedPool:
 def load_valid_tags(path: str | Path) -> set[str]:
     """A JSON list of tags, or a text file with one tag per line."""
     p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PoolError(f"{p}: cannot read the valid-tags file ({e})") from e
     if p.suffix == ".json":
         try:
             tags = json.loads(text)
