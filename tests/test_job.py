@@ -244,3 +244,42 @@ def test_example_jobs_are_valid_job_files(tmp_path, name):
     job = parse_job(data, name)
     check_annotators(job, name)
     assert job.selection.k(1000) > 0
+
+
+def test_from_data_labels_and_field_scores_at_dotted_paths(tmp_path, ray_address):
+    """Labels and scores read from the raw records at dotted paths (the job's `_from_records`) give
+    what `mig-ray select --labels-field/--score-field` gives on the same file; bad values become
+    unselectable with the field named."""
+    rows = []
+    for i, line in enumerate(DEMO_POOL.read_bytes().splitlines()[:60]):
+        rec = orjson.loads(line)
+        ann = rec.pop("annotation")
+        deita = ann["deita"]
+        score = sum(q * c for q, c in zip(deita["quality_scores"], deita["complexity_scores"], strict=True))
+        rec["meta"] = {"tags": ann["instag"]["content"], "score": score / len(deita["quality_scores"])}
+        if i == 7:
+            rec["meta"]["score"] = "high"
+        if i == 11:
+            del rec["meta"]["tags"]
+        rows.append(rec)
+    pool = tmp_path / "meta_pool.jsonl"
+    pool.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    out = tmp_path / "out"
+    job = small_job(tmp_path, pool, out, **{
+        "annotate.tagger": {"kind": "from-data", "labels_field": "meta.tags"},
+        "annotate.scorer": {"kind": "field", "field": "meta.score"}, "selection.n": 12})
+    summary = run_job(load_job(job))
+    assert summary["counts"]["selectable"] == 58 and summary["counts"]["unselectable"] == 2
+    bad = (out / "assemble" / "unselectable.jsonl").read_bytes().splitlines()
+    reasons = sorted(orjson.loads(x)["reason"] for x in bad)
+    assert reasons[0].startswith("missing labels: meta.tags")
+    assert reasons[1].startswith("score not numeric: meta.score")
+
+    direct = tmp_path / "direct" / "sel.jsonl"
+    argv = ["select", pool, "-n", 12, "-o", direct, "--labels-field", "meta.tags", "--score-field",
+            "meta.score", "--target-degree", 5, "--no-progress"]
+    proc = subprocess.run([sys.executable, "-m", "mig_ray", *map(str, argv)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    want = [orjson.loads(x)["id"] for x in direct.with_name("sel.manifest.jsonl").read_bytes().splitlines()]
+    assert manifest_ids(out) == want
