@@ -91,10 +91,10 @@ def select(
     label_embeddings: Annotated[Path | None, typer.Option(help=".npz with `labels` (str [L]) and "
                                                           "`embeddings` (float [L,d]); skips the "
                                                           "model.")] = None,
-    embedding_cache: Annotated[bool, typer.Option(help="With --valid-tags, the whole tag list is "
-                                                  "embedded (while the pool is read) and kept on disk; "
-                                                  "a later run with the same list and model loads it "
-                                                  "(same vectors, bit for bit).")] = True,
+    embedding_cache: Annotated[bool, typer.Option(help="With --valid-tags (up to 50,000 tags), the "
+                                                  "whole sorted tag list is embedded once and kept on "
+                                                  "disk; a later run with the same list, model and "
+                                                  "versions loads it (same vectors, bit for bit).")] = True,
     embedding_cache_dir: Annotated[Path | None, typer.Option(help="Folder of that cache (default "
                                                              "~/.cache/mig_ray/label-embeddings or "
                                                              "under $XDG_CACHE_HOME).")] = None,

@@ -7,6 +7,7 @@ name that is not a local directory is refused with a message instead of a downlo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def embedding_cache_key(model_path: str, batch_size: int, labels: list[str]) -> 
         except metadata.PackageNotFoundError:
             h.update(f"{dist} missing\n".encode())
     h.update(f"{platform.machine()}\0{batch_size}\n".encode())
-    h.update("\n".join(labels).encode())
+    h.update(json.dumps(labels).encode())  # unambiguous even for labels that hold newlines
     return h.hexdigest()[:32]
 
 

@@ -50,7 +50,7 @@ def log(msg: str) -> None:
 
 
 def label_vectors(cfg: SelectConfig, valid: set[str] | None) -> LabelVectors:
-    """Started before the read: the model loads (and the valid tags embed) while the pool is read."""
+    """Started before the read, so that the model loads while the pool is read."""
     return LabelVectors(model=cfg.embedding_model, batch_size=cfg.embedding_batch_size,
                         progress=cfg.progress, valid_tags=valid, file=cfg.label_embeddings,
                         cache_dir=cfg.embedding_cache_dir, use_cache=cfg.embedding_cache)
