@@ -141,10 +141,15 @@ def _embedder_main(path: str, device: str) -> None:
 VALID_TAGS_EMBED_MAX = 50_000  # a longer valid-tag list is not embedded whole, only the pool's labels
 
 
+def cache_root() -> Path:
+    """~/.cache/mig_ray (or under $XDG_CACHE_HOME): embedding caches shared by runs and actors."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mig_ray"
+
+
 def default_cache_dir() -> Path:
     """~/.cache/mig_ray/label-embeddings (or under $XDG_CACHE_HOME)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mig_ray" / "label-embeddings"
+    return cache_root() / "label-embeddings"
 
 
 def embedding_cache_key(model_path: str, batch_size: int, labels: list[str]) -> str:
@@ -199,7 +204,7 @@ class LabelVectors:
             if use_cache:
                 key = embedding_cache_key(path, batch_size, vocab)
                 self._cache_file = (cache_dir or default_cache_dir()) / f"{key}.npy"
-                cached = _load_cached(self._cache_file, len(vocab))
+                cached = load_cached(self._cache_file, len(vocab))
                 if cached is not None:
                     self._set_table(vocab, cached)
                     self.info = {"source": "cache", "embedded": 0, "cache_file": str(self._cache_file)}
@@ -226,7 +231,7 @@ class LabelVectors:
             self._set_table(self._pending, emb)
             self._pending = None
             if self._cache_file is not None:
-                _save_cached(self._cache_file, emb)
+                save_cached(self._cache_file, emb)
         if self._table is not None:
             index, emb = self._table
             missing = [t for t in labels if t not in index]
@@ -247,7 +252,8 @@ class LabelVectors:
         self.close()
 
 
-def _load_cached(path: Path, rows: int) -> np.ndarray | None:
+def load_cached(path: Path, rows: int) -> np.ndarray | None:
+    """A cached float32 [rows, d] array, or None when missing, unreadable or of another shape."""
     try:
         emb = np.load(path, allow_pickle=False)
     except (OSError, ValueError):
@@ -255,7 +261,8 @@ def _load_cached(path: Path, rows: int) -> np.ndarray | None:
     return emb if emb.ndim == 2 and emb.shape[0] == rows and emb.dtype == np.float32 else None
 
 
-def _save_cached(path: Path, emb: np.ndarray) -> None:
+def save_cached(path: Path, emb: np.ndarray) -> None:
+    """Written under a temporary name, then renamed: readers never see half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")

@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig_ray.embeddings import DEFAULT_MODEL, resolve_model
+from mig_ray.embeddings import DEFAULT_MODEL, cache_root, load_cached, resolve_model, save_cached
 from mig_ray.pools.annotated import load_valid_tags
 
 PROMPT_VERSION = 1
@@ -41,8 +41,7 @@ def default_vocabulary() -> Path:
 
 def default_vocab_cache() -> Path:
     """~/.cache/mig_ray/vocab-embeddings (or under $XDG_CACHE_HOME): shared by every run and actor."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mig_ray" / "vocab-embeddings"
+    return cache_root() / "vocab-embeddings"
 
 
 class EmbeddingTaggerConfig(BaseModel):
@@ -133,14 +132,7 @@ def cached_vocab_embeddings(cfg: EmbeddingTaggerConfig, vocab: list[str] | None 
     job reuses them as label embeddings of the graph instead of loading the model again."""
     vocab = vocab if vocab is not None else cfg.vocabulary_tags()
     folder, key = vocab_cache_key(cfg, vocab)
-    path = folder / f"{key}.npy"
-    if not path.is_file():
-        return None
-    try:
-        emb = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
-    return emb if emb.shape[0] == len(vocab) else None
+    return load_cached(folder / f"{key}.npy", len(vocab))
 
 
 class EmbeddingTagger:
@@ -169,13 +161,7 @@ class EmbeddingTagger:
         if cached is not None:
             return cached
         emb = self._encode(self.vocab)
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f".{key}.{os.getpid()}.npy"
-            np.save(tmp, emb)
-            os.replace(tmp, folder / f"{key}.npy")
-        except OSError:
-            pass  # a read-only cache only costs time
+        save_cached(folder / f"{key}.npy", emb)
         return emb
 
     def _encode(self, texts: list[str]) -> np.ndarray:
