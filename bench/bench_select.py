@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import code_version, machine_speed  # noqa: E402
 from tulu3_shaped import SHARED, scores, tulu3_shaped, write_jsonl  # noqa: E402
 
 from mig_ray.embeddings import embed_labels  # noqa: E402
@@ -98,24 +99,6 @@ def peak_tree_rss_mb(proc: subprocess.Popen) -> float:
     return peak / 2**20
 
 
-def machine_speed() -> dict:
-    """A fixed pure-Python loop and a float32 matrix product: the day-to-day speed of this machine
-    (the same code measured 2-3x apart on different hours), to read the other numbers against."""
-    t0 = time.perf_counter()
-    s = 0
-    for i in range(5_000_000):
-        s += i * i
-    py = time.perf_counter() - t0
-    a = np.random.default_rng(0).random((1024, 1024), dtype=np.float32)
-    a @ a
-    t0 = time.perf_counter()
-    for _ in range(10):
-        a @ a
-    mm = time.perf_counter() - t0
-    return {"python_loop_5m_seconds": py, "matmul_f32_gflops": 10 * 2 * 1024**3 / mm / 1e9,
-            "loadavg": os.getloadavg()}
-
-
 def dense_reference(vectors, k: int, released_shape: bool):
     """Dense N x L, every remaining row rescanned every round.
 
@@ -154,7 +137,7 @@ def main() -> None:
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     result: dict = {"date": dt.date.today().isoformat(), "machine": platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(),
+                    "cpus": os.cpu_count(), "python": platform.python_version(), "code": code_version(),
                     "machine_speed_before": machine_speed()}
 
     tags, indptr, codes, s = pool_arrays(args.n)
