@@ -181,3 +181,42 @@ def test_fast_released_path_agrees_with_the_general_accessors():
             assert fast[0] == general[0] and fast[2] == general[2], rec
             assert np.float64(fast[1]).tobytes() == np.float64(general[1]).tobytes(), rec
     assert fast_hits > 500  # the fast path does serve the well-formed records
+
+
+@pytest.mark.parametrize("with_valid", [True, False])
+def test_label_codes_vocab_and_dropped_counts_on_random_pools(tmp_path, with_valid):
+    """Codes, first-seen vocabulary and counts against a plain per-record computation, on labels that
+    repeat across and within records, invalid ones included, with duplicate ids in between."""
+    rng = np.random.default_rng(3)
+    names = [f"tag{i}" for i in range(30)]
+    valid = set(names[::2]) if with_valid else None
+    recs = []
+    for _ in range(400):
+        labels = [names[j] for j in rng.integers(0, len(names), rng.integers(0, 6))]
+        rid = f"r{rng.integers(0, 350)}"  # some ids repeat: later copies are rejected
+        recs.append(released(rid, labels, q=(float(rng.integers(1, 6)),)))
+    pool_path = write_lines(tmp_path / "p.jsonl", recs)
+    with Rejects(tmp_path / "rejects.jsonl") as rej:
+        pool = read_annotated(pool_path, FieldSpec(), valid, rej)
+
+    seen, vocab, kept, dropped, empty, lines = set(), [], [], 0, 0, []
+    for line, rec in enumerate(recs, 1):
+        if rec["_id"] in seen:
+            continue
+        seen.add(rec["_id"])
+        lines.append(line)
+        labels = [t for t in rec["annotation"]["instag"]["content"] if valid is None or t in valid]
+        dropped += len(rec["annotation"]["instag"]["content"]) - len(labels)
+        empty += not labels
+        for t in labels:
+            if t not in vocab:
+                vocab.append(t)
+        kept.append(labels)
+    assert pool.ids == list(dict.fromkeys(r["_id"] for r in recs))
+    assert pool.lines.tolist() == lines
+    assert pool.vocab == vocab
+    assert [pool.labels_of(i) for i in range(len(pool))] == kept
+    assert pool.counts["labels_dropped_by_valid_tags"] == dropped
+    assert pool.counts["no_valid_label"] == empty
+    assert pool.counts["rejected"] == len(recs) - len(seen) > 0
+    assert (dropped > 0) == with_valid

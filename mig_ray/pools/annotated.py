@@ -68,18 +68,21 @@ def load_valid_tags(path: str | Path) -> set[str]:
     return {line.strip() for line in text.splitlines() if line.strip()}
 
 
+UNSEEN, DROPPED = -2, -1  # codes of labels not seen yet / not valid tags
+
+
 class _Builder:
     """Accumulates accepted records into compact arrays."""
 
     def __init__(self, spec: FieldSpec, valid: set[str] | None, rejects: Rejects, file: str, where: str):
         self.spec, self.valid, self.rejects, self.file, self.where = spec, valid, rejects, file, where
         self.released = spec.is_released
-        self.ids: list[str] = []
-        self.first_line: dict[str, int] = {}
+        self.first_line: dict[str, int] = {}  # accepted ids, in order, with their line
         self.scores = array("d")
         self.indptr = array("q", [0])
         self.codes = array("i")
-        self.vocab: dict[str, int] = {}
+        self.vocab: list[str] = []  # valid labels in first-seen order; a label's code is its index
+        self.code_of: dict[str, int] = {}  # every label seen: its code, or DROPPED (not a valid tag)
         self.locations = array("q")
         self.lines = array("q")
         self.n_read = 0
@@ -99,42 +102,54 @@ class _Builder:
                 rid = spec.record_id(rec)
                 score = spec.score(rec)
                 labels = spec.labels(rec)
-            first = self.first_line.get(rid)
-            if first is not None:
+            first = self.first_line.setdefault(rid, line)  # one lookup: inserts a new id
+            if first != line:
                 raise BadRecord(f"duplicate id: {rid!r} (first at {self.where} {first})")
         except BadRecord as e:
             self.rejects.add(self.file, line, e.reason, raw, self.where)
             return
-        self.first_line[rid] = line
-        valid, vocab, codes = self.valid, self.vocab, self.codes
-        if valid is not None:
-            n_given = len(labels)
-            labels = [t for t in labels if t in valid]
-            self.dropped_labels += n_given - len(labels)
-        if labels:
-            new_code = vocab.setdefault  # a label seen first gets the next code
-            codes.extend([new_code(t, len(vocab)) for t in labels])
+        get = self.code_of.get
+        codes = [get(t, UNSEEN) for t in labels]
+        if codes and min(codes) < 0:  # a label not seen before, or not a valid tag
+            codes = self._codes_slow(labels)
+        if codes:
+            self.codes.extend(codes)
         else:
             self.no_valid_label += 1
-        self.indptr.append(len(codes))
-        self.ids.append(rid)
+        self.indptr.append(len(self.codes))
         self.scores.append(score)
         self.locations.append(location)
         self.lines.append(line)
+
+    def _codes_slow(self, labels: list[str]) -> list[int]:
+        """Codes of the valid labels, giving new ones the next code; counts the dropped ones."""
+        out = []
+        for t in labels:
+            c = self.code_of.get(t, UNSEEN)
+            if c == UNSEEN:
+                c = DROPPED if self.valid is not None and t not in self.valid else len(self.vocab)
+                self.code_of[t] = c
+                if c != DROPPED:
+                    self.vocab.append(t)
+            if c == DROPPED:
+                self.dropped_labels += 1
+            else:
+                out.append(c)
+        return out
 
     def finish(self, path: Path, fmt: str, blank: int) -> AnnotatedPool:
         counts = {
             "read": self.n_read,
             "blank_lines": blank,
             "rejected": self.rejects.count,
-            "selectable": len(self.ids),
+            "selectable": len(self.first_line),
             "no_valid_label": self.no_valid_label,
             "labels_dropped_by_valid_tags": self.dropped_labels,
         }
         return AnnotatedPool(
-            path, fmt, self.ids, np.frombuffer(self.scores, dtype=np.float64).copy(),
+            path, fmt, list(self.first_line), np.frombuffer(self.scores, dtype=np.float64).copy(),
             np.frombuffer(self.indptr, dtype=np.int64).copy(),
-            np.frombuffer(self.codes, dtype=np.int32).copy(), list(self.vocab),
+            np.frombuffer(self.codes, dtype=np.int32).copy(), self.vocab,
             np.frombuffer(self.locations, dtype=np.int64).copy(),
             np.frombuffer(self.lines, dtype=np.int64).copy(), counts,
         )
