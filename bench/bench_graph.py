@@ -13,10 +13,7 @@ edges. Each size builds at T = 0.9 and with --target-degree 5, then the propagat
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -26,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import code_version, machine_speed  # noqa: E402
+from provenance import header, machine_speed  # noqa: E402
 
 DIM = 384
 DENSE_MAX_LABELS = 20_000  # 20K x 20K float32 is 1.6 GB; 100K would be 40 GB on a 24 GiB machine
@@ -104,9 +101,7 @@ def main() -> None:
     if args.child is not None:
         print(json.dumps(child(args.child)))
         return
-    result: dict = {"date": dt.date.today().isoformat(), "machine": platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(), "code": code_version(),
-                    "machine_speed_before": machine_speed(), "sizes": []}
+    result: dict = {**header(), "sizes": []}
     for n in args.sizes:
         proc = subprocess.run([sys.executable, __file__, "--child", str(n)], capture_output=True, text=True)
         if proc.returncode != 0:

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import hashlib
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -27,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import code_version, machine_speed  # noqa: E402
+from provenance import header, machine_speed  # noqa: E402
 from tulu3_shaped import SHARED, scores, tulu3_shaped, write_jsonl  # noqa: E402
 
 from mig_ray.embeddings import embed_labels  # noqa: E402
@@ -136,9 +133,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
-    result: dict = {"date": dt.date.today().isoformat(), "machine": platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(), "code": code_version(),
-                    "machine_speed_before": machine_speed()}
+    result: dict = header()
 
     tags, indptr, codes, s = pool_arrays(args.n)
     emb = label_embeddings(tags)

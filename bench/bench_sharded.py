@@ -21,7 +21,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_select import DATA, label_embeddings, pool_arrays  # noqa: E402
+from provenance import header  # noqa: E402
 from tulu3_shaped import SHARED, valid_tags, write_jsonl  # noqa: E402
 
 from mig_ray.config import SelectConfig  # noqa: E402
@@ -238,8 +238,7 @@ def main() -> None:
         out.write_text(json.dumps(res, indent=2) + "\n")
         print(f"wrote {out}")
         return
-    result: dict = {"date": dt.date.today().isoformat(), "machine": platform.machine(),
-                    "cpus": os.cpu_count(), "python": platform.python_version(), "n": args.n, "k": args.k,
+    result: dict = {**header(), "n": args.n, "k": args.k,
                     "shards": args.shards, "command": " ".join(["python", *sys.argv]),
                     "note": "2-core machine shared with other developers working concurrently (see the load "
                             "averages): timings are noisy. Selection phase = embed_labels + graph + vectors "

@@ -13,6 +13,7 @@ reported too.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import gc
 import json
 import os
@@ -22,6 +23,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import code_version  # noqa: E402
 
 ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
 TOPICS = ["a Python function", "the French revolution", "a vegetarian recipe", "linear algebra",
@@ -56,7 +60,8 @@ def main() -> None:
     ap.add_argument("--omp-threads", type=int, default=1,
                     help="OMP_NUM_THREADS for both paths (on a loaded 2-core box 1 is much faster)")
     ap.add_argument("--model", default=None, help="model folder (default: build the tiny random Llama)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "tagger-2026-11-25.json"))
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"
+                                         / f"tagger-{dt.date.today().isoformat()}.json"))
     args = ap.parse_args()
     env = dict(ENV)
     if args.omp_threads is not None:
@@ -132,7 +137,7 @@ def main() -> None:
     assert sorted(r["id"] for r in rows) == [r["id"] for r in recs]
 
     res = {
-        "date": "2026-11-25",
+        "date": dt.date.today().isoformat(), "code": code_version(),
         "what": "VLLMTagger via ray.data map_batches (1 actor) vs bare vllm.LLM.generate, same prompts",
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},

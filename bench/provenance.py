@@ -3,7 +3,9 @@ speed at the time (this machine's speed was seen to vary 2-3x between hours)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import platform
 import subprocess
 import sys
 import time
@@ -45,3 +47,10 @@ def machine_speed() -> dict:
     mm = time.perf_counter() - t0
     return {"python_loop_5m_seconds": py, "matmul_f32_gflops": 10 * 2 * 1024**3 / mm / 1e9,
             "loadavg": os.getloadavg()}
+
+
+def header() -> dict:
+    """The fields every result file opens with: when, on what machine, which code, how fast now."""
+    return {"date": dt.date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "python": platform.python_version(), "code": code_version(),
+            "machine_speed_before": machine_speed()}
