@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import header, machine_speed  # noqa: E402
+from provenance import header, write_result  # noqa: E402
 
 DIM = 384
 DENSE_MAX_LABELS = 20_000  # 20K x 20K float32 is 1.6 GB; 100K would be 40 GB on a 24 GiB machine
@@ -109,10 +109,7 @@ def main() -> None:
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         print(json.dumps(row), flush=True)
         result["sizes"].append(row)
-    result["machine_speed_after"] = machine_speed()
-    out = args.out or Path(__file__).resolve().parent / "results" / f"graph-{result['date']}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, "graph", args.out)
 
 
 if __name__ == "__main__":

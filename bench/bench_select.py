@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import header, machine_speed  # noqa: E402
+from provenance import header, write_result  # noqa: E402
 from tulu3_shaped import SHARED, scores, tulu3_shaped, write_jsonl  # noqa: E402
 
 from mig_ray.embeddings import embed_labels  # noqa: E402
@@ -204,10 +204,7 @@ def main() -> None:
         "same_order_as_float64_naive": naive_order.tolist() == res_e.order.tolist(),
         "same_order_as_released_float32": dense_order.tolist() == res_e.order.tolist(),
     }
-    result["machine_speed_after"] = machine_speed()
-    out = args.out or Path(__file__).resolve().parent / "results" / f"select-{result['date']}.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(result, "select", args.out)
 
 
 if __name__ == "__main__":

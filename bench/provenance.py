@@ -4,6 +4,7 @@ speed at the time (this machine's speed was seen to vary 2-3x between hours)."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -54,3 +55,12 @@ def header() -> dict:
     return {"date": dt.date.today().isoformat(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "python": platform.python_version(), "code": code_version(),
             "machine_speed_before": machine_speed()}
+
+
+def write_result(result: dict, name: str, out: Path | None) -> Path:
+    """Stamp the machine's speed after the run and write `results/<name>-<date>.json` (or `out`)."""
+    result["machine_speed_after"] = machine_speed()
+    out = out or ROOT / "bench" / "results" / f"{name}-{result['date']}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {out}")
+    return out
