@@ -83,8 +83,9 @@ def select(
     out: Annotated[Path, typer.Option("-o", "--out", help="Selected records, in selection order "
                                       "(.jsonl or .parquet). Beside it: <stem>.manifest.jsonl, "
                                       "<stem>.rejects.jsonl, <stem>.summary.json.")],
-    valid_tags: Annotated[Path | None, typer.Option(help="Keep only these labels: a JSON list or one "
-                                                     "tag per line (e.g. the released Tulu3 list).")] = None,
+    valid_tags: Annotated[Path | None, typer.Option(help="Keep only these labels, matched exactly: a JSON "
+                                                     "list (or object: its keys) or one tag per line "
+                                                     "(e.g. the released Tulu3 list).")] = None,
     embedding_model: Annotated[str, typer.Option(help="Local sentence-transformers folder for label "
                                                  "embeddings; the default is the bundled offline "
                                                  "all-MiniLM-L6-v2.")] = DEFAULT_MODEL,

@@ -24,21 +24,29 @@ ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024,
           "env": {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}}
 
 
+# Not in cleaned form (case, leading spaces): the tagger must answer in these spellings so that the
+# graph's exact valid-tag filter, reading the same file, keeps its labels.
+VOCABULARY = ["Code Generation", "  Data Analysis", "Creative Writing", "Math Problem", "Brainstorming",
+              "Question Answering", "Text Classification", "Rewriting", "Travel Planning", "Recipe"]
+
+
 def test_vllm_tagger_and_scorer_job_end_to_end(tmp_path, shared, ray_address, tiny_model):
     lines = (shared / "data" / "alpaca_seed_tasks_175.jsonl").read_bytes().splitlines(keepends=True)[:12]
     pool = tmp_path / "seed.jsonl"
     pool.write_bytes(b"".join(lines) + b"{not json\n")
+    vocab = tmp_path / "valid_tags.json"
+    vocab.write_text(json.dumps(VOCABULARY))
     job = {
         "input": {"paths": [str(pool)]},
         "annotate": {
             "tagger": {"kind": "vllm", "options": {"model": tiny_model, "output_schema": "tags",
-                                                   "max_tags": 3, "max_tag_chars": 12, "max_tokens": 96,
-                                                   **ENGINE},
+                                                   "valid_tags": str(vocab), "vocabulary_mode": "enum",
+                                                   "max_tags": 3, "max_tokens": 96, **ENGINE},
                        "resources": {"concurrency": 1, "num_cpus": 1, "batch_size": 16}},
             "scorer": {"kind": "vllm", "options": {"model": tiny_model, **ENGINE},
                        "resources": {"concurrency": 1, "num_cpus": 1, "batch_size": 16}},
         },
-        "graph": {"target_degree": 2},
+        "graph": {"target_degree": 2, "valid_tags": str(vocab)},
         "selection": {"n": 5},
         "output": {"dir": str(tmp_path / "out")},
         "progress": False,
@@ -54,6 +62,9 @@ def test_vllm_tagger_and_scorer_job_end_to_end(tmp_path, shared, ray_address, ti
     out = tmp_path / "out"
     manifest = [orjson.loads(x) for x in (out / "selected.manifest.jsonl").read_bytes().splitlines()]
     assert len(manifest) == min(5, c["selectable"])
+    assert all(m["labels"] and set(m["labels"]) <= set(VOCABULARY) for m in manifest)
+    select = json.loads((out / "select" / "selected.summary.json").read_text())["counts"]
+    assert select["labels_dropped_by_valid_tags"] == select["no_valid_label"] == 0
     for m in manifest:  # each selected record is its input line, unchanged, with a real score in range
         assert 1.0 <= m["score"] <= 36.0
         assert (out / "selected.jsonl").read_bytes().splitlines(keepends=True)[m["rank"] - 1] == \

@@ -140,6 +140,18 @@ def test_valid_tags_text_and_json(tmp_path):
     (tmp_path / "v.json").write_text('["a", 1]')
     with pytest.raises(PoolError, match="list of strings"):
         load_valid_tags(tmp_path / "v.json")
+    (tmp_path / "o.json").write_text('{"a": 3, "B ": 1}')
+    assert load_valid_tags(tmp_path / "o.json") == {"a", "B "}  # matched exactly, as written
+    (tmp_path / "list.txt").write_text('["a", "b"]\n')  # JSON content under another name
+    assert load_valid_tags(tmp_path / "list.txt") == {"a", "b"}
+    (tmp_path / "brackets.txt").write_text("[draft] essay\nb\n")  # a text file after all
+    assert load_valid_tags(tmp_path / "brackets.txt") == {"[draft] essay", "b"}
+    (tmp_path / "empty.txt").write_text("\n \n")
+    with pytest.raises(PoolError, match=r"empty\.txt: the valid-tags file holds no tags"):
+        load_valid_tags(tmp_path / "empty.txt")
+    (tmp_path / "bad.json").write_text('["a",\n  oops]')
+    with pytest.raises(PoolError, match=r"bad\.json:2: valid-tags file is not valid JSON"):
+        load_valid_tags(tmp_path / "bad.json")
 
 
 def _mutations(rng):

@@ -43,15 +43,38 @@ def test_normalize_tags_dedupes_in_order_and_caps() -> None:
 
 
 def test_load_vocabulary_formats(tmp_path) -> None:
-    (tmp_path / "a.json").write_text(json.dumps(["Math", "math", "coding "]))
+    (tmp_path / "a.json").write_text(json.dumps(["Math", "math", "coding ", " .; "]))
     (tmp_path / "b.json").write_text(json.dumps({"Math": 3, "poetry": 1}))
     (tmp_path / "c.txt").write_text("math\n\n poetry \n")
-    assert load_vocabulary(tmp_path / "a.json") == ["math", "coding"]
-    assert load_vocabulary(tmp_path / "b.json") == ["math", "poetry"]
+    (tmp_path / "e.tags").write_text(json.dumps(["json", "without a .json name"]))
+    # the file's spellings, one per cleaned form (first wins); nothing that cleans to ""
+    assert load_vocabulary(tmp_path / "a.json") == ["Math", "coding "]
+    assert load_vocabulary(tmp_path / "b.json") == ["Math", "poetry"]
     assert load_vocabulary(tmp_path / "c.txt") == ["math", "poetry"]
+    assert load_vocabulary(tmp_path / "e.tags") == ["json", "without a .json name"]
     (tmp_path / "d.json").write_text(json.dumps([1, 2]))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="list of strings"):
         load_vocabulary(tmp_path / "d.json")
+    (tmp_path / "f.json").write_text(json.dumps([" ", "--"]))
+    with pytest.raises(ValueError, match="no tags"):
+        load_vocabulary(tmp_path / "f.json")
+
+
+def test_tagger_vocabulary_passes_the_selection_filter(tmp_path) -> None:
+    """Whatever the mapper answers is in the valid-tag set `mig-ray select` reads from the same file,
+    also for a file whose tags are not in cleaned form."""
+    from mig_ray.pools.annotated import load_valid_tags
+
+    tags = ["Code Generation", "code generation", "  Data Analysis", "Recipes", "poetry"]
+    for name, text in (("v.json", json.dumps(tags)), ("v.txt", "\n".join(tags) + "\n")):
+        path = tmp_path / name
+        path.write_text(text)
+        vocab = load_vocabulary(path)
+        m = VocabularyMapper(vocab, threshold=0.99, encoder=_fake_encoder({}))
+        got = m.map_many([["code generation", "CODE GENERATION!", "data analysis", "recipe", "Poetry"]],
+                         embed=False)[0]
+        assert len(got) == 4
+        assert set(got) <= load_valid_tags(path), (name, got)
 
 
 def _fake_encoder(table: dict[str, list[float]]):
@@ -73,11 +96,12 @@ def test_mapper_exact_singular_nearest_and_threshold() -> None:
     enc = _fake_encoder(table)
     m = VocabularyMapper(["Programming", "keywords", "cooking"], threshold=0.9, encoder=enc)
     got = m.map_many([["Programming", "Coding", "keywords", "Keyword"], ["baking", "astronomy", "cooking"]])
-    # exact; nearest above threshold (dup of programming dropped); exact plural tag kept; singular match
-    assert got == [["programming", "keywords"], ["cooking"]]
+    # exact (answered in the vocabulary's spelling); nearest above threshold (dup of programming
+    # dropped); exact plural tag kept; singular match
+    assert got == [["Programming", "keywords"], ["cooking"]]
     # vocabulary embedded once, each unknown tag once, in one batch
     assert enc.calls == [["coding", "baking", "astronomy"], ["programming", "keywords", "cooking"]]
-    assert m.map(["coding", "baking"]) == ["programming", "cooking"]
+    assert m.map(["coding", "baking"]) == ["Programming", "cooking"]
     assert len(enc.calls) == 2  # answers cached
     assert m.map_many([["Coding", "unknown"]], embed=False) == [[]]
 

@@ -10,7 +10,6 @@ enough: a wrong node costs more than a missing one.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import unicodedata
@@ -18,6 +17,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from mig_ray.pools.annotated import read_tag_list
+from mig_ray.pools.rejects import PoolError
 
 _WS = re.compile(r"\s+")
 _STRIP = " \t\n\r\"'`.,;:!?()[]{}<>*-_/\\|"
@@ -77,26 +79,24 @@ def normalize_tags(tags: Iterable[str], max_tags: int | None = None) -> list[str
 
 
 def load_vocabulary(path: str | Path) -> list[str]:
-    """A valid-tag file: a JSON list of strings, a JSON object (its keys), or one tag per line."""
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{"):
-        data = json.loads(text)
-        items = list(data.keys()) if isinstance(data, dict) else data
-        if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
-            raise ValueError(f"{p}: a valid-tag file must be a JSON list of strings (or an object of tags)")
-    else:
-        items = [line for line in text.splitlines() if line.strip()]
-    vocab: list[str] = []
-    seen: set[str] = set()
+    """A valid-tag file as a tagger vocabulary: its tags as written, in file order, one per cleaned
+    form (the first spelling wins) and none that cleans to nothing.
+
+    Taggers answer with these spellings, so their labels pass the exact valid-tag filter of the
+    selection, which reads the same file with `read_tag_list`.
+    """
+    try:
+        items = read_tag_list(path)
+    except PoolError as e:
+        raise ValueError(str(e)) from e
+    vocab: dict[str, str] = {}
     for item in items:
-        t = clean_tag(item)
-        if t and t not in seen:
-            seen.add(t)
-            vocab.append(t)
+        key = clean_tag(item)
+        if key:
+            vocab.setdefault(key, item)
     if not vocab:
-        raise ValueError(f"{p}: no tags")
-    return vocab
+        raise ValueError(f"{path}: no tags")
+    return list(vocab.values())
 
 
 Encoder = Callable[[list[str]], np.ndarray]
@@ -129,12 +129,15 @@ class VocabularyMapper:
 
     def __init__(self, vocabulary: Sequence[str], threshold: float = 0.8, model: str | None = None,
                  encoder: Encoder | None = None) -> None:
-        self.vocabulary = [clean_tag(v) for v in vocabulary]
+        self.vocabulary = list(vocabulary)  # answers are these spellings: the valid-tag file's own
+        self._cleaned = [clean_tag(v) for v in self.vocabulary]  # what is matched and embedded
         self.threshold = float(threshold)
-        self._index = {v: i for i, v in enumerate(self.vocabulary)}
-        self._singular = {}
-        for v in self.vocabulary:
-            self._singular.setdefault(singular_tag(v), v)
+        self._index: dict[str, str] = {}
+        self._singular: dict[str, str] = {}
+        for v, c in zip(self.vocabulary, self._cleaned, strict=True):
+            self._index.setdefault(c, v)
+        for v, c in zip(self.vocabulary, self._cleaned, strict=True):
+            self._singular.setdefault(singular_tag(c), v)
         self._encoder = encoder
         self._model = model
         self._emb: np.ndarray | None = None
@@ -147,15 +150,14 @@ class VocabularyMapper:
 
     def _vocab_embeddings(self) -> np.ndarray:
         if self._emb is None:
-            self._emb = self._encode(self.vocabulary)
+            self._emb = self._encode(self._cleaned)
         return self._emb
 
     def lookup(self, tag: str) -> str | None:
         """Exact or singular match of one tag, without embeddings; None when neither matches."""
         c = clean_tag(tag)
-        if c in self._index:
-            return c
-        return self._singular.get(singular_tag(c))
+        hit = self._index.get(c)
+        return hit if hit is not None else self._singular.get(singular_tag(c))
 
     def map_many(self, tag_lists: Sequence[Sequence[str]], max_tags: int | None = None,
                  embed: bool = True) -> list[list[str]]:

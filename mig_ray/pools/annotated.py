@@ -48,24 +48,44 @@ class AnnotatedPool:
         return names, remap[self.label_codes] if len(self.label_codes) else np.zeros(0, np.int64)
 
 
-def load_valid_tags(path: str | Path) -> set[str]:
-    """A JSON list of tags, or a text file with one tag per line."""
+def read_tag_list(path: str | Path) -> list[str]:
+    """The tags of a valid-tag file in file order, each once: a JSON list of strings, a JSON object
+    (its keys), or plain text with one tag per line (lines stripped, blank lines skipped).
+
+    JSON when the name ends in .json, or when the text opens with [ or { and parses as JSON. The one
+    reader of these files: `select`'s filter, the embedding tagger and the vLLM tagger all see the
+    same tags, so a tagger's labels pass the graph's filter.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise PoolError(f"{p}: cannot read the valid-tags file ({e})") from e
-    if p.suffix == ".json":
+    tags: object = None
+    if p.suffix.lower() == ".json":
         try:
             tags = json.loads(text)
         except json.JSONDecodeError as e:
             raise PoolError(f"{p}:{e.lineno}: valid-tags file is not valid JSON ({e.msg})") from e
-        if isinstance(tags, dict):
-            tags = list(tags)
-        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-            raise PoolError(f"{p}: valid-tags JSON must be a list of strings")
-        return set(tags)
-    return {line.strip() for line in text.splitlines() if line.strip()}
+    elif text.lstrip()[:1] in ("[", "{"):
+        try:
+            tags = json.loads(text)
+        except json.JSONDecodeError:
+            tags = None  # a text file whose first tag starts with a bracket
+    if tags is None:
+        tags = [line.strip() for line in text.splitlines() if line.strip()]
+    if isinstance(tags, dict):
+        tags = list(tags)
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise PoolError(f"{p}: valid-tags JSON must be a list of strings (or an object whose keys are tags)")
+    if not tags:
+        raise PoolError(f"{p}: the valid-tags file holds no tags")
+    return list(dict.fromkeys(tags))
+
+
+def load_valid_tags(path: str | Path) -> set[str]:
+    """The valid-tag set of `read_tag_list`; labels are matched against it exactly."""
+    return set(read_tag_list(path))
 
 
 UNSEEN, DROPPED = -2, -1  # codes of labels not seen yet / not valid tags
