@@ -54,6 +54,10 @@ def _print_summary(s: dict) -> None:
     )
     typer.echo(f"information: {s['information']['selected']:.6g} (gain {s['information']['gain']:.6g} "
                "over the empty set)")
+    prev = s["information"].get("previous_selection")
+    if prev is not None:
+        typer.echo(f"previous selection ({prev['samples']} samples, {prev['manifest']}) on this graph: "
+                   f"information {prev['selected']:.6g}")
     typer.echo("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in sec.items()))
     out = s["outputs"]
     typer.echo(f"output:   {out['selected']}\nmanifest: {out['manifest']}\nrejects:  {out['rejects']}\n"
@@ -139,6 +143,10 @@ def select(
     strict: Annotated[bool, typer.Option(help="Stop at the first bad record (exit 2) instead of "
                                          "quarantining it.")] = False,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    previous_manifest: Annotated[Path | None, typer.Option(help="Manifest of an earlier selection (e.g. "
+                                                           "yesterday's <stem>.manifest.jsonl): its "
+                                                           "information on this run's graph goes into "
+                                                           "the summary beside this one's.")] = None,
 ) -> None:
     """Select the N most informative samples of an annotated POOL (MIG greedy, exact)."""
     _run(pool=pool, n=n, out=out, valid_tags=valid_tags, embedding_model=embedding_model,
@@ -148,7 +156,7 @@ def select(
          phi_alpha=phi_alpha, norm=norm, gain=gain.value, shards=shards, ray_address=ray_address,
          batch=batch, checkpoint_seconds=checkpoint_every,
          labels_field=labels_field, score_field=score_field, id_field=id_field, strict=strict,
-         progress=progress)
+         progress=progress, previous_manifest=previous_manifest)
 
 
 @app.command()

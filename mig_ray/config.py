@@ -43,6 +43,9 @@ class SelectConfig(BaseModel):
     id_field: str | None = None
     strict: bool = False
     progress: bool = True
+    previous_manifest: Path | None = Field(
+        None, description="manifest of an earlier selection: its information on this run's graph is "
+                          "reported beside this selection's, so the two compare on one measure")
 
     @model_validator(mode="after")
     def _outputs_not_input(self) -> SelectConfig:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 from tqdm import tqdm
 
 from mig_ray import __version__
@@ -23,10 +24,10 @@ from mig_ray.config import SelectConfig, output_paths
 from mig_ray.embeddings import LabelVectors
 from mig_ray.graph import LabelGraph
 from mig_ray.greedy import GreedyResult, lazy_greedy
-from mig_ray.objective import Phi, information
+from mig_ray.objective import Phi, information, label_mass
 from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags, pool_format, read_annotated
 from mig_ray.pools.fields import FieldSpec
-from mig_ray.pools.rejects import Rejects
+from mig_ray.pools.rejects import PoolError, Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
 from mig_ray.report.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.vectors import propagate, sample_matrix
@@ -123,6 +124,7 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     timer = Timer()
     phi = phi_of(cfg)
     valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
+    previous = read_manifest(cfg.previous_manifest) if cfg.previous_manifest else None  # fails early
     with label_vectors(cfg, valid) as vectors:  # a bad model path fails here, before the read
         if cfg.shards > 1 or cfg.ray_address:
             sel = _select_ray(cfg, timer, paths, phi, vectors, on_round)
@@ -133,6 +135,9 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
         write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
                                         in enumerate(zip(sel.manifest, sel.gains, strict=True), 1)))
     summary = _summary(cfg, sel, phi, timer, paths)
+    if previous is not None:
+        summary["information"]["previous_selection"] = {
+            "manifest": str(cfg.previous_manifest), **information_of(sel.graph, cfg, phi, previous)}
     summary["label_embeddings"] = vectors.info
     if sel.report is not None:
         summary["report"], label_counts = sel.report.summary(phi, sel.graph.labels)
@@ -206,6 +211,51 @@ def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Ph
     return Selection(out["positions"], out["gains"], out["x"], out["counts"], graph,
                      lambda path: write_records(path, in_format, out["records"], schema), out["manifest"],
                      {"engine": "ray", **rounds}, report)
+
+
+def read_manifest(path: Path) -> list[tuple[list[str], float]]:
+    """(labels, score) of each row of a selection manifest (`mig-ray select`'s or a job's)."""
+    rows = []
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as e:
+        raise PoolError(f"{path}: cannot read the previous manifest ({e})") from e
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError as e:
+            raise PoolError(f"{path}:{n}: not JSON ({e})") from e
+        labels, score = (row.get("labels"), row.get("score")) if isinstance(row, dict) else (None, None)
+        if not isinstance(labels, list) or not all(isinstance(t, str) for t in labels):
+            raise PoolError(f"{path}:{n}: field 'labels' must be a list of strings")
+        if type(score) not in (int, float) or not 0.0 <= score < float("inf"):
+            raise PoolError(f"{path}:{n}: field 'score' must be a finite number >= 0, got {score!r}")
+        rows.append((labels, float(score)))
+    return rows
+
+
+def information_of(graph: LabelGraph, cfg: SelectConfig, phi: Phi,
+                   samples: list[tuple[list[str], float]]) -> dict[str, Any]:
+    """Information of a set of samples, given by labels and score, on this run's graph.
+
+    What a nightly diff needs: yesterday's selection measured on today's graph, so that before and
+    after are one measure. A label that is not a node of this graph carries nothing (counted).
+    """
+    index = graph.index()
+    indptr, codes, scores, outside = [0], [], [], 0
+    for labels, score in samples:
+        ids = [index[t] for t in labels if t in index]
+        outside += len(labels) - len(ids)
+        codes.extend(ids)
+        indptr.append(len(codes))
+        scores.append(score)
+    e = sample_matrix(np.array(indptr, dtype=np.int64), np.array(codes, dtype=np.int64),
+                      np.array(scores, dtype=np.float64), graph.n_labels, cfg.norm)
+    vectors = propagate(e, graph.propagation(cfg.propagation, cfg.prop_weight))
+    x = label_mass(vectors, np.arange(len(samples)))  # added in manifest order, as the greedy added them
+    return {"samples": len(samples), "labels_not_in_graph": outside, "selected": information(phi, x)}
 
 
 def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig) -> GreedyResult:

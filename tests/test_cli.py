@@ -13,7 +13,7 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 from pools import random_pool
-from reference import naive_greedy, propagated
+from reference import dense_graph, naive_greedy, phi_value, propagated
 
 from mig_ray.graph import LabelGraph
 
@@ -105,6 +105,55 @@ def test_generated_pool_matches_naive_greedy(tmp_path, fmt, extra):
     assert got == [recs[i] for i in want]
 
 
+def test_previous_selection_measured_on_this_graph(tmp_path):
+    """--previous-manifest: an earlier selection's information on this run's graph. On the same pool
+    and options it is this run's own information, bit for bit; on a grown pool and another threshold
+    it is what the dense reference computes from the earlier manifest's labels and scores."""
+    vocab, emb, labels, scores = random_pool(7, n=160, n_labels=25)
+    np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
+
+    def pool_file(name, n):
+        recs = [{"id": f"r{i}", "tags": ls, "score": float(s)}
+                for i, (ls, s) in enumerate(zip(labels[:n], scores[:n], strict=True))]
+        path = tmp_path / name
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in recs))
+        return path
+
+    common = ["--label-embeddings", tmp_path / "emb.npz", "--labels-field", "tags", "--score-field", "score",
+              "--no-progress"]
+    small = pool_file("small.jsonl", 100)
+    first = tmp_path / "first.jsonl"
+    mig_ray("select", small, "-n", 30, "-o", first, "--sim-threshold", 0.7, *common)
+    previous = first.with_name("first.manifest.jsonl")
+
+    again = tmp_path / "again.jsonl"
+    proc = mig_ray("select", small, "-n", 30, "-o", again, "--sim-threshold", 0.7, *common,
+                   "--previous-manifest", previous)
+    info = json.loads((tmp_path / "again.summary.json").read_text())["information"]
+    assert info["previous_selection"]["selected"] == info["selected"]
+    assert info["previous_selection"]["samples"] == 30
+    assert info["previous_selection"]["labels_not_in_graph"] == 0
+    assert "previous selection (30 samples" in proc.stdout
+
+    grown = tmp_path / "grown.jsonl"
+    mig_ray("select", pool_file("all.jsonl", 160), "-n", 30, "-o", grown, "--sim-threshold", 0.6,
+            *common, "--previous-manifest", previous)
+    info = json.loads((tmp_path / "grown.summary.json").read_text())["information"]
+    nodes = sorted({lab for ls in labels for lab in ls})
+    w = dense_graph(emb[[vocab.index(u) for u in nodes]], 0.6)
+    rows = manifest(first)
+    ehat = propagated([r["labels"] for r in rows], [r["score"] for r in rows], nodes, w)
+    want = float(phi_value("pow", ehat.sum(axis=0)).sum())
+    assert info["previous_selection"]["selected"] == pytest.approx(want, rel=1e-9)
+
+    bad = tmp_path / "bad.manifest.jsonl"
+    bad.write_text(previous.read_text().splitlines()[0] + "\n" + '{"id": "x", "labels": "a", "score": 1}\n')
+    proc = mig_ray("select", small, "-n", 3, "-o", tmp_path / "b.jsonl", *common, "--previous-manifest", bad,
+                   check=False)
+    assert proc.returncode == 2 and f"{bad}:2: field 'labels' must be a list of strings" in proc.stderr
+    assert not (tmp_path / "b.jsonl").exists()  # checked before any work
+
+
 def test_n_larger_than_pool_selects_all(tmp_path, shared):
     out = tmp_path / "all.jsonl"
     proc = mig_ray("select", shared / "data" / "mig_example_tulu3_10.jsonl", "-n", 100, "-o", out,
@@ -148,7 +197,8 @@ def test_help_explains_every_option():
     for opt in ["--valid-tags", "--embedding-model", "--label-embeddings", "--sim-threshold",
                 "--target-degree", "--prop-weight", "--propagation", "--phi", "--phi-a", "--phi-b",
                 "--phi-alpha", "--norm", "--gain", "--shards", "--ray-address", "--labels-field",
-                "--score-field", "--strict", "--embedding-cache", "--embedding-cache-dir"]:
+                "--score-field", "--strict", "--embedding-cache", "--embedding-cache-dir",
+                "--previous-manifest"]:
         assert opt in out, opt
 
 

@@ -82,8 +82,13 @@ def test_sharded_on_ray_equals_naive_and_local(tmp_path, ray_address, shards, ba
 def test_cross_shard_duplicates_and_rejects_match_local(tmp_path, ray_address):
     pool, emb_path, *_ = write_pool(tmp_path, 7, n=120, n_labels=20, dup_every=9)
     local = config(tmp_path, pool, emb_path, "local", n=50)
-    sharded = config(tmp_path, pool, emb_path, "ray", n=50, shards=3, ray_address=ray_address)
+    sharded = config(tmp_path, pool, emb_path, "ray", n=50, shards=3, ray_address=ray_address,
+                     previous_manifest=local.out.with_name("sel.manifest.jsonl"))
     s_local, s_ray = run_select(local), run_select(sharded)
+    # the local run's selection measured on the sharded run's graph: the same set on the same graph
+    prev = s_ray["information"]["previous_selection"]
+    assert prev["samples"] == 50 and prev["labels_not_in_graph"] == 0
+    assert prev["selected"] == pytest.approx(s_local["information"]["selected"], rel=1e-12)
     assert s_local["counts"]["rejected"] == 1 + len(range(0, 120, 9))
     assert s_ray["counts"] == s_local["counts"]
     rej = [json.loads(x) for x in (tmp_path / "ray" / "sel.rejects.jsonl").read_text().splitlines()]

@@ -171,6 +171,11 @@ def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, 
     assert diff["kept"] == len(set(before) & set(after))
     assert diff["information"]["before"] == first["information"]["selected"]
     assert diff["information"]["after"] == second["information"]["selected"]
+    # last night's selection re-measured on tonight's graph, the measure `after` is on
+    select = json.loads((out / "select" / "selected.summary.json").read_text())
+    prev = select["information"]["previous_selection"]
+    assert prev["samples"] == len(before) and prev["labels_not_in_graph"] == 0
+    assert diff["information"]["before_on_this_graph"] == prev["selected"] > 0
 
 
 @pytest.mark.parametrize(("edit", "message"), [

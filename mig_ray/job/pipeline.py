@@ -322,7 +322,14 @@ class Pipeline:
             sim_threshold=g.sim_threshold, target_degree=g.target_degree, prop_weight=g.prop_weight,
             propagation=g.propagation, phi=s.phi, phi_a=s.phi_a, phi_b=s.phi_b, phi_alpha=s.phi_alpha,
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
-            labels_field="labels", score_field="score", id_field="id", progress=j.progress)
+            labels_field="labels", score_field="score", id_field="id", progress=j.progress,
+            previous_manifest=self._previous_manifest())
+
+    def _previous_manifest(self) -> Path | None:
+        """Last night's manifest when this run is an increment over it: measured on this run's graph."""
+        path = self.out / "previous" / "selected.manifest.jsonl"
+        increment = self._previous(self._fingerprints()["ingest"]) is not None
+        return path if increment and path.is_file() else None
 
     def _tag_embeddings(self) -> Path | None:
         path = self.out / "tag" / "label_embeddings.npz"
@@ -425,9 +432,12 @@ class Pipeline:
                 "added": [i for i in new if i not in old_set],
                 "dropped": [i for i in old if i not in new_set],
                 "kept": len(old_set & new_set),
-                "information": {"before": previous.get("information", {}).get("selected"),
-                                "after": information["selected"],
-                                "note": "each measured on its own run's label graph"}}
+                "information": {
+                    "before": previous.get("information", {}).get("selected"),
+                    "after": information["selected"],
+                    "before_on_this_graph": information.get("previous_selection", {}).get("selected"),
+                    "note": "before and after: each on its own run's label graph; before_on_this_graph: "
+                            "the previous selection on this run's graph, the measure `after` is on"}}
         write_atomic(self.out / "diff.json", json.dumps(diff, indent=2) + "\n")
         return diff
 
