@@ -117,6 +117,19 @@ def test_summary_without_report_data_still_renders():
     assert html.count('class="missing"') == 3 and "<svg" not in html
 
 
+def test_nightly_diff_shows_the_previous_selection_on_this_graph():
+    diff = {"previous_selected": 4, "selected": 4, "added": 1, "dropped": 1, "kept": 3,
+            "information": {"before": 10.25, "after": 12.5, "before_on_this_graph": 11.75}}
+    numbers = report_numbers({"counts": {"selected": 4, "selectable": 9}, "information": {"selected": 12.5}},
+                             None, Path("run.summary.json"), diff)
+    html = render_html(numbers)
+    section = html[html.index('id="diff"'):]
+    section = section[:section.index("</section>")]
+    for text in ("information before", "10.25", "information now", "12.5",
+                 "previous selection on this run&#x27;s graph", "11.75"):
+        assert text in section, text
+
+
 def png_pixels(path: Path) -> tuple[int, int, list[bytes]]:
     """Decode an 8-bit RGB/RGBA PNG (what Chromium writes) into rows of raw pixel bytes."""
     data = path.read_bytes()

@@ -281,12 +281,14 @@ def render_html(n: dict, per_label: dict | None = None) -> str:
                 ("no valid label", counts.get("no_valid_label"))]
     diff = n.get("diff")
     if diff:
-        before, after = diff["information"].get("before"), diff["information"].get("after")
+        dinfo = diff["information"]
         sections.append(_section("diff", "Since the previous run", _table("diff-stats", [
             ("selected before", diff["previous_selected"]), ("selected now", diff["selected"]),
             ("added", diff["added"]), ("dropped", diff["dropped"]), ("kept", diff["kept"]),
-            ("information before", before), ("information now", after)])
-            + '<p class="note">Each information value is measured on its own run\'s label graph.</p>'))
+            ("information before", dinfo.get("before")), ("information now", dinfo.get("after")),
+            ("previous selection on this run's graph", dinfo.get("before_on_this_graph"))])
+            + '<p class="note">Before and now are each measured on their own run\'s label graph; the '
+              'previous selection on this run\'s graph is the number that compares with now.</p>'))
     sections.append(_section("graph", "Graph statistics", _table("graph-stats", graph_rows)))
     sections.append(_section("method", "Selection", _table("selection-stats", sel_rows)))
     if labels is not None:
