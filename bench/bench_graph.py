@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import header, write_result  # noqa: E402
 
 DIM = 384
-DENSE_MAX_LABELS = 20_000  # 20K x 20K float32 is 1.6 GB; 100K would be 40 GB on a 24 GiB machine
+DENSE_MAX_LABELS = 20_000  # 20K x 20K float32 is 1.5 GiB; 100K would be 37 GiB on a 24 GiB machine
 
 
 def clustered(n: int, seed: int = 0) -> np.ndarray:

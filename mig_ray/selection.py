@@ -227,7 +227,9 @@ def read_manifest(path: Path) -> list[tuple[list[str], float]]:
             row = orjson.loads(line)
         except orjson.JSONDecodeError as e:
             raise PoolError(f"{path}:{n}: not JSON ({e})") from e
-        labels, score = (row.get("labels"), row.get("score")) if isinstance(row, dict) else (None, None)
+        if not isinstance(row, dict):
+            raise PoolError(f"{path}:{n}: a manifest row must be a JSON object")
+        labels, score = row.get("labels"), row.get("score")
         if not isinstance(labels, list) or not all(isinstance(t, str) for t in labels):
             raise PoolError(f"{path}:{n}: field 'labels' must be a list of strings")
         if type(score) not in (int, float) or not 0.0 <= score < float("inf"):
@@ -241,13 +243,16 @@ def information_of(graph: LabelGraph, cfg: SelectConfig, phi: Phi,
     """Information of a set of samples, given by labels and score, on this run's graph.
 
     What a nightly diff needs: yesterday's selection measured on today's graph, so that before and
-    after are one measure. A label that is not a node of this graph carries nothing (counted).
+    after are one measure. The labels are the ones the earlier run kept (its valid-tag filter, its
+    tagger). A label that is not a node of this graph is left out, as the selection leaves out a
+    label the filter drops: with `norm` the score is then spread over the remaining labels.
+    `labels_not_in_graph` counts such labels, once per sample.
     """
     index = graph.index()
     indptr, codes, scores, outside = [0], [], [], 0
     for labels, score in samples:
         ids = [index[t] for t in labels if t in index]
-        outside += len(labels) - len(ids)
+        outside += len({t for t in labels if t not in index})
         codes.extend(ids)
         indptr.append(len(codes))
         scores.append(score)

@@ -146,6 +146,18 @@ def test_previous_selection_measured_on_this_graph(tmp_path):
     want = float(phi_value("pow", ehat.sum(axis=0)).sum())
     assert info["previous_selection"]["selected"] == pytest.approx(want, rel=1e-9)
 
+    # With --norm, a label that is no node of this graph (here one per row, given twice) is left out
+    # before the score is spread, as the reference leaves out labels outside its nodes.
+    odd = tmp_path / "odd.manifest.jsonl"
+    odd.write_bytes(b"".join(orjson.dumps(r | {"labels": [*r["labels"], "zz", "zz"]}) + b"\n" for r in rows))
+    normed = tmp_path / "normed.jsonl"
+    mig_ray("select", pool_file("all.jsonl", 160), "-n", 30, "-o", normed, "--sim-threshold", 0.6, "--norm",
+            *common, "--previous-manifest", odd)
+    prev = json.loads((tmp_path / "normed.summary.json").read_text())["information"]["previous_selection"]
+    ehat = propagated([r["labels"] + ["zz"] for r in rows], [r["score"] for r in rows], nodes, w, norm=True)
+    assert prev["selected"] == pytest.approx(float(phi_value("pow", ehat.sum(axis=0)).sum()), rel=1e-9)
+    assert prev["labels_not_in_graph"] == len(rows)
+
     bad = tmp_path / "bad.manifest.jsonl"
     bad.write_text(previous.read_text().splitlines()[0] + "\n" + '{"id": "x", "labels": "a", "score": 1}\n')
     proc = mig_ray("select", small, "-n", 3, "-o", tmp_path / "b.jsonl", *common, "--previous-manifest", bad,

@@ -206,6 +206,14 @@ def test_invalid_job_files_fail_fast_with_exit_2_and_write_nothing(tmp_path, edi
     assert not out.exists()
 
 
+def test_an_empty_valid_tags_file_fails_at_load_not_after_tagging(tmp_path):
+    empty = tmp_path / "valid.txt"
+    empty.write_text("\n")
+    job = small_job(tmp_path, DEMO_POOL, tmp_path / "out", **{"graph.valid_tags": str(empty)})
+    with pytest.raises(JobError, match=r"graph\.valid_tags: .*valid\.txt: the valid-tags file holds no tags"):
+        load_job(job)
+
+
 def test_output_inside_input_is_refused(tmp_path):
     src = tmp_path / "pooldir"
     src.mkdir()

@@ -138,7 +138,7 @@ def test_valid_tags_text_and_json(tmp_path):
     (tmp_path / "v.txt").write_text("a\n b \n\n")
     assert load_valid_tags(tmp_path / "v.txt") == {"a", "b"}
     (tmp_path / "v.json").write_text('["a", 1]')
-    with pytest.raises(PoolError, match="list of strings"):
+    with pytest.raises(PoolError, match="list of strings: item 1 is 1"):
         load_valid_tags(tmp_path / "v.json")
     (tmp_path / "o.json").write_text('{"a": 3, "B ": 1}')
     assert load_valid_tags(tmp_path / "o.json") == {"a", "B "}  # matched exactly, as written
@@ -149,6 +149,11 @@ def test_valid_tags_text_and_json(tmp_path):
     (tmp_path / "empty.txt").write_text("\n \n")
     with pytest.raises(PoolError, match=r"empty\.txt: the valid-tags file holds no tags"):
         load_valid_tags(tmp_path / "empty.txt")
+    (tmp_path / "null.json").write_text("null")
+    with pytest.raises(PoolError, match=r"null\.json: valid-tags JSON must be a list of strings.*NoneType"):
+        load_valid_tags(tmp_path / "null.json")
+    (tmp_path / "one.txt").write_text("[1]\n")  # JSON but no tag list: a text file's one tag
+    assert load_valid_tags(tmp_path / "one.txt") == {"[1]"}
     (tmp_path / "bad.json").write_text('["a",\n  oops]')
     with pytest.raises(PoolError, match=r"bad\.json:2: valid-tags file is not valid JSON"):
         load_valid_tags(tmp_path / "bad.json")

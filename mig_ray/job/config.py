@@ -174,6 +174,14 @@ class JobConfig(_Strict):
                          ("graph.label_embeddings", self.graph.label_embeddings)):
             if val is not None and not resolve_path(val).is_file():
                 raise ValueError(f"{key}: {val} is not a file")
+        if self.graph.valid_tags is not None:  # a bad list fails now, not after hours of tagging
+            from mig_ray.pools.annotated import read_tag_list
+            from mig_ray.pools.rejects import PoolError
+
+            try:
+                read_tag_list(resolve_path(self.graph.valid_tags))
+            except PoolError as e:
+                raise ValueError(f"graph.valid_tags: {e}") from e
         return self
 
     def output_dir(self) -> Path:

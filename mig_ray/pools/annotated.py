@@ -52,35 +52,48 @@ def read_tag_list(path: str | Path) -> list[str]:
     """The tags of a valid-tag file in file order, each once: a JSON list of strings, a JSON object
     (its keys), or plain text with one tag per line (lines stripped, blank lines skipped).
 
-    JSON when the name ends in .json, or when the text opens with [ or { and parses as JSON. The one
-    reader of these files: `select`'s filter, the embedding tagger and the vLLM tagger all see the
-    same tags, so a tagger's labels pass the graph's filter.
+    JSON when the name ends in .json, or when the text opens with [ or { and parses as a tag list.
+    The one reader of these files (`select`'s filter, the embedding tagger's vocabulary, the vLLM
+    tagger's): a tagger given the graph's file answers with labels that pass the graph's filter.
     """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise PoolError(f"{p}: cannot read the valid-tags file ({e})") from e
-    tags: object = None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if p.suffix.lower() == ".json":
         try:
-            tags = json.loads(text)
+            data = json.loads(text)
         except json.JSONDecodeError as e:
             raise PoolError(f"{p}:{e.lineno}: valid-tags file is not valid JSON ({e.msg})") from e
+        try:
+            tags = _tags_of_json(data)
+        except ValueError as e:
+            raise PoolError(f"{p}: valid-tags JSON {e}") from e
     elif text.lstrip()[:1] in ("[", "{"):
         try:
-            tags = json.loads(text)
-        except json.JSONDecodeError:
-            tags = None  # a text file whose first tag starts with a bracket
-    if tags is None:
-        tags = [line.strip() for line in text.splitlines() if line.strip()]
-    if isinstance(tags, dict):
-        tags = list(tags)
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise PoolError(f"{p}: valid-tags JSON must be a list of strings (or an object whose keys are tags)")
+            tags = _tags_of_json(json.loads(text))
+        except ValueError:  # not JSON, or not a tag list: a text file whose first tag has a bracket
+            tags = lines
+    else:
+        tags = lines
     if not tags:
         raise PoolError(f"{p}: the valid-tags file holds no tags")
     return list(dict.fromkeys(tags))
+
+
+def _tags_of_json(data: object) -> list[str]:
+    """The tags of parsed JSON: a list of strings, or an object's keys; ValueError says what is wrong."""
+    if isinstance(data, dict):
+        return list(data)
+    if not isinstance(data, list):
+        raise ValueError(f"must be a list of strings (or an object whose keys are tags), "
+                         f"not {type(data).__name__}")
+    for i, t in enumerate(data):
+        if not isinstance(t, str):
+            raise ValueError(f"must be a list of strings: item {i} is {t!r}")
+    return data
 
 
 def load_valid_tags(path: str | Path) -> set[str]:
