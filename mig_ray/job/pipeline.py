@@ -90,6 +90,7 @@ class Pipeline:
         self.tagger = _tagger(job)
         self.scorer = _scorer(job)
         self.counts: dict[str, Any] = {}
+        self.fingerprints: dict[str, str] = {}  # of this run's stages, set when it starts
 
     # -- fingerprints -------------------------------------------------------------------------
     def _fingerprints(self) -> dict[str, str]:
@@ -112,7 +113,7 @@ class Pipeline:
     def run(self, until: str = "write") -> dict[str, Any]:
         """Run (or skip) every stage up to and including `until`; the summary when all ran."""
         self.out.mkdir(parents=True, exist_ok=True)
-        fps = self._fingerprints()
+        fps = self.fingerprints = self._fingerprints()
         self._archive_previous_run(fps["ingest"])
         write_atomic(self.out / "job.resolved.yaml", self.job.resolved_yaml())
         started = False
@@ -328,7 +329,7 @@ class Pipeline:
     def _previous_manifest(self) -> Path | None:
         """Last night's manifest when this run is an increment over it: measured on this run's graph."""
         path = self.out / "previous" / "selected.manifest.jsonl"
-        increment = self._previous(self._fingerprints()["ingest"]) is not None
+        increment = self._previous(self.fingerprints["ingest"]) is not None
         return path if increment and path.is_file() else None
 
     def _tag_embeddings(self) -> Path | None:
