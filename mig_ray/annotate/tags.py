@@ -136,7 +136,6 @@ class VocabularyMapper:
         self._singular: dict[str, str] = {}
         for v, c in zip(self.vocabulary, self._cleaned, strict=True):
             self._index.setdefault(c, v)
-        for v, c in zip(self.vocabulary, self._cleaned, strict=True):
             self._singular.setdefault(singular_tag(c), v)
         self._encoder = encoder
         self._model = model

@@ -61,7 +61,6 @@ def read_tag_list(path: str | Path) -> list[str]:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise PoolError(f"{p}: cannot read the valid-tags file ({e})") from e
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text)
@@ -75,12 +74,16 @@ def read_tag_list(path: str | Path) -> list[str]:
         try:
             tags = _tags_of_json(json.loads(text))
         except ValueError:  # not JSON, or not a tag list: a text file whose first tag has a bracket
-            tags = lines
+            tags = _lines(text)
     else:
-        tags = lines
+        tags = _lines(text)
     if not tags:
         raise PoolError(f"{p}: the valid-tags file holds no tags")
     return list(dict.fromkeys(tags))
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _tags_of_json(data: object) -> list[str]:
