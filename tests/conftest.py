@@ -10,19 +10,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(Path(__file__).parent))
 # Embedding caches of this session (label and vocabulary embeddings) stay out of the user's
 # ~/.cache; subprocesses and the session's Ray workers inherit it.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mig_ray-test-cache-")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
-
-
-@pytest.fixture(scope="session")
-def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"{SHARED} is missing: tests read the project's shared/ folder beside the checkout")
-    return SHARED
 
 
 @pytest.fixture(scope="session")

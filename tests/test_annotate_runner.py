@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import ray.cloudpickle
+from fixtures import DATA
 
 from mig_ray.annotate import cache
 from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig, default_vocab_cache
@@ -62,8 +63,8 @@ def _items(n: int, start: int = 0) -> list[dict]:
             for i in range(start, start + n)]
 
 
-def test_rerun_after_adding_records_annotates_only_the_new_ones(ray_address, shared, tmp_path):
-    lines = (shared / "data" / "alpaca_seed_tasks_175.jsonl").read_text(encoding="utf-8").splitlines(True)
+def test_rerun_after_adding_records_annotates_only_the_new_ones(ray_address, tmp_path):
+    lines = (DATA / "alpaca_seed_tasks_175.jsonl").read_text(encoding="utf-8").splitlines(True)
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(lines[:30]), encoding="utf-8")
     ingest([pool], tmp_path / "ingest", progress=False)

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pyarrow.parquet as pq
 import pytest
+from fixtures import DATA, TULU3_TAGS
 from pools import random_pool
 from reference import dense_graph, naive_greedy, phi_value, propagated
 
@@ -33,10 +34,10 @@ def manifest(out: Path) -> list[dict]:
     return [json.loads(x) for x in out.with_name(out.stem + ".manifest.jsonl").read_text().splitlines()]
 
 
-def test_real_example_with_bundled_model(shared, tmp_path):
-    pool = shared / "data" / "mig_example_tulu3_10.jsonl"
+def test_real_example_with_bundled_model(tmp_path):
+    pool = DATA / "mig_example_tulu3_10.jsonl"
     out = tmp_path / "sel.jsonl"
-    proc = mig_ray("select", pool, "-n", 4, "-o", out, "--valid-tags", shared / "valid_tags_tulu3.json",
+    proc = mig_ray("select", pool, "-n", 4, "-o", out, "--valid-tags", TULU3_TAGS,
                    "--target-degree", 2, "--no-progress")
     assert "selected 4 of 9 selectable records (read 10, rejected 1" in proc.stdout
     assert "label graph:" in proc.stderr and "mean degree" in proc.stderr
@@ -54,9 +55,9 @@ def test_real_example_with_bundled_model(shared, tmp_path):
     assert set(summary["seconds"]) == {"read", "embed_labels", "graph", "vectors", "select", "write"}
 
 
-def test_second_run_loads_the_valid_tag_embeddings_from_the_cache(shared, tmp_path):
-    pool = shared / "data" / "mig_example_tulu3_10.jsonl"
-    tulu = json.loads((shared / "valid_tags_tulu3.json").read_text())
+def test_second_run_loads_the_valid_tag_embeddings_from_the_cache(tmp_path):
+    pool = DATA / "mig_example_tulu3_10.jsonl"
+    tulu = json.loads(TULU3_TAGS.read_text())
     valid = tmp_path / "valid.json"
     valid.write_text(json.dumps(sorted(tulu)[::15]
                                 + [t for line in pool.read_text().splitlines() if line.startswith("{")
@@ -166,29 +167,29 @@ def test_previous_selection_measured_on_this_graph(tmp_path):
     assert not (tmp_path / "b.jsonl").exists()  # checked before any work
 
 
-def test_n_larger_than_pool_selects_all(tmp_path, shared):
+def test_n_larger_than_pool_selects_all(tmp_path):
     out = tmp_path / "all.jsonl"
-    proc = mig_ray("select", shared / "data" / "mig_example_tulu3_10.jsonl", "-n", 100, "-o", out,
+    proc = mig_ray("select", DATA / "mig_example_tulu3_10.jsonl", "-n", 100, "-o", out,
                    "--no-progress")
     assert "is more than the 9 selectable records: selecting all of them" in proc.stderr
     assert len(manifest(out)) == 9
     assert json.loads((tmp_path / "all.summary.json").read_text())["selected_all"] is True
 
 
-def test_refuses_to_overwrite_input_and_strict_exit_code(tmp_path, shared):
+def test_refuses_to_overwrite_input_and_strict_exit_code(tmp_path):
     pool = tmp_path / "pool.jsonl"
-    pool.write_bytes((shared / "data" / "mig_example_tulu3_10.jsonl").read_bytes())
+    pool.write_bytes((DATA / "mig_example_tulu3_10.jsonl").read_bytes())
     proc = mig_ray("select", pool, "-n", 2, "-o", pool, check=False)
     assert proc.returncode == 2 and "would overwrite the input pool" in proc.stderr
-    assert pool.read_bytes() == (shared / "data" / "mig_example_tulu3_10.jsonl").read_bytes()
+    assert pool.read_bytes() == (DATA / "mig_example_tulu3_10.jsonl").read_bytes()
     proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--strict", check=False)
     assert proc.returncode == 2
     assert f"{pool}:3: invalid JSON" in proc.stderr
     assert not (tmp_path / "o.jsonl").exists()
 
 
-def test_bad_options_exit_2(tmp_path, shared):
-    pool = shared / "data" / "mig_example_tulu3_10.jsonl"
+def test_bad_options_exit_2(tmp_path):
+    pool = DATA / "mig_example_tulu3_10.jsonl"
     proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--phi-b", 1.5, check=False)
     assert proc.returncode == 2 and "phi_b" in proc.stderr
     proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.csv", check=False)

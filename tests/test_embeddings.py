@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
+from fixtures import TULU3_TAGS
 
 from mig_ray.embeddings import BackgroundEmbedder, LabelVectors, embed_labels
 from mig_ray.pools.rejects import PoolError
 
 
-def test_background_embedder_equals_in_process(shared):
-    tags = sorted(json.loads((shared / "valid_tags_tulu3.json").read_text()))[::37]
+def test_background_embedder_equals_in_process():
+    tags = sorted(json.loads(TULU3_TAGS.read_text()))[::37]
     with BackgroundEmbedder(batch_size=16, progress=False) as bg:
         got = bg.embed(tags)
     want = embed_labels(tags, batch_size=16, progress=False)
@@ -33,8 +34,8 @@ def test_leaving_before_embedding_kills_the_child():
     assert bg._proc.returncode is not None
 
 
-def test_valid_tags_are_embedded_whole_then_served_from_the_cache(shared, tmp_path):
-    valid = set(sorted(json.loads((shared / "valid_tags_tulu3.json").read_text()))[::25])
+def test_valid_tags_are_embedded_whole_then_served_from_the_cache(tmp_path):
+    valid = set(sorted(json.loads(TULU3_TAGS.read_text()))[::25])
     pool_labels = sorted(valid)[3::7]
     want = embed_labels(sorted(valid), batch_size=32, progress=False)
     rows = [sorted(valid).index(t) for t in pool_labels]

@@ -9,6 +9,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fixtures import DATA
 
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.ingest import SCHEMA, ingest
@@ -43,9 +44,9 @@ def _record(i: int) -> dict:
     ][i % 4]
 
 
-def test_real_pools_in_blocks(ray_address, shared, tmp_path):
-    tulu = shared / "data" / "mig_example_tulu3_10.jsonl"
-    alpaca = shared / "data" / "alpaca_seed_tasks_175.jsonl"
+def test_real_pools_in_blocks(ray_address, tmp_path):
+    tulu = DATA / "mig_example_tulu3_10.jsonl"
+    alpaca = DATA / "alpaca_seed_tasks_175.jsonl"
     res = ingest([tulu, alpaca], tmp_path / "ingest", progress=False, block_bytes=16_000)
     assert res.units > 4  # several byte-range blocks per file
     assert (res.read, res.rejected, res.accepted) == (185, 1, 184)

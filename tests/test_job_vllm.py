@@ -17,6 +17,8 @@ except Exception as e:  # noqa: BLE001 - any import failure means "no vLLM here"
         raise
     pytest.skip(f"vLLM not importable ({e}); install '.[vllm]'", allow_module_level=True)
 
+from fixtures import DATA
+
 from mig_ray.job.config import load_job
 from mig_ray.job.pipeline import run_job
 
@@ -30,8 +32,8 @@ VOCABULARY = ["Code Generation", "  Data Analysis", "Creative Writing", "Math Pr
               "Question Answering", "Text Classification", "Rewriting", "Travel Planning", "Recipe"]
 
 
-def test_vllm_tagger_and_scorer_job_end_to_end(tmp_path, shared, ray_address, tiny_model):
-    lines = (shared / "data" / "alpaca_seed_tasks_175.jsonl").read_bytes().splitlines(keepends=True)[:12]
+def test_vllm_tagger_and_scorer_job_end_to_end(tmp_path, ray_address, tiny_model):
+    lines = (DATA / "alpaca_seed_tasks_175.jsonl").read_bytes().splitlines(keepends=True)[:12]
     pool = tmp_path / "seed.jsonl"
     pool.write_bytes(b"".join(lines) + b"{not json\n")
     vocab = tmp_path / "valid_tags.json"

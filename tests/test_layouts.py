@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from fixtures import DATA
 
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.layouts import (
@@ -57,8 +58,8 @@ def test_alpaca_with_and_without_input():
     assert normalise({"instruction": "Say hi.", "input": "", "output": "hi"})[1][0]["content"] == "Say hi."
 
 
-def test_self_instruct_seed_tasks_use_their_first_instance(shared):
-    rec = json.loads(_lines(shared / "data" / "alpaca_seed_tasks_175.jsonl")[1])
+def test_self_instruct_seed_tasks_use_their_first_instance():
+    rec = json.loads(_lines(DATA / "alpaca_seed_tasks_175.jsonl")[1])
     layout, msgs = normalise(rec)
     inst = rec["instances"][0]
     assert layout == "alpaca"
@@ -66,8 +67,8 @@ def test_self_instruct_seed_tasks_use_their_first_instance(shared):
                     {"role": "assistant", "content": inst["output"]}]
 
 
-def test_released_layout_from_the_real_pool(shared):
-    rec = json.loads(_lines(shared / "data" / "mig_example_tulu3_10.jsonl")[0])
+def test_released_layout_from_the_real_pool():
+    rec = json.loads(_lines(DATA / "mig_example_tulu3_10.jsonl")[0])
     layout, msgs = normalise(rec)
     assert layout == "released"
     assert msgs == rec["dialogs"]

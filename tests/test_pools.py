@@ -10,13 +10,14 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fixtures import DATA, TULU3_TAGS
 
 from mig_ray.pools.annotated import load_valid_tags, read_annotated
 from mig_ray.pools.fields import FieldSpec, content_id
 from mig_ray.pools.rejects import PoolError, Rejects
 
 
-def released(rid, tags, q=(3.0,), c=(2.0,)):
+def released(rid, tags, q=(3.0, ), c=(2.0,)):
     return {"_id": rid, "dialogs": [{"role": "user", "content": f"q {rid}"}],
             "annotation": {"instag": {"content": list(tags)},
                            "deita": {"quality_scores": list(q), "complexity_scores": list(c)}}}
@@ -79,18 +80,18 @@ def test_strict_stops_at_first_bad_record(tmp_path):
         read_annotated(pool_path, FieldSpec(), None, rej)
 
 
-def test_real_tulu3_example(shared, tmp_path):
+def test_real_tulu3_example(tmp_path):
     with Rejects(tmp_path / "r.jsonl") as rej:
-        pool = read_annotated(shared / "data" / "mig_example_tulu3_10.jsonl", rejects=rej)
+        pool = read_annotated(DATA / "mig_example_tulu3_10.jsonl", rejects=rej)
     assert pool.counts["read"] == 10 and pool.counts["rejected"] == 1 and len(pool) == 9
     (row,) = [json.loads(x) for x in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert row["line"] == 3 and row["reason"].startswith("invalid JSON")
-    first = json.loads((shared / "data" / "mig_example_tulu3_10.jsonl").read_text().splitlines()[0])
+    first = json.loads((DATA / "mig_example_tulu3_10.jsonl").read_text().splitlines()[0])
     d = first["annotation"]["deita"]
     want = np.mean([q * c for q, c in zip(d["quality_scores"], d["complexity_scores"], strict=True)])
     assert pool.scores[0] == pytest.approx(want, rel=1e-15)
     assert pool.labels_of(0) == first["annotation"]["instag"]["content"]
-    valid = load_valid_tags(shared / "valid_tags_tulu3.json")
+    valid = load_valid_tags(TULU3_TAGS)
     assert len(valid) == 4531
 
 

@@ -20,6 +20,8 @@ except Exception as e:  # noqa: BLE001 - any import failure means "no vLLM here"
         raise
     pytest.skip(f"vLLM not importable ({e}); install '.[vllm]'", allow_module_level=True)
 
+from fixtures import TULU3_TAGS
+
 from mig_ray.annotate.vllm_scorer import SCORE_DIGITS, VLLMScorer, _Engine, expected_score
 from mig_ray.annotate.vllm_tagger import VLLMTagger, VLLMTaggerConfig, parse_answer
 
@@ -73,14 +75,14 @@ def _check_ids_and_failures(rows: list[dict], records: list[dict]) -> dict[str, 
     return by_id
 
 
-def test_tagger_enum_vocabulary_instag_schema_on_ray(ray_address, tiny_model, shared) -> None:
+def test_tagger_enum_vocabulary_instag_schema_on_ray(ray_address, tiny_model) -> None:
     """InsTagger's answer format, tags constrained to the 4,531-tag Tulu3 enum, over 3 blocks."""
     records = _records()
-    cfg = _base(tiny_model, output_schema="instag", valid_tags=str(shared / "valid_tags_tulu3.json"),
+    cfg = _base(tiny_model, output_schema="instag", valid_tags=str(TULU3_TAGS),
                 max_tags=2, max_explanation_chars=4, max_tokens=256)
     rows = _run(VLLMTagger, cfg, records)
     by_id = _check_ids_and_failures(rows, records)
-    vocab = set(json.loads((shared / "valid_tags_tulu3.json").read_text()))
+    vocab = set(json.loads(TULU3_TAGS.read_text()))
     ok = [r for r in rows if r["status"] == "ok"]
     failed = [r for r in rows if r["status"] == "failed"]
     assert len(ok) + len(failed) == len(records)
@@ -115,8 +117,8 @@ def test_tagger_length_limit_is_retried_then_failed(ray_address, tiny_model) -> 
         assert "max_tokens=3" in r["error"] and "retry" in r["error"], r["error"]
 
 
-def test_tagger_config_identity_and_schema(shared) -> None:
-    a = VLLMTaggerConfig(model="m", valid_tags=str(shared / "valid_tags_tulu3.json"))
+def test_tagger_config_identity_and_schema() -> None:
+    a = VLLMTaggerConfig(model="m", valid_tags=str(TULU3_TAGS))
     b = a.model_copy(update={"enforce_eager": True, "gpu_memory_utilization": 0.5, "env": {"X": "1"}})
     c = a.model_copy(update={"max_tags": 4})
     assert a.identity_hash() == b.identity_hash() != c.identity_hash()
