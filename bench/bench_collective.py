@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mig_ray.distributed.engine import ray_up
+from mig_ray.distributed.session import ray_up
 
 GROUP = "mig_bench"
 

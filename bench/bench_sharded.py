@@ -172,7 +172,7 @@ def memory_probe(args: argparse.Namespace, pool: Path, emb_path: Path) -> dict:
     vectors are built at each threshold (docs/scaling.md's memory per shard)."""
     import ray
 
-    from mig_ray.distributed.engine import ray_up
+    from mig_ray.distributed.session import ray_up
     from mig_ray.distributed.shard import ShardActor
     from mig_ray.pools.annotated import load_valid_tags, split_blocks
     from mig_ray.pools.fields import FieldSpec

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from mig_ray.config import SelectConfig
+from mig_ray.distributed.session import ray_up
 from mig_ray.graph import LabelGraph
 from mig_ray.greedy import _add_rows
 from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
@@ -32,31 +33,6 @@ from mig_ray.sharded import Commit, RoundLog, sharded_greedy
 RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
                "prop_weight", "propagation", "phi", "phi_a", "phi_b", "phi_alpha", "norm", "gain",
                "labels_field", "score_field", "id_field")
-
-
-def ray_up(address: str | None, num_cpus: int, include_dashboard: bool = False) -> bool:
-    """Join `address` ('auto' or host:port) or start a local Ray bound to loopback, no dashboard.
-    Returns True when this call started Ray (and so should shut it down)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Inside a Ray job (`ray job submit`, KubeRay RayJob) Ray sets RAY_ADDRESS: join that cluster.
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
-        # Ray resolves 127.0.0.1 to the host's reachable IP unless it runs in single-machine mode;
-        # in that mode every Ray server binds to loopback. The env var reaches Ray's own processes,
-        # the constant covers a Ray already imported in this process.
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    import ray
-    import ray._private.ray_constants as ray_constants
-
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
-    else:
-        ray_constants.ENABLE_RAY_CLUSTER = False
-        ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, logging_level="WARNING",
-                 log_to_driver=False)
-    return True
 
 
 def fingerprint(cfg: SelectConfig) -> str:

@@ -144,7 +144,7 @@ class Pipeline:
 
     def _ray_up(self) -> bool:
         """Join or start Ray when the first stage has work to do (a finished job starts none)."""
-        from mig_ray.distributed.engine import ray_up
+        from mig_ray.distributed.session import ray_up
 
         started = ray_up(self.job.ray.address, self.job.ray.num_cpus or max(8, os.cpu_count() or 1),
                          include_dashboard=self.job.ray.include_dashboard)

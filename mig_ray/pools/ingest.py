@@ -19,8 +19,6 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mig_ray.distributed.session import ensure_ray, ray_progress_bars
 from mig_ray.pools.annotated import Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
@@ -226,30 +225,6 @@ def _place(units: list[_Unit], counts: dict[int, int]) -> list[_Unit]:
 
 
 # ---------------------------------------------------------------- Ray Data plumbing
-
-def ensure_ray() -> None:
-    """Join the Ray this process already runs, else start a local one (loopback, all cores)."""
-    import ray
-
-    if not ray.is_initialized():
-        from mig_ray.distributed.engine import ray_up
-
-        ray_up(None, num_cpus=os.cpu_count() or 1)
-
-
-@contextmanager
-def ray_progress_bars(on: bool) -> Iterator[None]:
-    """Ray Data's progress bars on or off for the duration (restored after)."""
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    old = ctx.enable_progress_bars
-    ctx.enable_progress_bars = on
-    try:
-        yield
-    finally:
-        ctx.enable_progress_bars = old
-
 
 def _run(units: list[_Unit], fn, kwargs: dict, num_cpus: float) -> list[dict]:
     """One Ray task per unit (one unit per block, so they run in parallel); rows come back unordered."""
