@@ -1,15 +1,17 @@
 """Exact lazy greedy for MIG over a sparse propagated sample matrix.
 
+The tie rule (README, method): each round let m be the best gain among the remaining samples;
+every sample whose gain is at least m - TIE * |m| ties with it, and the lowest input position
+among the tied samples is taken. The window makes the rule, not the last bits of two sums added in
+different orders, decide between gains that are equal in exact arithmetic. Zero gains are exact
+ties (a zero gain stays zero), so a round whose best gain is 0 takes the lowest position left.
+
 Why lazy greedy is exact here: phi' only decreases as the label mass x grows and propagated
 vectors are non-negative, so a sample's gain never increases; a gain computed in an earlier
 round is an upper bound. The heap holds (gain, input position) ordered by gain descending, then
-position ascending (naive greedy's tie rule). A popped entry that is fresh for the current round
-and beats every stale bound is exactly what a full rescan would pick.
-
-Floating point is not exactly monotone (pow/exp are not correctly rounded, and exact gains are
-differences of rounded values), so before committing, every stale entry whose bound lies within a
-relative window `NEAR` of the winner is re-evaluated too: near-ties are decided on fresh values,
-as the naive rescan decides them.
+position ascending. Once the top entry is fresh for the current round its gain is m; every stale
+entry whose bound reaches the tie window of m is then re-evaluated, and the pick is the lowest
+position among the fresh gains inside the window: what a full rescan applying the rule takes.
 
 The loop is compiled with numba; the state lives in numpy arrays so that a run can be continued
 in chunks (progress bars, checkpoints) or driven round by round by a shard actor.
@@ -30,7 +32,7 @@ import scipy.sparse as sp
 
 from mig_ray.objective import GAIN_GRADIENT, PHI_POW, GainMode, Phi, gain_code
 
-NEAR = 1e-8
+TIE = 1e-9  # relative width of the tie window below the round's best gain
 
 
 @numba.njit(cache=True, inline="always")
@@ -126,12 +128,19 @@ def _initial_gains(indptr, indices, data, n, x, family, a, b, alpha, mode):
 
 
 @numba.njit(cache=True)
-def _certified(key, gpos, bound_key, bound_gpos):
-    """Does a fresh gain beat a stale upper bound held elsewhere, float slack and ties included?"""
-    if key > bound_key + abs(bound_key) * NEAR:
-        return True
-    # A bound of exactly 0 is exact (a zero gain stays zero); ties then go to the lower position.
-    return key == 0.0 and bound_key == 0.0 and gpos < bound_gpos
+def _certified(best, gpos, bound_key, bound_gpos):
+    """May the pick at global position `gpos`, in a round whose best fresh gain is `best`, be
+    committed although candidates held elsewhere (other shards) have gains up to `bound_key`?
+
+    Yes when the bound lies below the tie window of `best`: nothing elsewhere ties or wins. A bound
+    inside the window is not enough, since entries below the top of that shard's heap may hold
+    lower positions; the driver then ends the round and the shards propose again. Zero is exact: a
+    bound of 0 means every gain elsewhere is 0, and the top of a heap of zeros is its lowest
+    position, so a zero-gain pick is certified when it lies before that position.
+    """
+    if best > 0.0:
+        return bound_key < best - best * TIE
+    return bound_key < 0.0 or (bound_key == 0.0 and gpos < bound_gpos)
 
 
 @numba.njit(cache=True)
@@ -141,8 +150,8 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
 
     Rows, heap entries, `stamp` and `gpos` are in rank order; `order` receives input rows.
 
-    Stops early when the next winner does not beat (bound_key, bound_gpos): an upper bound on
-    candidates that are not in this heap (other shards). -inf means no such candidates.
+    Stops early when the next pick is not certified against (bound_key, bound_gpos): an upper bound
+    on candidates that are not in this heap (other shards). -inf means no such candidates.
     """
     done = 0
     while done < n_rounds and meta[0] > 0:
@@ -154,27 +163,37 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
             stamp[pos] = r
             _rekey_top(hkey, hpos, meta, g, rrow)
             continue
+        # The top is fresh: its gain is the round's best m. Take out every entry whose bound reaches
+        # the tie window of m, refreshing the stale ones; a zero m needs none (zeros are exact and
+        # the heap already puts the lowest position first).
         key, pos = _pop(hkey, hpos, meta, rrow)
-        # Fresh winner candidate: re-evaluate stale bounds that lie within the near window.
-        floor = key - abs(key) * NEAR
-        n_tmp = 0
-        n_stale = 0
-        while meta[0] > 0 and hkey[0] >= floor and key > 0.0:
-            k2, p2 = _pop(hkey, hpos, meta, rrow)
-            if stamp[p2] != r:
-                k2 = _gain(indptr, indices, data, p2, x, family, a, b, alpha, mode)
-                meta[2] += 1
-                stamp[p2] = r
-                n_stale += 1
-            tmp_key[n_tmp] = k2
-            tmp_pos[n_tmp] = p2
-            n_tmp += 1
+        tmp_key[0] = key
+        tmp_pos[0] = pos
+        n_tmp = 1
+        best = key
+        if key > 0.0:
+            floor = key - key * TIE
+            while meta[0] > 0 and hkey[0] >= floor:
+                k2, p2 = _pop(hkey, hpos, meta, rrow)
+                if stamp[p2] != r:
+                    k2 = _gain(indptr, indices, data, p2, x, family, a, b, alpha, mode)
+                    meta[2] += 1
+                    stamp[p2] = r
+                tmp_key[n_tmp] = k2
+                tmp_pos[n_tmp] = p2
+                n_tmp += 1
+                best = max(best, k2)  # rounding may lift a refreshed gain a hair above its bound
+        # The pick: the lowest input position among the fresh gains inside the window of the best.
+        floor = best - best * TIE if best > 0.0 else 0.0
+        w = 0
+        for t in range(1, n_tmp):
+            if tmp_key[t] >= floor and (tmp_key[w] < floor or rrow[tmp_pos[t]] < rrow[tmp_pos[w]]):
+                w = t
+        key, pos = tmp_key[w], tmp_pos[w]
         for t in range(n_tmp):
-            _push(hkey, hpos, meta, tmp_key[t], tmp_pos[t], rrow)
-        if n_stale > 0 and meta[0] > 0 and _before(hkey[0], hpos[0], key, pos, rrow):
-            _push(hkey, hpos, meta, key, pos, rrow)
-            continue
-        if bound_key != -np.inf and not _certified(key, gpos[pos], bound_key, bound_gpos):
+            if t != w:
+                _push(hkey, hpos, meta, tmp_key[t], tmp_pos[t], rrow)
+        if bound_key != -np.inf and not _certified(best, gpos[pos], bound_key, bound_gpos):
             _push(hkey, hpos, meta, key, pos, rrow)
             break
         # Commit.
@@ -281,7 +300,9 @@ def lazy_greedy(vectors: sp.csr_matrix, k: int, phi: Phi | None = None, mode: Ga
 def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a, b, alpha, mode,
              n_want, out_rows, out_keys, gpos, bound, rrow):
     """Extract this shard's best fresh candidates (at least n_want, plus any whose fresh gain is
-    within NEAR of the last one) and the bound of everything left: bound = [key, global position]."""
+    within the tie window of the last one) and the bound of everything left: bound = [key, global
+    position]. The bound then lies below the tie window of every candidate taken, so the driver's
+    first pick of a round is always certified (see `_certified`)."""
     r = meta[1]
     n_c = 0
     while meta[0] > 0:
@@ -291,7 +312,7 @@ def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a
             continue
         if n_c >= n_want:
             last = out_keys[n_c - 1]
-            if not (last > 0.0 and top_key >= last - abs(last) * NEAR):
+            if not (last > 0.0 and top_key >= last - last * TIE):
                 break
         if stamp[top_pos] != r:
             g = _gain(indptr, indices, data, top_pos, x, family, a, b, alpha, mode)

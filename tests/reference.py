@@ -1,22 +1,46 @@
 """An independent naive dense float64 MIG greedy: the oracle the engine is checked against.
 
-Written from MISSION.md's method section without using mig_ray's code: dense E, dense P,
-full rescan of every remaining candidate every round, ties to the lowest input position.
-Row sums are taken left to right (cumsum) so that rows with equal terms tie exactly.
+Written from MISSION.md's method section without using mig_ray's code: its own dense label graph
+from the label embeddings, dense E, dense P, a full rescan of every remaining candidate every
+round, and the tie rule: with m the round's best gain, every gain >= m - TIE * |m| ties and the
+lowest input position among them wins. Row sums are taken left to right (cumsum).
+
+The graph's edge rule near the threshold, written down: the cosine is the float32 dot product of
+the float32 unit-normalised embeddings, and an edge exists when it is >= T rounded to float32
+(float32 decides, not a float64 recomputation). Two float32 products of the same pair summed in a
+different order may differ by a few ulps, so only pairs whose float32 cosine lies within
+`EDGE_ULPS` float32 ulps of T may be decided either way; every other pair, however close to T,
+must be decided as here (tests/test_graph.py).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+TIE = 1e-9
+EDGE_ULPS = 4
+
+
+def unit_rows(embeddings: np.ndarray) -> np.ndarray:
+    unit = np.asarray(embeddings, dtype=np.float32)
+    return unit / np.linalg.norm(unit, axis=1, keepdims=True)
+
 
 def dense_graph(embeddings: np.ndarray, threshold: float) -> np.ndarray:
-    unit = embeddings.astype(np.float32)
-    unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+    """W over the rows as given: float32 cosines >= float32(T) kept, the diagonal always kept."""
+    unit = unit_rows(embeddings)
     s = (unit @ unit.T).astype(np.float64)
     w = np.where(s >= np.float32(threshold), s, 0.0)
     np.fill_diagonal(w, np.diag(s))
     return w
+
+
+def reference_graph(label_lists, vocab, embeddings, threshold, valid=None):
+    """Nodes (the distinct labels the samples carry, `valid` ones only, sorted) and their dense W,
+    from the vocabulary's embeddings alone."""
+    row = {name: i for i, name in enumerate(vocab)}
+    nodes = sorted({lab for labels in label_lists for lab in labels if valid is None or lab in valid})
+    return nodes, dense_graph(np.asarray(embeddings)[[row[n] for n in nodes]], threshold)
 
 
 def phi_value(family: str, x, a=1e-6, b=0.8, alpha=1.0):
@@ -56,9 +80,19 @@ def naive_greedy(ehat: np.ndarray, k: int, family="pow", gain="gradient", a=1e-6
             terms = phi_value(family, x[None, :] + ehat, a, b, alpha) - before
         g = np.cumsum(terms, axis=1)[:, -1] if L else np.zeros(n)
         g = np.where(left, g, -np.inf)
-        i = int(np.argmax(g))
+        m = g.max()
+        i = int(np.flatnonzero(left & (g >= m - TIE * abs(m)))[0])
         order.append(i)
         gains.append(g[i])
         left[i] = False
         x = x + ehat[i]
     return np.array(order, dtype=np.int64), np.array(gains)
+
+
+def reference_order(label_lists, scores, vocab, embeddings, k, threshold=0.9, propagation="target",
+                    prop_weight=1.0, norm=False, family="pow", gain="gradient", a=1e-6, b=0.8, alpha=1.0):
+    """The selection end to end from labels, scores and label embeddings: (order, gains, nodes, ehat)."""
+    nodes, w = reference_graph(label_lists, vocab, embeddings, threshold)
+    ehat = propagated(label_lists, scores, nodes, w, propagation, prop_weight, norm)
+    order, gains = naive_greedy(ehat, k, family, gain, a, b, alpha)
+    return order, gains, nodes, ehat
