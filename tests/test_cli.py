@@ -14,9 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures import DATA, TULU3_TAGS
 from pools import random_pool
-from reference import dense_graph, naive_greedy, phi_value, propagated
-
-from mig_ray.graph import LabelGraph
+from reference import dense_graph, phi_value, propagated, reference_order
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,12 +93,9 @@ def test_generated_pool_matches_naive_greedy(tmp_path, fmt, extra):
             "--labels-field", "meta.tags", "--score-field", "meta.score", "--sim-threshold", 0.7,
             "--no-progress", *extra)
 
-    used = sorted({lab for ls in labels for lab in ls})
-    graph = LabelGraph.build(used, emb[[vocab.index(u) for u in used]], threshold=0.7)
     source = "--propagation" in extra
-    ehat = propagated(labels, scores, graph.labels, graph.W.toarray(), "source" if source else "target",
-                      1.0, norm=source)
-    want, _ = naive_greedy(ehat, 50, gain="exact" if source else "gradient")
+    want, _, _, _ = reference_order(labels, scores, vocab, emb, 50, 0.7, "source" if source else "target",
+                                    1.0, source, "pow", "exact" if source else "gradient")
     assert [r["id"] for r in manifest(out)] == [f"r{i}" for i in want]
     got = pq.read_table(out).to_pylist() if fmt == "parquet" else [json.loads(x) for x in out.open()]
     assert got == [recs[i] for i in want]

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 import pytest
 from pools import random_pool
-from reference import naive_greedy, propagated
+from reference import reference_order
 
 from mig_ray.config import SelectConfig
 from mig_ray.graph import LabelGraph
@@ -38,11 +38,9 @@ def write_pool(tmp_path: Path, seed: int, n: int, n_labels: int, dup_every: int 
 
 
 def naive_ids(vocab, emb, labels, scores, k, threshold, **kw):
-    used = sorted({lab for ls in labels for lab in ls})
-    graph = LabelGraph.build(used, emb[[vocab.index(u) for u in used]], threshold=threshold)
-    ehat = propagated(labels, scores, graph.labels, graph.W.toarray(), kw.get("propagation", "target"),
-                      1.0, kw.get("norm", False))
-    want, _ = naive_greedy(ehat, k, kw.get("phi", "pow"), kw.get("gain", "gradient"))
+    want, _, _, _ = reference_order(labels, scores, vocab, emb, k, threshold,
+                                    kw.get("propagation", "target"), 1.0, kw.get("norm", False),
+                                    kw.get("phi", "pow"), kw.get("gain", "gradient"))
     return [f"r{i}" for i in want]
 
 
