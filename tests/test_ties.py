@@ -13,7 +13,7 @@ from test_distributed import config, manifest_ids
 from test_greedy_equivalence import engine_vectors
 from test_sharded_core import run_local, split_shards
 
-from mig_ray.greedy import lazy_greedy
+from mig_ray.greedy import ShardGreedy, lazy_greedy
 from mig_ray.objective import Phi
 from mig_ray.selection import run_select
 
@@ -141,3 +141,22 @@ def test_ray_shards_apply_the_tie_rule(tmp_path, ray_address, shards, batch, kw)
                  ray_address=ray_address, **kw)
     run_select(cfg)
     assert manifest_ids(cfg) == [f"r{i}" for i in want]
+
+
+def test_a_bound_inside_the_window_of_a_later_pick_ends_the_round():
+    """Shard A = positions 0-2, shard B = 3-4, two proposals each: A keeps position 0 back, its bound
+    1 - 1e-10 (relative gap 1e-10: a tie). After three certified picks B's position 4 (gain 1) is
+    best among the candidates, but position 0 ties with it and comes first: the round must end there
+    and the next round take position 0."""
+    vocab, emb = ["p", "q", "r", "s"], np.eye(4, dtype=np.float32)
+    labels = [["p"], ["q"], ["s"], ["r"], ["p"]]
+    scores = np.array([1.0 - 1e-10, 5.0, 6.0, 10.0, 1.0])
+    want, _, _, _ = reference_order(labels, scores, vocab, emb, 5, 0.9)
+    assert want.tolist() == [3, 2, 1, 0, 4]
+    graph, vectors = engine_vectors(vocab, emb, labels, scores, 0.9, "target", 1.0, False)
+    assert lazy_greedy(vectors, 5, Phi()).order.tolist() == want.tolist()
+    shards = [ShardGreedy(vectors[:3], Phi(), "gradient", np.arange(3)),
+              ShardGreedy(vectors[3:], Phi(), "gradient", np.arange(3, 5))]
+    got, log = run_local(shards, graph.n_labels, 5, Phi(), "gradient", 2)
+    assert got.positions.tolist() == want.tolist()
+    assert log.committed_per_round[0] == 3
