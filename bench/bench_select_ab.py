@@ -57,7 +57,7 @@ def git_head(root: Path) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", type=Path, required=True, help="checkout of the base commit (A)")
+    ap.add_argument("--base", type=Path, help="checkout of the base commit (A)")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
@@ -65,6 +65,8 @@ def main() -> None:
     if args.child is not None:
         child(args.child)
         return
+    if args.base is None:
+        ap.error("--base is required")
     result = header()
     sides = {"A": args.base.resolve(), "B": HERE}
     runs: dict[str, list] = {"A": [], "B": []}
