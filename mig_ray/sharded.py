@@ -1,10 +1,12 @@
 """Sharded exact greedy: the driver's rounds over shards, independent of how shards are reached.
 
-Each round every shard proposes its best fresh candidates and an upper bound on the rest; the
-driver runs lazy greedy over the union, starting from the committed mass x, and commits while the
-next pick's fresh gain beats every shard's bound (a certified batch). Each committed sample is then
+Each round every shard proposes its best fresh candidates (with every one inside the tie window of
+the last) and an upper bound on the rest; the driver runs lazy greedy over the union, starting from
+the committed mass x, and commits while every shard's bound lies below the tie window of the best
+fresh gain (a certified batch; greedy.py states the tie rule). Each committed sample is then
 exactly what a naive rescan of the whole pool would pick next, so the order equals the
-single-process engine's for any shard count and batch size. Shards are reached through two
+single-process engine's for any shard count and batch size. A shard's proposal leaves its bound
+below the window of its own best, so the first pick of a round is always certified. Shards are reached through two
 callables, so the same loop drives in-process shards (tests) and Ray actors (distributed/).
 """
 
