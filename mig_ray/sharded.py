@@ -6,8 +6,9 @@ the committed mass x, and commits while every shard's bound lies below the tie w
 fresh gain (a certified batch; greedy.py states the tie rule). Each committed sample is then
 exactly what a naive rescan of the whole pool would pick next, so the order equals the
 single-process engine's for any shard count and batch size. A shard's proposal leaves its bound
-below the window of its own best, so the first pick of a round is always certified. Shards are reached through two
-callables, so the same loop drives in-process shards (tests) and Ray actors (distributed/).
+below the window of its own best, so the first pick of a round is always certified. Shards are
+reached through two callables, so the same loop drives in-process shards (tests) and Ray actors
+(distributed/).
 """
 
 from __future__ import annotations
