@@ -43,7 +43,7 @@ PINNED = {
         "ingest/rejects.jsonl": "5a9a2d74344daf1bf149b3bb4cbe2e12ea08e2907d345dff8aa2b3474475a120",
         "assemble/unselectable.jsonl": "78af00b5a68d34a9b5e7d49078dd4e484d0a611572b61d4f39b974e479210163",
         "select/selected.manifest.jsonl": "aee6df2106406f0c1e1c1f19214e0757a62b7c00fb9d4caf37e85e344971f590",
-        "summary.json (stripped)": "e370bcb311fd9202db81a02ec18ea993ee98fdb6ca81852c3dc5a068b07beef8",
+        "summary.json (stripped)": "20358ac67e27a42ff67565e1180e70d11c57ae6936691cf50f9bb5054d8fe475",
     },
 }
 
@@ -78,12 +78,12 @@ def _pool(tmp: Path) -> tuple[list[Path], Path]:
 
 
 def _strip(summary: dict) -> dict:
-    """summary.json without what differs between runs (paths, seconds, memory)."""
+    """summary.json without what differs between runs (paths, seconds, peak memory)."""
     out = {k: v for k, v in summary.items() if k not in ("job", "stages", "outputs")}
 
     def clean(v):
         if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items() if "seconds" not in k and "ms_per" not in k}
+            return {k: clean(x) for k, x in v.items() if not any(w in k for w in ("seconds", "rss"))}
         if isinstance(v, list):
             return [clean(x) for x in v]
         return v
