@@ -56,3 +56,15 @@ def ray_progress_bars(on: bool) -> Iterator[None]:
         yield
     finally:
         ctx.enable_progress_bars = old
+
+
+def run_tasks(items: list[dict], fn, kwargs: dict, num_cpus: float = 1.0) -> list[dict]:
+    """`fn(item, **kwargs)` as one Ray Data task per item (one item per block, so they run in
+    parallel); the small dicts they return come back unordered. The stages' way to run per-block
+    work where the data is and hand the driver only summaries."""
+    import ray.data
+
+    if not items:
+        return []
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    return ds.map(fn, fn_kwargs=kwargs, num_cpus=num_cpus).take_all()

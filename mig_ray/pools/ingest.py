@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mig_ray.distributed.session import ensure_ray, ray_progress_bars
+from mig_ray.distributed.session import run_tasks as _run
 from mig_ray.pools.annotated import Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
@@ -230,18 +231,6 @@ def _place(units: list[_Unit], counts: dict[int, int]) -> list[_Unit]:
         line += n
         base += n
     return placed
-
-
-# ---------------------------------------------------------------- Ray Data plumbing
-
-def _run(items: list[dict], fn, kwargs: dict, num_cpus: float) -> list[dict]:
-    """One Ray task per item (one item per block, so they run in parallel); rows come back unordered."""
-    import ray.data
-
-    if not items:
-        return []
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    return ds.map(fn, fn_kwargs=kwargs, num_cpus=num_cpus).take_all()
 
 
 # ---------------------------------------------------------------- tasks
