@@ -437,18 +437,25 @@ def _duplicates(summaries: list[dict], buckets: int, out: Path, num_cpus: float)
     for k, r in sorted(zip(units.tolist(), rows.tolist(), strict=True)):  # input order
         by_unit.setdefault(k, []).append(r)
     part = {s["idx"]: s["part"] for s in summaries}
+    got = _run([{"idx": k, "part": part[k], "rows": json.dumps(rows)} for k, rows in by_unit.items()],
+               _candidate_rows, {}, num_cpus)
     first: dict[str, tuple[str, int]] = {}
     dupes: dict[int, dict[int, str]] = {}
-    for k in sorted(by_unit):
-        t = pq.read_table(part[k], columns=["id", "file", "line"]).take(by_unit[k])
-        cols = (t[c].to_pylist() for c in ("id", "file", "line"))
-        for r, rid, f, line in zip(by_unit[k], *cols, strict=True):
+    for g in sorted(got, key=lambda g: g["idx"]):  # units in input order, rows in order within each
+        k = g["idx"]
+        for r, rid, f, line in zip(by_unit[k], *json.loads(g["cols"]), strict=True):
             if rid in first:
                 ff, fl = first[rid]
                 dupes.setdefault(k, {})[r] = f"duplicate id: {rid!r} (first at {ff}:{fl})"
             else:
                 first[rid] = (f, line)
     return dupes
+
+
+def _candidate_rows(row: dict) -> dict:
+    """In a task: id, file and line of the candidate rows of one part (only those reach the driver)."""
+    t = pq.read_table(row["part"], columns=["id", "file", "line"]).take(json.loads(row["rows"]))
+    return {"idx": row["idx"], "cols": json.dumps([t[c].to_pylist() for c in ("id", "file", "line")])}
 
 
 def _drop_duplicates(row: dict, layout: str) -> dict:
