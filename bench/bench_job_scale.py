@@ -98,8 +98,8 @@ def run_size(n: int, k: int, shards: int, emb: Path) -> dict:
     job_ids = ids_of(work / "out" / "selected.manifest.jsonl")
     local_ids = ids_of(work / "local.manifest.jsonl")
     sharded_ids = ids_of(work / "sharded.manifest.jsonl")
-    row["same_ids_and_order"] = {"job_vs_select": job_ids == local_ids,
-                                 "select_shards_vs_select": sharded_ids == local_ids, "selected": len(job_ids)}
+    row["same_ids_and_order"] = {"job_vs_select": job_ids == local_ids, "selected": len(job_ids),
+                                 "select_shards_vs_select": sharded_ids == local_ids}
     wall = row["job"]["wall_seconds"] / row["select_in_process"]["wall_seconds"]
     row["job_over_select_wall"] = round(wall, 2)
     print(json.dumps(row), flush=True)
