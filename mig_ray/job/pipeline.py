@@ -12,8 +12,6 @@ import logging
 import os
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -258,10 +256,8 @@ class Pipeline:
         }
         (path / "pool.parquet").mkdir()
         (path / "_unselectable").mkdir()
-        with _progress(j.progress):
-            done = run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
-                             _assemble_part, {"spec": spec})
-        done.sort(key=lambda r: r["k"])
+        done = run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
+                         _assemble_part, {"spec": spec})
         tmp = path / ".unselectable.jsonl.tmp"
         with open(tmp, "wb") as w:
             for r in done:
@@ -327,11 +323,10 @@ class Pipeline:
         manifest = str(self.out / "select" / "selected.manifest.jsonl")
         matched = path / "_matched"
         matched.mkdir()
-        with _progress(self.job.progress):
-            run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
-                      _match_part, {"manifest": manifest, "out": str(matched)})
-            (res,) = run_tasks([{"out": str(path)}], _write_selected,
-                               {"manifest": manifest, "matched": str(matched), "fmt": self.job.output.format})
+        run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
+                  _match_part, {"manifest": manifest, "out": str(matched)})
+        (res,) = run_tasks([{"out": str(path)}], _write_selected,
+                           {"manifest": manifest, "matched": str(matched), "fmt": self.job.output.format})
         shutil.rmtree(matched)
         return {"counts": {"written": res["written"]}}
 
@@ -401,14 +396,6 @@ class Pipeline:
                             "the previous selection on this run's graph, the measure `after` is on"}}
         write_atomic(self.out / "diff.json", json.dumps(diff, indent=2) + "\n")
         return diff
-
-
-@contextmanager
-def _progress(on: bool) -> Iterator[None]:
-    from mig_ray.distributed.session import ray_progress_bars
-
-    with ray_progress_bars(on):
-        yield
 
 
 def _assemble_part(row: dict, spec: dict) -> dict:
