@@ -249,7 +249,7 @@ class Pipeline:
             "labels_field": j.annotate.tagger.labels_field if self.tagger is None else None,
             "tags": None if self.tagger is None else self.tagger[1].identity(),
             "scorer": j.annotate.scorer.kind if self.scorer is None else "cache",
-            "score_field": j.annotate.scorer.field, "constant": getattr(j.annotate.scorer, "value", None),
+            "score_field": j.annotate.scorer.field, "constant": j.annotate.scorer.value,
             "score": None if self.scorer is None else self.scorer[1].identity(),
             "cache_dir": str(j.cache_dir()), "pool": str(path / "pool.parquet"),
             "unselectable": str(path / "_unselectable"),

@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mig_ray.distributed.session import ensure_ray, ray_progress_bars
+from mig_ray.distributed.session import ensure_ray
 from mig_ray.distributed.session import run_tasks as _run
 from mig_ray.pools.annotated import Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
@@ -96,7 +96,8 @@ def ingest(inputs: list[Path] | list[str], out_dir: Path | str, layout: str = "a
     """Read `inputs` in order into `out_dir/part-*.parquet` (schema: SCHEMA); bad records go to
     `rejects_path` (default `<out_dir>.rejects.jsonl`, outside out_dir so the folder stays pure Parquet).
     Existing part files in out_dir are replaced. Starts a local Ray when none is running.
-    `bucket_rows`: about how many id hashes one task of the duplicate check compares."""
+    `bucket_rows`: about how many id hashes one task of the duplicate check compares. The work runs
+    as plain Ray tasks, which draw no progress bar: `progress` is kept for callers."""
     t0 = time.perf_counter()
     check_layout(layout)
     IdRule(id_field)  # validate the path before any work
@@ -112,18 +113,17 @@ def ingest(inputs: list[Path] | list[str], out_dir: Path | str, layout: str = "a
     result = IngestResult(str(out), str(rej_path), inputs=[str(p) for p in inputs], units=len(units))
     if units:
         ensure_ray()
-        with ray_progress_bars(progress):
-            counts = _run([asdict(u) for u in units], _count_unit, {}, num_cpus)
-            units = _place(units, {r["idx"]: r["n"] for r in counts})
-            buckets = max(1, math.ceil(sum(r["n"] for r in counts) / bucket_rows))
-            summaries = _run([asdict(u) for u in units], _parse_unit,
-                             {"out": str(out), "layout": layout, "id_field": id_field, "buckets": buckets},
-                             num_cpus)
-            summaries.sort(key=lambda r: r["idx"])
-            dupes = _duplicates(summaries, buckets, out, num_cpus)
-            fixed = _run([{"idx": s["idx"], "part": s["part"], "rejects": s["rejects"],
-                           "drop": json.dumps(dupes.get(s["idx"], {}))} for s in summaries],
-                         _drop_duplicates, {"layout": layout}, num_cpus)
+        counts = _run([asdict(u) for u in units], _count_unit, {}, num_cpus)
+        units = _place(units, {r["idx"]: r["n"] for r in counts})
+        buckets = max(1, math.ceil(sum(r["n"] for r in counts) / bucket_rows))
+        summaries = _run([asdict(u) for u in units], _parse_unit,
+                         {"out": str(out), "layout": layout, "id_field": id_field, "buckets": buckets},
+                         num_cpus)
+        summaries.sort(key=lambda r: r["idx"])
+        dupes = _duplicates(summaries, buckets, out, num_cpus)
+        fixed = _run([{"idx": s["idx"], "part": s["part"], "rejects": s["rejects"],
+                       "drop": json.dumps(dupes[s["idx"]])} for s in summaries if s["idx"] in dupes],
+                     _drop_duplicates, {"layout": layout}, num_cpus)
         _finish(summaries, {f["idx"]: f for f in fixed}, rej_path, result)
     else:
         rej_path.parent.mkdir(parents=True, exist_ok=True)
@@ -495,7 +495,7 @@ def _finish(summaries: list[dict], fixed: dict[int, dict], rej_path: Path, resul
         for s in summaries:
             reasons.update(json.loads(s["reasons"]))
             layouts.update(json.loads(s["layouts"]))
-            f = fixed[s["idx"]]
+            f = fixed.get(s["idx"], {"dropped": 0})
             if f["dropped"]:
                 reasons["duplicate id"] += f["dropped"]
                 layouts.subtract(json.loads(f["layouts"]))
