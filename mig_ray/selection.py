@@ -25,7 +25,13 @@ from mig_ray.embeddings import LabelVectors
 from mig_ray.graph import LabelGraph
 from mig_ray.greedy import GreedyResult, lazy_greedy
 from mig_ray.objective import Phi, information, label_mass
-from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags, pool_format, read_annotated
+from mig_ray.pools.annotated import (
+    AnnotatedPool,
+    load_valid_tags,
+    parquet_schema,
+    pool_format,
+    read_annotated,
+)
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import PoolError, Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
@@ -198,9 +204,7 @@ def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Ph
     in_format = pool_format(cfg.pool)
     schema = None
     if in_format == "parquet":
-        import pyarrow.parquet as pq
-
-        schema = pq.read_schema(cfg.pool)
+        schema = parquet_schema(cfg.pool)
     out["checkpoint"].remove()
     c, graph = out["committed"], out["graph"]
     pool_carriers, edges, pool_hist = out["pool_stats"]

@@ -199,3 +199,30 @@ def test_unreadable_inputs_are_pool_errors(ray_address, tmp_path):
     bad.write_text('[{"messages": []}, {', encoding="utf-8")
     with pytest.raises(Exception, match="not a valid JSON array"):
         ingest([bad], tmp_path / "out", progress=False)
+
+
+@pytest.mark.parametrize("bucket_rows", [2, 1000])
+def test_duplicate_check_is_global_and_first_occurrence_wins(ray_address, tmp_path, bucket_rows):
+    """Ids repeated within a unit, across units and across files: every later occurrence is a reject,
+    whatever the number of hash buckets the check is cut into (2 rows a bucket: many buckets)."""
+    uids = [3, 1, 3, 4, 1, 5, 9, 2, 6, 5, 3, 5, 8, 9, 7, 9, 3, 2, 3, 8]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    lines = [json.dumps({"meta": {"uid": f"u{u}"}, **_record(i)}) for i, u in enumerate(uids)]
+    a.write_text("\n".join(lines[:12]) + "\n", encoding="utf-8")
+    b.write_text("\n".join(lines[12:]) + "\n", encoding="utf-8")
+    res = ingest([a, b], tmp_path / "out", id_field="meta.uid", progress=False, block_bytes=300,
+                 bucket_rows=bucket_rows)
+    seen: dict[int, int] = {}
+    want_ids, want_rejects = [], []
+    for i, u in enumerate(uids):  # the naive rule, in input order
+        f, line = (a, i + 1) if i < 12 else (b, i - 11)
+        if u in seen:
+            j = seen[u]
+            ff, fl = (a, j + 1) if j < 12 else (b, j - 11)
+            want_rejects.append((str(f), line, f"duplicate id: 'u{u}' (first at {ff}:{fl})"))
+        else:
+            seen[u] = i
+            want_ids.append(f"u{u}")
+    assert _table(tmp_path / "out")["id"].to_pylist() == want_ids
+    assert [(r["file"], r["line"], r["reason"]) for r in _rejects(res.rejects_path)] == want_rejects
+    assert (res.read, res.accepted, res.reasons) == (20, len(want_ids), {"duplicate id": len(want_rejects)})

@@ -56,3 +56,20 @@ def ray_progress_bars(on: bool) -> Iterator[None]:
         yield
     finally:
         ctx.enable_progress_bars = old
+
+
+def run_tasks(items: list[dict], fn, kwargs: dict, num_cpus: float = 1.0) -> list[dict]:
+    """`fn(item, **kwargs)` as one Ray task per item, in parallel; the small dicts they return, in
+    the items' order. The stages' way to run per-block work where the data is and hand the driver
+    only summaries (plain tasks: a Ray Data pipeline costs seconds to start, per call)."""
+    import ray
+
+    if not items:
+        return []
+    task = ray.remote(num_cpus=num_cpus, max_retries=3)(_apply)
+    shared = ray.put(kwargs)
+    return ray.get([task.remote(fn, item, shared) for item in items])
+
+
+def _apply(fn, item: dict, kwargs: dict) -> dict:
+    return fn(item, **kwargs)

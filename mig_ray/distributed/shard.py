@@ -10,7 +10,7 @@ import scipy.sparse as sp
 
 from mig_ray.greedy import Proposal, ShardGreedy
 from mig_ray.objective import GainMode, Phi
-from mig_ray.pools.annotated import AnnotatedPool, Block, count_lines, read_annotated
+from mig_ray.pools.annotated import AnnotatedPool, Block, count_lines, parquet_rows, read_annotated
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.report.stats import score_hist
@@ -173,10 +173,7 @@ class ShardActor:
                     line = f.readline()
                     out.append(line if line.endswith(b"\n") else line + b"\n")
             return out
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(self.path)
-        return table.take(p.locations[rows]).to_pylist()
+        return parquet_rows(self.path, p.locations[rows]).to_pylist()
 
     def peak_rss_mb(self) -> float:
         """This actor's peak resident memory since it (re)started: docs/scaling.md's memory per shard."""

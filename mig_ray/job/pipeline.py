@@ -234,78 +234,45 @@ class Pipeline:
             return {"counts": {self.job.annotate.scorer.kind: 1}}
         return self._annotate("score", self.scorer, self.job.annotate.scorer.resources)
 
-    def _ingested(self, columns: list[str]) -> pa.Table:
-        files = sorted((self.out / "ingest" / "parts").glob("part-*.parquet"))
-        if not files:
-            return pa.table({c: pa.array([], pa.string()) for c in columns})
-        table = pa.concat_tables([pq.read_table(f, columns=columns) for f in files])
-        return table.sort_by("position") if "position" in columns else table
+    def _ingest_parts(self) -> list[Path]:
+        return sorted((self.out / "ingest" / "parts").glob("part-*.parquet"))
 
     def _run_assemble(self, path: Path) -> dict:
-        """One annotated pool (id, labels, score in input order) for the selection; samples with no
-        usable labels or score go to unselectable.jsonl with the reason, counted."""
-        from mig_ray.annotate.runner import load_annotations
+        """One annotated pool (id, labels, score, position; in input order) for the selection, as
+        Parquet parts `pool.parquet/part-*.parquet` written by one Ray task per ingest part; samples
+        with no usable labels or score go to unselectable.jsonl with the reason, counted. The
+        driver sees only each part's counts."""
+        from mig_ray.distributed.session import run_tasks
 
         j = self.job
-        need_record = (self.tagger is None and j.annotate.tagger.labels_field) or \
-            (j.annotate.scorer.kind == "field" and j.annotate.scorer.field)
-        cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
-        table = self._ingested(cols)
-        ids = table.column("id").to_pylist()
-        records = table.column("record").to_pylist() if need_record else None
-        n = len(ids)
-        if self.tagger is None:
-            labels, label_err = self._labels_from_data(table, records)
-        else:
-            got = load_annotations(j.cache_dir(), "tags", self.tagger[1].identity(), ids)
-            labels, label_err = _column(got, ids, "labels")
-        if self.scorer is None:
-            scores, score_err = self._scores_from_data(table, records)
-        else:
-            got = load_annotations(j.cache_dir(), "score", self.scorer[1].identity(), ids)
-            scores, score_err = _column(got, ids, "score")
-        keep, bad = [], []
-        for i in range(n):
-            reason = label_err[i] or score_err[i]
-            if reason:
-                bad.append({"id": ids[i], "file": table.column("file")[i].as_py(),
-                            "line": table.column("line")[i].as_py(), "reason": reason})
-            else:
-                keep.append(i)
-        idx = pa.array(keep, pa.int64())
-        pool = pa.table({
-            "id": table.column("id").take(idx),
-            "labels": pa.array([labels[i] for i in keep], pa.list_(pa.string())),
-            "score": pa.array([float(scores[i]) for i in keep], pa.float64()),
-            "position": table.column("position").take(idx),
-        })
-        tmp = path / ".pool.parquet.tmp"
-        pq.write_table(pool, tmp)
-        os.replace(tmp, path / "pool.parquet")
-        write_atomic(path / "unselectable.jsonl", b"".join(orjson.dumps(b) + b"\n" for b in bad))
+        spec = {
+            "labels_field": j.annotate.tagger.labels_field if self.tagger is None else None,
+            "tags": None if self.tagger is None else self.tagger[1].identity(),
+            "scorer": j.annotate.scorer.kind if self.scorer is None else "cache",
+            "score_field": j.annotate.scorer.field, "constant": j.annotate.scorer.value,
+            "score": None if self.scorer is None else self.scorer[1].identity(),
+            "cache_dir": str(j.cache_dir()), "pool": str(path / "pool.parquet"),
+            "unselectable": str(path / "_unselectable"),
+        }
+        (path / "pool.parquet").mkdir()
+        (path / "_unselectable").mkdir()
+        done = run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
+                         _assemble_part, {"spec": spec})
+        tmp = path / ".unselectable.jsonl.tmp"
+        with open(tmp, "wb") as w:
+            for r in done:
+                with open(r["unselectable"], "rb") as f:
+                    shutil.copyfileobj(f, w)
+        os.replace(tmp, path / "unselectable.jsonl")
+        shutil.rmtree(path / "_unselectable")
         reasons: dict[str, int] = {}
-        for b in bad:
-            key = b["reason"].split(":")[0]
-            reasons[key] = reasons.get(key, 0) + 1
-        return {"counts": {"ingested": n, "selectable": len(keep), "unselectable": len(bad)},
+        for r in done:
+            for key, v in json.loads(r["reasons"]).items():
+                reasons[key] = reasons.get(key, 0) + v
+        n = sum(r["ingested"] for r in done)
+        keep = sum(r["selectable"] for r in done)
+        return {"counts": {"ingested": n, "selectable": keep, "unselectable": n - keep},
                 "unselectable_reasons": reasons}
-
-    def _labels_from_data(self, table: pa.Table, records: list | None) -> tuple[list, list]:
-        field = self.job.annotate.tagger.labels_field
-        if not field:
-            col = table.column("labels").to_pylist()
-            return col, [None if v is not None else "missing labels: annotation.instag.content" for v in col]
-        return _from_records(records, FieldSpec(labels_field=field, score_field="_", id_field="_").labels)
-
-    def _scores_from_data(self, table: pa.Table, records: list | None) -> tuple[list, list]:
-        spec = self.job.annotate.scorer
-        n = table.num_rows
-        if spec.kind == "constant":
-            return [spec.value] * n, [None] * n
-        if not spec.field:
-            col = table.column("score").to_pylist()
-            return col, [None if v is not None else "missing score: annotation.deita" for v in col]
-        return _from_records(records, FieldSpec(labels_field="_", score_field=spec.field, id_field="_").score)
 
     def _select_config(self, path: Path):
         from mig_ray.config import SelectConfig
@@ -349,31 +316,19 @@ class Pipeline:
                 "greedy": summary["greedy"], "seconds": summary["seconds"]}
 
     def _run_write(self, path: Path) -> dict:
-        """The selected records unchanged, in selection order, and the manifest with their origin."""
-        manifest = [orjson.loads(x) for x in
-                    (self.out / "select" / "selected.manifest.jsonl").read_bytes().splitlines()]
-        order = [m["id"] for m in manifest]
-        table = self._ingested(["id", "file", "line", "record"])
-        table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(order, pa.string())))
-        where = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
-        rows = [where[rid] for rid in order]
-        records = table.column("record").take(pa.array(rows, pa.int64())).to_pylist()
-        files = table.column("file").take(pa.array(rows, pa.int64())).to_pylist()
-        lines = table.column("line").take(pa.array(rows, pa.int64())).to_pylist()
-        if self.job.output.format == "jsonl":
-            blob = b"".join(r.encode() + b"\n" for r in records)
-            write_atomic(path / "selected.jsonl", blob)
-        else:
-            rows_out = [orjson.loads(r) for r in records]
-            tmp = path / ".selected.parquet.tmp"
-            pq.write_table(pa.Table.from_pylist(rows_out), tmp)
-            os.replace(tmp, path / "selected.parquet")
-        out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
-                         "labels": m["labels"], "file": f, "line": ln}
-                        for m, f, ln in zip(manifest, files, lines, strict=True)]
-        write_atomic(path / "selected.manifest.jsonl",
-                     b"".join(orjson.dumps(m) + b"\n" for m in out_manifest))
-        return {"counts": {"written": len(records)}}
+        """The selected records unchanged, in selection order, and the manifest with their origin:
+        one Ray task per ingest part keeps its selected rows, one more writes them in order."""
+        from mig_ray.distributed.session import run_tasks
+
+        manifest = str(self.out / "select" / "selected.manifest.jsonl")
+        matched = path / "_matched"
+        matched.mkdir()
+        run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
+                  _match_part, {"manifest": manifest, "out": str(matched)})
+        (res,) = run_tasks([{"out": str(path)}], _write_selected,
+                           {"manifest": manifest, "matched": str(matched), "fmt": self.job.output.format})
+        shutil.rmtree(matched)
+        return {"counts": {"written": res["written"]}}
 
     # -- final outputs --------------------------------------------------------------------------
     def _finish(self, fps: dict[str, str]) -> dict[str, Any]:
@@ -441,6 +396,109 @@ class Pipeline:
                             "the previous selection on this run's graph, the measure `after` is on"}}
         write_atomic(self.out / "diff.json", json.dumps(diff, indent=2) + "\n")
         return diff
+
+
+def _assemble_part(row: dict, spec: dict) -> dict:
+    """In a Ray task: one ingest part -> its part of the pool and its unselectable rows."""
+    from mig_ray.annotate.runner import load_annotations
+
+    need_record = bool(spec["labels_field"]) or (spec["scorer"] == "field" and bool(spec["score_field"]))
+    cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
+    table = pq.read_table(row["part"], columns=cols)
+    ids = table.column("id").to_pylist()
+    records = table.column("record").to_pylist() if need_record else None
+    n = len(ids)
+    if spec["tags"] is not None:
+        got = load_annotations(spec["cache_dir"], "tags", spec["tags"], ids)
+        labels, label_err = _column(got, ids, "labels")
+    elif spec["labels_field"]:
+        read = FieldSpec(labels_field=spec["labels_field"], score_field="_", id_field="_").labels
+        labels, label_err = _from_records(records, read)
+    else:
+        labels = table.column("labels").to_pylist()
+        label_err = [None if v is not None else "missing labels: annotation.instag.content" for v in labels]
+    if spec["score"] is not None:
+        got = load_annotations(spec["cache_dir"], "score", spec["score"], ids)
+        scores, score_err = _column(got, ids, "score")
+    elif spec["scorer"] == "constant":
+        scores, score_err = [spec["constant"]] * n, [None] * n
+    elif spec["score_field"]:
+        read = FieldSpec(labels_field="_", score_field=spec["score_field"], id_field="_").score
+        scores, score_err = _from_records(records, read)
+    else:
+        scores = table.column("score").to_pylist()
+        score_err = [None if v is not None else "missing score: annotation.deita" for v in scores]
+    keep, bad = [], []
+    files, lines = table.column("file"), table.column("line")
+    for i in range(n):
+        reason = label_err[i] or score_err[i]
+        if reason:
+            bad.append({"id": ids[i], "file": files[i].as_py(), "line": lines[i].as_py(), "reason": reason})
+        else:
+            keep.append(i)
+    idx = pa.array(keep, pa.int64())
+    pool = pa.table({
+        "id": table.column("id").take(idx),
+        "labels": pa.array([labels[i] for i in keep], pa.list_(pa.string())),
+        "score": pa.array([float(scores[i]) for i in keep], pa.float64()),
+        "position": table.column("position").take(idx),
+    })
+    name = f"part-{row['k']:06d}"
+    write_parquet_atomic(pool, Path(spec["pool"]) / f"{name}.parquet")
+    bad_path = Path(spec["unselectable"]) / f"{name}.jsonl"
+    write_atomic(bad_path, b"".join(orjson.dumps(b) + b"\n" for b in bad))
+    reasons: dict[str, int] = {}
+    for b in bad:
+        key = b["reason"].split(":")[0]
+        reasons[key] = reasons.get(key, 0) + 1
+    return {"k": row["k"], "ingested": n, "selectable": len(keep), "reasons": json.dumps(reasons),
+            "unselectable": str(bad_path)}
+
+
+def _manifest(path: str) -> list[dict]:
+    return [orjson.loads(x) for x in Path(path).read_bytes().splitlines()]
+
+
+def _match_part(row: dict, manifest: str, out: str) -> dict:
+    """In a Ray task: the selected rows (id, file, line, record) of one ingest part."""
+    ids = pa.array([m["id"] for m in _manifest(manifest)], pa.string())
+    part = pq.ParquetFile(row["part"])
+    mask = pc.is_in(part.read(columns=["id"]).column("id"), value_set=ids)
+    n = pc.sum(mask).as_py() or 0
+    if n:
+        table = part.read(columns=["id", "file", "line", "record"]).filter(mask)
+        write_parquet_atomic(table, Path(out) / f"part-{row['k']:06d}.parquet")
+    return {"k": row["k"], "matched": n}
+
+
+def _write_selected(row: dict, manifest: str, matched: str, fmt: str) -> dict:
+    """In a Ray task: the matched rows of every part, written in selection order."""
+    rows = _manifest(manifest)
+    parts = sorted(Path(matched).glob("part-*.parquet"))
+    table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else pa.table(
+        {c: pa.array([], pa.string()) for c in ("id", "file", "record")} | {"line": pa.array([], pa.int64())})
+    where = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
+    take = pa.array([where[m["id"]] for m in rows], pa.int64())
+    records = table.column("record").take(take).to_pylist()
+    files = table.column("file").take(take).to_pylist()
+    lines = table.column("line").take(take).to_pylist()
+    out = Path(row["out"])
+    if fmt == "jsonl":
+        write_atomic(out / "selected.jsonl", b"".join(r.encode() + b"\n" for r in records))
+    else:
+        table = pa.Table.from_pylist([orjson.loads(r) for r in records])
+        write_parquet_atomic(table, out / "selected.parquet")
+    out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
+                     "labels": m["labels"], "file": f, "line": ln}
+                    for m, f, ln in zip(rows, files, lines, strict=True)]
+    write_atomic(out / "selected.manifest.jsonl", b"".join(orjson.dumps(m) + b"\n" for m in out_manifest))
+    return {"written": len(records)}
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
 
 
 def _from_records(records: list[str], read: Any) -> tuple[list, list]:

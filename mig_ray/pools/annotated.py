@@ -205,9 +205,7 @@ def split_blocks(path: str | Path, n: int) -> list[Block]:
     """Cut a pool into at most n blocks of similar size (first_line still to be set for JSONL)."""
     path = Path(path)
     if pool_format(path) == "parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.ParquetFile(path).metadata.num_rows
+        rows = sum(n for _, n in parquet_parts(path))
         cuts = sorted({rows * i // n for i in range(n + 1)})
         return [Block(lo, hi, lo + 1) for lo, hi in zip(cuts, cuts[1:], strict=False)]
     size = path.stat().st_size
@@ -237,6 +235,56 @@ def count_lines(path: str | Path, block: Block) -> int:
     return n
 
 
+def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
+    """(file, rows) of a Parquet pool: the file itself, or for a folder (a job's assembled pool,
+    written as parts by Ray tasks) its `part-*.parquet` files in name order, which read one after
+    the other are the pool's rows in order. Metadata only."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
+    out = []
+    for f in files:
+        try:
+            out.append((f, pq.ParquetFile(f).metadata.num_rows))
+        except Exception as e:  # pyarrow raises several types for a broken file
+            raise PoolError(f"{f}: not a readable Parquet file ({e})") from e
+    return out
+
+
+def parquet_rows(path: str | Path, rows: np.ndarray):
+    """The rows at these 0-based indices of a Parquet pool (file or folder of parts), in the order
+    asked, as one pyarrow Table; only the parts that hold them are read."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = parquet_parts(path)
+    rows = np.asarray(rows, dtype=np.int64)
+    starts = np.cumsum([0] + [n for _, n in parts])
+    part_of = np.searchsorted(starts, rows, side="right") - 1
+    order = np.argsort(part_of, kind="stable")
+    pieces = []
+    for k in np.unique(part_of).tolist():
+        local = rows[order][part_of[order] == k] - starts[k]
+        pieces.append(pq.read_table(parts[k][0]).take(pa.array(local)))
+    if not pieces:
+        return pq.read_schema(parts[0][0]).empty_table() if parts else pa.table({})
+    table = pa.concat_tables(pieces)
+    inverse = np.empty(len(rows), dtype=np.int64)
+    inverse[order] = np.arange(len(rows))
+    return table.take(pa.array(inverse))
+
+
+def parquet_schema(path: str | Path):
+    """The schema of a Parquet pool (a file, or the first part of a folder)."""
+    import pyarrow.parquet as pq
+
+    parts = parquet_parts(path)
+    if not parts:
+        raise PoolError(f"{path}: a folder with no part-*.parquet file")
+    return pq.read_schema(parts[0][0])
+
+
 def pool_format(path: Path) -> str:
     suffixes = "".join(path.suffixes[-1:]).lower()
     if suffixes in (".jsonl", ".ndjson", ".json"):
@@ -252,7 +300,7 @@ def read_annotated(path: str | Path, spec: FieldSpec | None = None, valid_tags: 
                    block: Block | None = None) -> AnnotatedPool:
     """Read a pool (or one block of it); bad records go to `rejects` (PoolError when strict)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.is_file() and not (path.is_dir() and pool_format(path) == "parquet"):
         raise PoolError(f"{path}: no such file")
     spec = spec or FieldSpec()
     rejects = rejects or Rejects(None)
@@ -295,21 +343,24 @@ def _read_jsonl(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
 def _read_parquet(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
     import pyarrow.parquet as pq
 
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises several types for a broken file
-        raise PoolError(f"{path}: not a readable Parquet file ({e})") from e
-    lo, hi = (block.start, block.end) if block else (0, pf.metadata.num_rows)
+    parts = parquet_parts(path)
+    total = sum(n for _, n in parts)
+    lo, hi = (block.start, block.end) if block else (0, total)
     b = _Builder(spec, valid, rejects, str(path), "row")
-    row = 0  # rows before the current row group
-    for g in range(pf.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
-        if row + n > lo and row < hi:
-            table = pf.read_row_group(g)
-            first = max(lo, row)
-            for i, rec in enumerate(table.slice(first - row, min(hi, row + n) - first).to_pylist()):
-                b.add(rec, first + i + 1, first + i, rec)
-            if progress is not None:
-                progress(min(hi, row + n) - lo)
-        row += n
+    row = 0  # rows before the current row group, over all parts
+    for file, rows in parts:
+        if row + rows <= lo or row >= hi:  # a part outside the block is not opened
+            row += rows
+            continue
+        pf = pq.ParquetFile(file)
+        for g in range(pf.num_row_groups):
+            n = pf.metadata.row_group(g).num_rows
+            if row + n > lo and row < hi:
+                table = pf.read_row_group(g)
+                first = max(lo, row)
+                for i, rec in enumerate(table.slice(first - row, min(hi, row + n) - first).to_pylist()):
+                    b.add(rec, first + i + 1, first + i, rec)
+                if progress is not None:
+                    progress(min(hi, row + n) - lo)
+            row += n
     return b.finish(path, "parquet", 0)

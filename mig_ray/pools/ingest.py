@@ -5,9 +5,10 @@ Why two passes: positions must be the exact global input order (greedy ties go t
 every input is cut into units (byte ranges of JSONL cut at line starts, row ranges of Parquet,
 whole JSON arrays and Arrow shards), the units' record counts are taken first, and the parse of
 each unit then knows its first line and position. Each parse task writes its own part file
-(temp name, then rename) and rejects file; the driver only sees counts and 8-byte id hashes, so a
-pool of 10^8 records never passes through it. Duplicate ids across units are found from those
-hashes, confirmed on the real ids, and the later occurrences moved to the rejects file.
+(temp name, then rename), rejects file and 8-byte id hashes cut into hash buckets; one task per
+bucket finds the hashes seen twice, so the driver only sees per-unit counts and the few candidate
+rows, and a pool of 10^8 records never passes through it. Candidates are confirmed on the real ids
+(first occurrence in input order wins), and tasks move the later occurrences to the rejects.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mig_ray.distributed.session import ensure_ray, ray_progress_bars
+from mig_ray.distributed.session import ensure_ray
+from mig_ray.distributed.session import run_tasks as _run
 from mig_ray.pools.annotated import Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
@@ -45,6 +47,7 @@ SCHEMA = pa.schema([
 ])
 BLOCK_BYTES = 64 << 20
 BLOCK_ROWS = 200_000
+BUCKET_ROWS = 2_000_000
 _TMP_REJECTS = "_rejects_tmp"
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark some editors put before the first record
 
@@ -89,10 +92,12 @@ class _Unit:
 def ingest(inputs: list[Path] | list[str], out_dir: Path | str, layout: str = "auto",
            id_field: str | None = None, rejects_path: Path | str | None = None, progress: bool = True,
            block_bytes: int = BLOCK_BYTES, block_rows: int = BLOCK_ROWS,
-           num_cpus: float = 1.0) -> IngestResult:
+           num_cpus: float = 1.0, bucket_rows: int = BUCKET_ROWS) -> IngestResult:
     """Read `inputs` in order into `out_dir/part-*.parquet` (schema: SCHEMA); bad records go to
     `rejects_path` (default `<out_dir>.rejects.jsonl`, outside out_dir so the folder stays pure Parquet).
-    Existing part files in out_dir are replaced. Starts a local Ray when none is running."""
+    Existing part files in out_dir are replaced. Starts a local Ray when none is running.
+    `bucket_rows`: about how many id hashes one task of the duplicate check compares. The work runs
+    as plain Ray tasks, which draw no progress bar: `progress` is kept for callers."""
     t0 = time.perf_counter()
     check_layout(layout)
     IdRule(id_field)  # validate the path before any work
@@ -108,14 +113,18 @@ def ingest(inputs: list[Path] | list[str], out_dir: Path | str, layout: str = "a
     result = IngestResult(str(out), str(rej_path), inputs=[str(p) for p in inputs], units=len(units))
     if units:
         ensure_ray()
-        with ray_progress_bars(progress):
-            counts = _run(units, _count_unit, {}, num_cpus)
-            units = _place(units, {r["idx"]: r["n"] for r in counts})
-            summaries = _run(units, _parse_unit, {"out": str(out), "layout": layout, "id_field": id_field},
-                             num_cpus)
+        counts = _run([asdict(u) for u in units], _count_unit, {}, num_cpus)
+        units = _place(units, {r["idx"]: r["n"] for r in counts})
+        buckets = max(1, math.ceil(sum(r["n"] for r in counts) / bucket_rows))
+        summaries = _run([asdict(u) for u in units], _parse_unit,
+                         {"out": str(out), "layout": layout, "id_field": id_field, "buckets": buckets},
+                         num_cpus)
         summaries.sort(key=lambda r: r["idx"])
-        dupes = _duplicates(summaries)
-        _finish(summaries, dupes, rej_path, result, layout)
+        dupes = _duplicates(summaries, buckets, out, num_cpus)
+        fixed = _run([{"idx": s["idx"], "part": s["part"], "rejects": s["rejects"],
+                       "drop": json.dumps(dupes[s["idx"]])} for s in summaries if s["idx"] in dupes],
+                     _drop_duplicates, {"layout": layout}, num_cpus)
+        _finish(summaries, {f["idx"]: f for f in fixed}, rej_path, result)
     else:
         rej_path.parent.mkdir(parents=True, exist_ok=True)
         rej_path.write_bytes(b"")
@@ -222,16 +231,6 @@ def _place(units: list[_Unit], counts: dict[int, int]) -> list[_Unit]:
         line += n
         base += n
     return placed
-
-
-# ---------------------------------------------------------------- Ray Data plumbing
-
-def _run(units: list[_Unit], fn, kwargs: dict, num_cpus: float) -> list[dict]:
-    """One Ray task per unit (one unit per block, so they run in parallel); rows come back unordered."""
-    import ray.data
-
-    ds = ray.data.from_items([asdict(u) for u in units], override_num_blocks=len(units))
-    return ds.map(fn, fn_kwargs=kwargs, num_cpus=num_cpus).take_all()
 
 
 # ---------------------------------------------------------------- tasks
@@ -347,7 +346,7 @@ def id_hash(rid: str) -> bytes:
     return hashlib.blake2b(rid.encode(), digest_size=8).digest()
 
 
-def _parse_unit(row: dict, out: str, layout: str, id_field: str | None) -> dict:
+def _parse_unit(row: dict, out: str, layout: str, id_field: str | None, buckets: int) -> dict:
     u = _Unit(**row)
     rule = IdRule(id_field)
     cols: dict[str, list] = {name: [] for name in SCHEMA.names}
@@ -381,8 +380,13 @@ def _parse_unit(row: dict, out: str, layout: str, id_field: str | None) -> dict:
                 cols[k].append(v)
     part = Path(out) / f"part-{u.idx:06d}.parquet"
     write_atomic(pa.table(cols, schema=SCHEMA), part)
+    h = np.frombuffer(b"".join(hashes), dtype="<u8")
+    order = np.argsort(h % np.uint64(buckets), kind="stable")  # rows stay in order within a bucket
+    bounds = np.searchsorted((h % np.uint64(buckets))[order], np.arange(buckets + 1))
+    np.save(Path(out) / _TMP_REJECTS / f"hashes-{u.idx:06d}.npy", h[order])
+    np.save(Path(out) / _TMP_REJECTS / f"rows-{u.idx:06d}.npy", order.astype(np.int64))
     return {"idx": u.idx, "read": read, "blank": blank, "accepted": len(hashes),
-            "reasons": json.dumps(reasons), "layouts": json.dumps(layouts), "hashes": b"".join(hashes),
+            "reasons": json.dumps(reasons), "layouts": json.dumps(layouts), "bounds": bounds.tolist(),
             "part": str(part), "rejects": str(rej_file)}
 
 
@@ -395,42 +399,94 @@ def write_atomic(table: pa.Table, path: Path) -> None:
 
 # ---------------------------------------------------------------- duplicates and the final files
 
-def _duplicates(summaries: list[dict]) -> dict[int, dict[int, str]]:
-    """{unit idx: {row in its part: reason}} for every later occurrence of an id."""
-    hashes = np.frombuffer(b"".join(s["hashes"] for s in summaries), dtype="<u8")
-    if len(hashes) < 2:
-        return {}
-    order = np.argsort(hashes, kind="stable")  # stable: equal hashes stay in input order
-    sh = hashes[order]
+def _bucket_candidates(row: dict, out: str) -> dict:
+    """One hash bucket over every unit: the (unit, row) of each hash seen more than once."""
+    units, lo, hi = row["units"], row["lo"], row["hi"]
+    tmp = Path(out) / _TMP_REJECTS
+    hs, us, rs = [], [], []
+    for u, a, b in zip(units, lo, hi, strict=True):
+        if b > a:
+            hs.append(np.load(tmp / f"hashes-{u:06d}.npy", mmap_mode="r")[a:b])
+            rs.append(np.load(tmp / f"rows-{u:06d}.npy", mmap_mode="r")[a:b])
+            us.append(np.full(b - a, u, dtype=np.int64))
+    if not hs:
+        return {"bucket": row["bucket"], "units": b"", "rows": b""}
+    h, unit, r = np.concatenate(hs), np.concatenate(us), np.concatenate(rs)
+    order = np.argsort(h, kind="stable")
+    sh = h[order]
     same = sh[1:] == sh[:-1]
-    if not same.any():
-        return {}
     cand = np.zeros(len(sh), dtype=bool)
     cand[1:] |= same
     cand[:-1] |= same
-    rows = np.sort(order[cand])  # global accepted-row indices, in input order
-    starts = np.cumsum([0] + [s["accepted"] for s in summaries])
-    unit_of = np.searchsorted(starts, rows, side="right") - 1
+    pick = order[cand]
+    return {"bucket": row["bucket"], "units": unit[pick].tobytes(), "rows": r[pick].tobytes()}
+
+
+def _duplicates(summaries: list[dict], buckets: int, out: Path, num_cpus: float) -> dict[int, dict[int, str]]:
+    """{unit idx: {row in its part: reason}} for every later occurrence of an id. Hash buckets are
+    compared in Ray tasks; the driver confirms the few candidates on the real ids, in input order."""
+    items = [{"bucket": b, "units": [s["idx"] for s in summaries], "lo": [s["bounds"][b] for s in summaries],
+              "hi": [s["bounds"][b + 1] for s in summaries]} for b in range(buckets)]
+    found = _run(items, _bucket_candidates, {"out": str(out)}, num_cpus)
+    none = [np.zeros(0, np.int64)]
+    units = np.concatenate([np.frombuffer(f["units"], dtype=np.int64) for f in found] or none)
+    rows = np.concatenate([np.frombuffer(f["rows"], dtype=np.int64) for f in found] or none)
+    if not len(units):
+        return {}
     by_unit: dict[int, list[int]] = {}
-    for g, k in zip(rows.tolist(), unit_of.tolist(), strict=True):
-        by_unit.setdefault(k, []).append(g - int(starts[k]))
+    for k, r in sorted(zip(units.tolist(), rows.tolist(), strict=True)):  # input order
+        by_unit.setdefault(k, []).append(r)
+    part = {s["idx"]: s["part"] for s in summaries}
+    got = _run([{"idx": k, "part": part[k], "rows": json.dumps(rows)} for k, rows in by_unit.items()],
+               _candidate_rows, {}, num_cpus)
     first: dict[str, tuple[str, int]] = {}
     dupes: dict[int, dict[int, str]] = {}
-    for k in sorted(by_unit):  # units in input order, rows in order within each
-        s = summaries[k]
-        t = pq.read_table(s["part"], columns=["id", "file", "line"]).take(by_unit[k])
-        cols = (t[c].to_pylist() for c in ("id", "file", "line"))
-        for r, rid, f, line in zip(by_unit[k], *cols, strict=True):
+    for g in sorted(got, key=lambda g: g["idx"]):  # units in input order, rows in order within each
+        k = g["idx"]
+        for r, rid, f, line in zip(by_unit[k], *json.loads(g["cols"]), strict=True):
             if rid in first:
                 ff, fl = first[rid]
-                dupes.setdefault(s["idx"], {})[r] = f"duplicate id: {rid!r} (first at {ff}:{fl})"
+                dupes.setdefault(k, {})[r] = f"duplicate id: {rid!r} (first at {ff}:{fl})"
             else:
                 first[rid] = (f, line)
     return dupes
 
 
-def _finish(summaries: list[dict], dupes: dict[int, dict[int, str]], rej_path: Path, result: IngestResult,
-            layout: str) -> None:
+def _candidate_rows(row: dict) -> dict:
+    """In a task: id, file and line of the candidate rows of one part (only those reach the driver)."""
+    t = pq.read_table(row["part"], columns=["id", "file", "line"]).take(json.loads(row["rows"]))
+    return {"idx": row["idx"], "cols": json.dumps([t[c].to_pylist() for c in ("id", "file", "line")])}
+
+
+def _drop_duplicates(row: dict, layout: str) -> dict:
+    """In a task, per unit: drop its later duplicates from its part, and write its final rejects
+    (parse rejects and duplicates, in line order). Returns the counts to correct."""
+    drop_of = {int(r): reason for r, reason in json.loads(row["drop"]).items()}
+    rej = Path(row["rejects"])
+    lines = rej.read_bytes().splitlines()
+    layouts: Counter[str] = Counter()
+    if drop_of:
+        rows = [(orjson.loads(x)["line"], x) for x in lines]
+        part = Path(row["part"])
+        table = pq.read_table(part)
+        drop = sorted(drop_of)
+        t = table.take(drop)
+        for r, line, raw, lay in zip(drop, t["line"].to_pylist(), t["record"].to_pylist(),
+                                     _layouts_of(t, layout), strict=True):
+            rows.append((line, orjson.dumps({"file": t["file"][0].as_py(), "line": line,
+                                             "reason": drop_of[r], "raw": raw})))
+            layouts[lay] += 1
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[drop] = False
+        write_atomic(table.filter(pa.array(keep)), part)
+        rows.sort(key=lambda x: x[0])
+        lines = [x for _, x in rows]
+        rej.write_bytes(b"".join(x + b"\n" for x in lines))
+    return {"idx": row["idx"], "dropped": len(drop_of), "layouts": json.dumps(layouts)}
+
+
+def _finish(summaries: list[dict], fixed: dict[int, dict], rej_path: Path, result: IngestResult) -> None:
+    """Sum the per-unit counts and join the units' reject files in input order (streamed)."""
     reasons: Counter[str] = Counter()
     layouts: Counter[str] = Counter()
     tmp = rej_path.with_name(f".{rej_path.name}.tmp")
@@ -439,28 +495,15 @@ def _finish(summaries: list[dict], dupes: dict[int, dict[int, str]], rej_path: P
         for s in summaries:
             reasons.update(json.loads(s["reasons"]))
             layouts.update(json.loads(s["layouts"]))
+            f = fixed.get(s["idx"], {"dropped": 0})
+            if f["dropped"]:
+                reasons["duplicate id"] += f["dropped"]
+                layouts.subtract(json.loads(f["layouts"]))
             result.read += s["read"]
             result.blank_lines += s["blank"]
-            rows = [(orjson.loads(x)["line"], x) for x in Path(s["rejects"]).read_bytes().splitlines()]
-            d = dupes.get(s["idx"])
-            if d:
-                table = pq.read_table(s["part"])
-                drop = sorted(d)
-                t = table.take(drop)
-                for r, line, raw, lay in zip(drop, t["line"].to_pylist(), t["record"].to_pylist(),
-                                             _layouts_of(t, layout), strict=True):
-                    rows.append((line, orjson.dumps({"file": t["file"][0].as_py(), "line": line,
-                                                     "reason": d[r], "raw": raw})))
-                    reasons["duplicate id"] += 1
-                    layouts[lay] -= 1
-                keep = np.ones(table.num_rows, dtype=bool)
-                keep[drop] = False
-                write_atomic(table.filter(pa.array(keep)), Path(s["part"]))
-                s["accepted"] -= len(drop)
-            rows.sort(key=lambda x: x[0])
-            for _, x in rows:
-                w.write(x + b"\n")
-            result.accepted += s["accepted"]
+            with open(s["rejects"], "rb") as r:
+                shutil.copyfileobj(r, w)
+            result.accepted += s["accepted"] - f["dropped"]
             result.parts.append(s["part"])
     os.replace(tmp, rej_path)
     result.rejected = sum(reasons.values())

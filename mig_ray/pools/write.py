@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from mig_ray.pools.annotated import AnnotatedPool
+from mig_ray.pools.annotated import AnnotatedPool, parquet_rows
 from mig_ray.pools.rejects import PoolError
 
 
@@ -34,9 +34,7 @@ def write_selected(pool: AnnotatedPool, positions: np.ndarray, out: Path) -> Non
     if pool.format == "jsonl":
         write_records(out, "jsonl", _raw_lines(pool, positions))
     else:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(pool.path).take(pool.locations[positions])
+        table = parquet_rows(pool.path, pool.locations[positions])
         write_records(out, "parquet", table.to_pylist(), table.schema)
 
 
