@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mig_ray.distributed.placement import CustomResources
 from mig_ray.embeddings import DEFAULT_MODEL
 
 
@@ -18,7 +19,7 @@ class ShardPlacement(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     num_cpus: float = Field(1.0, ge=0, description="logical CPUs per shard actor")
-    custom_resources: dict[str, float] = Field(
+    custom_resources: CustomResources = Field(
         default_factory=dict, description="custom Ray resources per shard actor (e.g. {selection: 1}: only "
                                           "nodes started with --resources '{\"selection\": N}' take one)")
     spread: bool = Field(True, description="spread the shard actors over the nodes that fit (Ray's SPREAD "

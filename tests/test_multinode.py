@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pyarrow.parquet as pq
+import pytest
 import yaml
 from reference import dense_graph, naive_greedy, propagated
+
+from mig_ray.job.config import JobError, load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_POOL = ROOT / "mig_ray" / "demo" / "demo_pool.jsonl"
@@ -114,3 +117,34 @@ def test_job_on_three_nodes_places_actors_on_workers_and_survives_a_dead_worker(
             assert (tmp_path / name / f).read_bytes() == (single / f).read_bytes(), (name, f)
     assert len(manifest_ids(single)) == K
     assert manifest_ids(single) == naive_ids(single)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("ray.shard_actors.custom_resources", {"CPU": 1}, "'CPU' is not a custom resource"),
+    ("annotate.tagger.resources.custom_resources", {"tagger": 0}, "the quantity must be > 0"),
+    ("annotate.scorer.resources.custom_resources", {"scorer": 1.5}, "must be a whole number"),
+])
+def test_custom_resources_are_checked_when_the_job_is_read(tmp_path, key, value, message):
+    """Ray would refuse these only when it creates the actor, after the stages before it ran."""
+    write_jobs(tmp_path)
+    with pytest.raises(JobError) as err:
+        load_job(tmp_path / "job-multi.yaml", {key: value})
+    text = str(err.value)
+    assert "\n" not in text and f"job-multi.yaml: {key}: " in text and message in text, text
+
+
+def test_resources_no_node_has_stop_a_local_run_with_exit_2(tmp_path):
+    """A local Ray has no custom resources: its actors would wait forever, so the run stops."""
+    write_jobs(tmp_path)
+    job = yaml.safe_load((tmp_path / "job-multi.yaml").read_text())
+    job["annotate"]["tagger"] = {"kind": "from-data"}
+    job["ray"]["shard_actors"]["custom_resources"] = {"nowhere": 1}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+    proc = subprocess.run([sys.executable, "-m", "mig_ray", "run", str(tmp_path / "job.yaml")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "job.yaml: ray.shard_actors.custom_resources: no node of this Ray has {'nowhere': 1.0}" in last
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "multi" / "ingest").exists()

@@ -153,7 +153,29 @@ class Pipeline:
         import ray.data  # noqa: F401  (its logger exists once imported)
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the stages
+        self._check_placement(started)
         return started
+
+    def _check_placement(self, started: bool) -> None:
+        """Custom resources that no node has: a local Ray never gets them, so fail now rather than
+        wait forever; a cluster may still add such a node (autoscaler), so there it is a warning."""
+        from mig_ray.distributed.placement import unplaceable
+
+        j = self.job
+        asks = (("annotate.tagger.resources", j.annotate.tagger.resources, self.tagger is not None),
+                ("annotate.scorer.resources", j.annotate.scorer.resources, self.scorer is not None),
+                ("ray.shard_actors", j.ray.shard_actors, j.selection.shards > 1 or bool(j.ray.address)))
+        for key, spec, used in asks:
+            if used and unplaceable(spec.custom_resources):
+                msg = f"{self.source}: {key}.custom_resources: no node of this Ray has " \
+                      f"{spec.custom_resources}"
+                if started:
+                    import ray
+
+                    ray.shutdown()
+                    raise JobError(f"{msg} (a local Ray has no custom resources: set ray.address to a "
+                                   "cluster whose nodes were started with them, or drop the key)")
+                log(f"warning: {msg}; its actors wait until such a node joins")
 
     def _archive_previous_run(self, ingest_fp: str) -> None:
         """A different pool in an OUTDIR that holds a finished run is a nightly increment: it needs
