@@ -157,7 +157,9 @@ class Shards:
             method, args = "reload", (plan.block.first_line, plan.drop_rows)
         else:
             method, args = "count_lines", ()  # nothing to rebuild; wait until the actor answers
-        deadline = time.monotonic() + 60
+        # an actor whose node died is restarted only once Ray declares the node dead (its health
+        # checks must fail first: tens of seconds with Ray's defaults), then placed where it fits
+        deadline = time.monotonic() + 180
         while True:
             try:
                 return ray.get(getattr(self.actors[i], method).remote(*args))
