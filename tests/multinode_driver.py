@@ -5,11 +5,12 @@ nodes on this machine (real raylets, loopback, no dashboard), separate from the 
 
 WORKDIR holds job-single.yaml, job-multi.yaml and job-killed.yaml (written by the test). The three
 jobs run one after the other on this cluster (the driver joins it first; the jobs join the driver's
-Ray). "single" selects in this process, "multi" and "killed" on two shard actors. "killed" starts
-from a copy of single's finished ingest, tag, score and assemble stages (the stage markers match,
-so only select and write run) and kills worker_a (raylet and its actor processes, SIGKILL) once
-`KILL_ROUND` rounds of its selection are committed. What was observed (the node of every actor,
-restarts) goes to WORKDIR/report.json.
+Ray). "single" runs every stage (the tagger's actors on the workers) and selects in this process;
+"multi" and "killed" select on two shard actors, starting from a copy of single's finished ingest,
+tag, score and assemble stages (their markers match, so only select and write run). "killed" kills
+worker_a (raylet and its actor processes, SIGKILL) once `KILL_ROUND` rounds of its selection are
+committed. What was observed (the node of every actor, restarts, seconds) goes to
+WORKDIR/report.json.
 """
 
 from __future__ import annotations
@@ -64,21 +65,24 @@ def pid_gone(pid: int) -> bool:
 
 
 def main(work: Path) -> None:
+    t0 = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={
         "gcs_server_port": free_port(), "node_ip_address": "127.0.0.1", "num_cpus": 2,
         "include_dashboard": False, "dashboard_agent_listen_port": None,
-        # a killed node is declared dead after ~3 s of failed health checks (default ~15 s)
-        "_system_config": {"health_check_period_ms": 500, "health_check_failure_threshold": 6}})
+        # a killed node is declared dead after ~5 s of failed health checks (Ray's default: longer)
+        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}})
     workers = {name: cluster.add_node(node_ip_address="127.0.0.1", num_cpus=2,
                                       resources={name: 1, **WORKER_RESOURCES})
                for name in ("worker_a", "worker_b")}
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     names = {cluster.head_node.node_id: "head"} | {n.node_id: name for name, n in workers.items()}
-    report: dict = {"nodes": sorted(names.values())}
+    report: dict = {"nodes": sorted(names.values()), "seconds": {"cluster": round(time.monotonic() - t0, 1)}}
 
     def run(name: str, hook=None) -> dict:
         path = work / f"job-{name}.yaml"
+        t = time.monotonic()
         summary = run_job(load_job(path), str(path), on_round=hook)
+        report["seconds"][name] = round(time.monotonic() - t, 1)
         return {"greedy": summary["greedy"], "counts": summary["counts"],
                 "ran": [k for k, row in summary["stages"].items() if row["status"] != "skipped"]}
 
@@ -88,8 +92,9 @@ def main(work: Path) -> None:
         {"class": a["ActorClassName"], "node": names.get(a["Address"]["NodeID"], "?")}
         for a in ray._private.state.actors().values()]
     later = {"select", "write", "selected.jsonl", "selected.manifest.jsonl", "summary.json", "run.json"}
-    shutil.copytree(work / "single", work / "killed",
-                    ignore=lambda d, files: later if Path(d) == work / "single" else set())
+    for name in ("multi", "killed"):
+        shutil.copytree(work / "single", work / name,
+                        ignore=lambda d, files: later if Path(d) == work / "single" else set())
 
     placed: dict[int, list] = {}
     report["multi"] = run("multi", lambda r, actors: placed.setdefault(r, [

@@ -30,7 +30,7 @@ K = 24
 
 def write_jobs(tmp: Path) -> None:
     """A small pool (the demo pool's first 80 records), a vocabulary of their own released tags
-    for the embedding tagger, field scores; three jobs that differ only in shards."""
+    for the embedding tagger, field scores; three jobs that differ only in shards and output."""
     lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:80]
     (tmp / "pool.jsonl").write_bytes(b"".join(lines))
     vocab = sorted({t for x in lines for t in orjson.loads(x)["annotation"]["instag"]["content"]})
@@ -88,6 +88,7 @@ def test_job_on_three_nodes_places_actors_on_workers_and_survives_a_dead_worker(
             proc.wait()
     assert proc.returncode == 0, log[-6000:]
     report = json.loads((tmp_path / "report.json").read_text())
+    print("seconds:", report["seconds"])
     assert report["nodes"] == ["head", "worker_a", "worker_b"]
 
     # the tagger's actors (Ray Data's actor pool) ran on the workers only, never on the head
@@ -100,7 +101,7 @@ def test_job_on_three_nodes_places_actors_on_workers_and_survives_a_dead_worker(
     # two shard actors, one on each worker (custom resource + SPREAD)
     assert report["multi"]["greedy"]["engine"] == "ray" and report["multi"]["greedy"]["shards"] == 2
     assert sorted(report["multi_shard_nodes"]) == ["worker_a", "worker_b"]
-    assert report["multi"]["counts"]["tagging"]["annotated"] == 0  # from the shared cache
+    assert report["multi"]["ran"] == ["select", "write"]
 
     # worker_a died at round KILL_ROUND; its shard came back on worker_b and the job finished
     seen = report["killed_shard_nodes"]
