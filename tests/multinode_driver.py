@@ -31,7 +31,9 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 os.environ["RAY_ADDRESS"] = ""
 # Session files and the "current cluster" address file of this cluster stay out of /tmp/ray, so a
 # concurrent `address="auto"` elsewhere never finds it (short path: Unix socket names are limited).
-os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="mr-mn-", dir="/tmp")
+# The test gives the folder (and removes it); run by hand, a new one.
+if not os.environ.get("RAY_TMPDIR"):
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="mr-mn-", dir="/tmp")
 
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402

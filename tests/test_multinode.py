@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +78,8 @@ def manifest_ids(out: Path) -> list[str]:
 
 def test_job_on_three_nodes_places_actors_on_workers_and_survives_a_dead_worker(tmp_path):
     write_jobs(tmp_path)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+    ray_tmp = tempfile.mkdtemp(prefix="mr-mn-", dir="/tmp")  # short: Unix socket paths are limited
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmp}
     proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "multinode_driver.py"), str(tmp_path)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -86,6 +89,7 @@ def test_job_on_three_nodes_places_actors_on_workers_and_survives_a_dead_worker(
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, log[-6000:]
     report = json.loads((tmp_path / "report.json").read_text())
     print("seconds:", report["seconds"])
