@@ -171,7 +171,8 @@ def run(
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto' or an address; "
                                                     "overrides ray.address).")] = None,
     shards: Annotated[int | None, typer.Option(help="Shard actors for the selection (overrides "
-                                               "selection.shards).")] = None,
+                                               "selection.shards; where they run: ray.shard_actors, "
+                                               "num_cpus / custom_resources / spread).")] = None,
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
     until: Annotated[str, typer.Option(help="Stop after this stage: ingest, tag, score, assemble, select "
                                        "or write (the default: everything).")] = "write",

@@ -7,7 +7,32 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mig_ray.distributed.placement import CustomResources
 from mig_ray.embeddings import DEFAULT_MODEL
+
+
+class ShardPlacement(BaseModel):
+    """Where Ray puts the shard actors of a sharded selection. A shard whose node dies is restarted
+    by Ray on another node that has these resources, so name resources that more than one node
+    carries: a resource only the dead node had leaves its shard nowhere to go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(1.0, ge=0, description="logical CPUs per shard actor")
+    custom_resources: CustomResources = Field(
+        default_factory=dict, description="custom Ray resources per shard actor (e.g. {selection: 1}: only "
+                                          "nodes started with --resources '{\"selection\": N}' take one)")
+    spread: bool = Field(True, description="spread the shard actors over the nodes that fit (Ray's SPREAD "
+                                           "strategy) rather than packing them onto few")
+
+    def actor_options(self) -> dict:
+        """Keyword arguments of ray.remote / .options for a shard actor."""
+        kw: dict = {"num_cpus": self.num_cpus}
+        if self.custom_resources:
+            kw["resources"] = dict(self.custom_resources)
+        if self.spread:
+            kw["scheduling_strategy"] = "SPREAD"
+        return kw
 
 
 class SelectConfig(BaseModel):
@@ -36,6 +61,8 @@ class SelectConfig(BaseModel):
     gain: Literal["gradient", "exact"] = "gradient"
     shards: int = Field(1, ge=1)
     ray_address: str | None = None
+    shard_placement: ShardPlacement = Field(default_factory=ShardPlacement,
+                                            description="Ray resources and strategy of the shard actors")
     batch: int = Field(256, ge=0, description="candidates per shard per round; 0: one pick per round")
     checkpoint_seconds: float = Field(5.0, ge=0)
     labels_field: str | None = None

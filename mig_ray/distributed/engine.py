@@ -157,7 +157,9 @@ class Shards:
             method, args = "reload", (plan.block.first_line, plan.drop_rows)
         else:
             method, args = "count_lines", ()  # nothing to rebuild; wait until the actor answers
-        deadline = time.monotonic() + 60
+        # an actor whose node died is restarted only once Ray declares the node dead (its health
+        # checks must fail first: tens of seconds with Ray's defaults), then placed where it fits
+        deadline = time.monotonic() + 180
         while True:
             try:
                 return ray.get(getattr(self.actors[i], method).remote(*args))
@@ -224,7 +226,8 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
             spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
             blocks = split_blocks(cfg.pool, cfg.shards)
-            remote = ray.remote(num_cpus=1, max_restarts=4, max_task_retries=0)(ShardActor)
+            remote = ray.remote(max_restarts=4, max_task_retries=0,
+                                **cfg.shard_placement.actor_options())(ShardActor)
             actors = [remote.remote(str(cfg.pool.resolve()), b, spec, valid, cfg.strict) for b in blocks]
             plans = [ShardPlan(b, np.zeros(0, dtype=np.int64)) for b in blocks]
             shards = Shards(actors, plans)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mig_ray.annotate.resources import ActorResources
+from mig_ray.config import ShardPlacement
 from mig_ray.embeddings import DEFAULT_MODEL
 
 BUNDLED = "bundled:"
@@ -136,6 +137,8 @@ class RaySpec(_Strict):
     num_cpus: int | None = Field(None, gt=0, description="logical CPUs of a local Ray (default: enough "
                                  "that actor stages and read tasks never wait on each other)")
     include_dashboard: bool = False
+    shard_actors: ShardPlacement = Field(default_factory=ShardPlacement, description="where the "
+                                         "selection's shard actors run (selection.shards > 1)")
 
 
 class JobConfig(_Strict):

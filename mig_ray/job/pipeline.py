@@ -12,6 +12,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,9 @@ def _identity(pair: tuple[type, Any] | None) -> Any:
 
 
 class Pipeline:
-    def __init__(self, job: JobConfig, job_source: str = "job") -> None:
+    def __init__(self, job: JobConfig, job_source: str = "job", on_round: Callable | None = None) -> None:
         self.job = job
+        self.on_round = on_round  # a test hook of the sharded selection (see select_on_ray)
         self.source = job_source
         self.out = job.output_dir()
         self.log = StageLog()
@@ -151,7 +153,29 @@ class Pipeline:
         import ray.data  # noqa: F401  (its logger exists once imported)
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the stages
+        self._check_placement(started)
         return started
+
+    def _check_placement(self, started: bool) -> None:
+        """Custom resources that no node has: a local Ray never gets them, so fail now rather than
+        wait forever; a cluster may still add such a node (autoscaler), so there it is a warning."""
+        from mig_ray.distributed.placement import unplaceable
+
+        j = self.job
+        asks = (("annotate.tagger.resources", j.annotate.tagger.resources, self.tagger is not None),
+                ("annotate.scorer.resources", j.annotate.scorer.resources, self.scorer is not None),
+                ("ray.shard_actors", j.ray.shard_actors, j.selection.shards > 1 or bool(j.ray.address)))
+        for key, spec, used in asks:
+            if used and unplaceable(spec.custom_resources):
+                msg = f"{self.source}: {key}.custom_resources: no node of this Ray has " \
+                      f"{spec.custom_resources}"
+                if started:
+                    import ray
+
+                    ray.shutdown()
+                    raise JobError(f"{msg} (a local Ray has no custom resources: set ray.address to a "
+                                   "cluster whose nodes were started with them, or drop the key)")
+                log(f"warning: {msg}; its actors wait until such a node joins")
 
     def _archive_previous_run(self, ingest_fp: str) -> None:
         """A different pool in an OUTDIR that holds a finished run is a nightly increment: it needs
@@ -290,6 +314,7 @@ class Pipeline:
             sim_threshold=g.sim_threshold, target_degree=g.target_degree, prop_weight=g.prop_weight,
             propagation=g.propagation, phi=s.phi, phi_a=s.phi_a, phi_b=s.phi_b, phi_alpha=s.phi_alpha,
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
+            shard_placement=j.ray.shard_actors,
             labels_field="labels", score_field="score", id_field="id", progress=j.progress,
             previous_manifest=self._previous_manifest())
 
@@ -309,7 +334,7 @@ class Pipeline:
         if self.counts["assemble"]["counts"]["selectable"] == 0:
             raise JobError(f"{self.source}: no selectable record "
                            f"(see {self.out}/assemble/unselectable.jsonl)")
-        summary = run_select(self._select_config(path))
+        summary = run_select(self._select_config(path), on_round=self.on_round)
         c = summary["counts"]
         return {"counts": {"selectable": c["selectable"], "selected": c["selected"]},
                 "information": summary["information"], "graph": summary["graph"],
@@ -539,12 +564,14 @@ def _column(got: Any, ids: list[str], name: str) -> tuple[list, list]:
     return out, err
 
 
-def run_job(job: JobConfig, source: str = "job", until: str = "write") -> dict[str, Any]:
-    """Validate the annotators' options, then run the job's stages up to `until`."""
+def run_job(job: JobConfig, source: str = "job", until: str = "write",
+            on_round: Callable | None = None) -> dict[str, Any]:
+    """Validate the annotators' options, then run the job's stages up to `until`. `on_round` is
+    the sharded selection's test hook (select_on_ray)."""
     if until not in STAGES:
         raise JobError(f"unknown stage {until!r} (stages: {', '.join(STAGES)})")
     check_annotators(job, source)
-    pipe = Pipeline(job, source)
+    pipe = Pipeline(job, source, on_round)
     summary = pipe.run(until)
     log(pipe.log.table())
     return summary
