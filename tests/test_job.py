@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from pools import random_pool
@@ -147,8 +149,6 @@ def test_kill_9_mid_tag_then_rerun_annotates_only_what_the_cache_lacks(tmp_path,
         return sorted(cache.glob("tags/*/part-*.parquet"))
 
     start_then_kill_when(job, tmp_path, lambda: len(parts()) > 0, out / "tag" / "_DONE.json")
-    import pyarrow.parquet as pq
-
     cached = sum(pq.read_metadata(p).num_rows for p in parts())
     assert not (out / "selected.jsonl").exists()
     summary = run_job(load_job(job))  # the re-run, on the test session's Ray
@@ -234,6 +234,18 @@ def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, 
     prev = select["information"]["previous_selection"]
     assert prev["samples"] == len(before) and prev["labels_not_in_graph"] == 0
     assert diff["information"]["before_on_this_graph"] == prev["selected"] > 0
+
+    # the third night the pool shrinks to its last 141 records: all of them are in the cache
+    pool.write_bytes(b"".join(lines[100:]))
+    third = run_job(load_job(job, {"incremental": True}))
+    left = len(lines) - 100
+    assert third["counts"]["tagging"] == {"total": left, "cached": left, "annotated": 0, "failed": 0,
+                                          "model_calls": 0}
+    assert manifest_ids(out / "previous") == after
+    gone = {orjson.loads(x)["_id"] for x in lines[:100]}
+    assert not gone & set(manifest_ids(out))
+    diff = json.loads((out / "diff.json").read_text())
+    assert diff["dropped"] == [i for i in after if i not in set(manifest_ids(out))]
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -354,3 +366,123 @@ def test_from_data_labels_and_field_scores_at_dotted_paths(tmp_path, ray_address
     assert proc.returncode == 0, proc.stderr
     want = [orjson.loads(x)["id"] for x in direct.with_name("sel.manifest.jsonl").read_bytes().splitlines()]
     assert manifest_ids(out) == want
+
+
+def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_path, ray_address,
+                                                                            monkeypatch):
+    """Three nights over one output folder (labels and scores from the data): the pool grows, then
+    shrinks; the third run crashes after every stage, before its final outputs, and its re-run still
+    diffs against the second night. Each night's order is naive greedy's on that night's pool, and
+    `mig-ray report` on the output shows the diff."""
+    from test_distributed import naive_ids
+
+    from mig_ray.job.pipeline import Pipeline
+
+    vocab, emb, labels, scores = random_pool(21, n=120, n_labels=24)
+    np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
+    pool, out = tmp_path / "pool.jsonl", tmp_path / "nightly"
+    job = small_job(tmp_path, pool, out, **{
+        "annotate.tagger": {"kind": "from-data"}, "annotate.scorer": {"kind": "field"},
+        "graph": {"label_embeddings": str(tmp_path / "emb.npz"), "sim_threshold": 0.7},
+        "selection": {"n": 12}, "ray.address": ray_address})
+
+    def night(rows: range) -> list[str]:
+        """Write the night's pool (records r<i> for i in rows); naive greedy's ids on it."""
+        released_pool(pool, [labels[i] for i in rows], [scores[i] for i in rows])
+        text = [orjson.loads(x) for x in pool.read_bytes().splitlines()]
+        for rec, i in zip(text, rows, strict=True):
+            rec["_id"] = f"r{i}"
+        pool.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in text))
+        picked = naive_ids(vocab, emb, [labels[i] for i in rows], scores[list(rows)], 12, 0.7)
+        return [f"r{rows[int(x[1:])]}" for x in picked]
+
+    def diff_of(before: list[str], after: list[str]) -> dict:
+        return {"previous_selected": len(before), "selected": len(after),
+                "kept": len(set(before) & set(after)), "added": [i for i in after if i not in before],
+                "dropped": [i for i in before if i not in after]}
+
+    want1 = night(range(0, 80))
+    run_job(load_job(job))
+    assert manifest_ids(out) == want1
+
+    want2 = night(range(0, 120))  # grows
+    second = run_job(load_job(job, {"incremental": True}))
+    assert manifest_ids(out) == want2
+    got = json.loads((out / "diff.json").read_text())
+    assert {k: got[k] for k in diff_of(want1, want2)} == diff_of(want1, want2)
+    assert second["counts"]["selectable"] == 120
+
+    want3 = night(range(50, 120))  # shrinks: the first 50 records are gone
+    assert set(want2) - set(want3), "the shrink must drop some of the second night's selection"
+
+    def crash(self, fps):
+        raise RuntimeError("crash after the last stage, before the final outputs")
+
+    with monkeypatch.context() as m:
+        m.setattr(Pipeline, "_finish", crash)
+        with pytest.raises(RuntimeError, match="crash after the last stage"):
+            run_job(load_job(job, {"incremental": True}))
+    assert manifest_ids(out / "previous") == want2  # archived before the crash
+    assert manifest_ids(out) == want2  # the final outputs are still the second night's
+    third = run_job(load_job(job, {"incremental": True}))
+    assert set(stage_status(third).values()) == {"skipped"}
+    assert manifest_ids(out) == want3 and manifest_ids(out / "previous") == want2
+    got = json.loads((out / "diff.json").read_text())
+    assert {k: got[k] for k in diff_of(want2, want3)} == diff_of(want2, want3)
+    assert third["counts"]["selectable"] == 70
+
+    proc = cli_run("report", out)
+    assert proc.returncode == 0, proc.stderr
+    numbers = json.loads((out / "report" / "summary.json").read_text())
+    d = diff_of(want2, want3)
+    assert numbers["diff"] == {**{k: d[k] for k in ("previous_selected", "selected", "kept")},
+                               "added": len(d["added"]), "dropped": len(d["dropped"]),
+                               "information": got["information"]}
+    html = (out / "report" / "report.html").read_text()
+    section = html[html.index('id="diff"'):]
+    section = section[:section.index("</section>")]
+    for name, value in (("added", len(d["added"])), ("dropped", len(d["dropped"])), ("kept", d["kept"])):
+        assert re.search(rf"<t[hd]>{name}</t[hd]>\s*<td>{value}</td>", section), (name, value, section)
+
+
+def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_address):
+    """`mig-ray tag`, `mig-ray score` and `mig-ray run --until` stop after their stage, and the next
+    command goes on from there: each stage runs once across the four commands."""
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:40]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(lines))
+    out = tmp_path / "out"
+    job = small_job(tmp_path, pool, out, **{"annotate.tagger": {"kind": "from-data"}, "selection.n": 6,
+                                            "ray.address": ray_address})
+    ran: dict[str, int] = {}
+    for argv, last in ((["tag", job], "tag"), (["score", job], "score"),
+                       (["run", job, "--until", "assemble"], "assemble"), (["run", job], "write")):
+        proc = cli_run(*argv, "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        done = [s for s in ("ingest", "tag", "score", "assemble", "select", "write")
+                if (out / s / "_DONE.json").exists()]
+        assert done[-1] == last and len(done) == 1 + ["ingest", "tag", "score", "assemble", "select",
+                                                      "write"].index(last), done
+        for row in proc.stderr.splitlines():
+            m = re.match(r"(\w+)\s+(ran|skipped)\s", row)
+            if m and m.group(2) == "ran":
+                ran[m.group(1)] = ran.get(m.group(1), 0) + 1
+        if last != "write":
+            assert f"stopped after stage {last}" in proc.stdout and not (out / "selected.jsonl").exists()
+    assert ran == {"ingest": 1, "tag": 1, "score": 1, "assemble": 1, "select": 1, "write": 1}
+    pool_rows = pq.read_table(out / "assemble" / "pool.parquet").num_rows
+    annotated = [{"instag", "deita"} <= set(orjson.loads(x).get("annotation", {})) for x in lines]
+    assert pool_rows == sum(annotated)
+    selected = (out / "selected.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(selected) == 6 and set(selected) <= set(lines)
+
+
+def test_demo_command_selects_from_the_bundled_pool(tmp_path):
+    out = tmp_path / "demo"
+    proc = cli_run("demo", "-o", out, "-n", 7)
+    assert proc.returncode == 0, proc.stderr
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)
+    manifest = [orjson.loads(x) for x in (out / "selected.manifest.jsonl").read_bytes().splitlines()]
+    assert [m["rank"] for m in manifest] == list(range(1, 8))
+    assert (out / "selected.jsonl").read_bytes() == b"".join(lines[m["line"] - 1] for m in manifest)
+    assert len({m["id"] for m in manifest}) == 7
