@@ -447,7 +447,7 @@ def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_
 
 def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_address):
     """`mig-ray tag`, `mig-ray score` and `mig-ray run --until` stop after their stage, and the next
-    command goes on from there: each stage runs once across the four commands."""
+    command goes on from there: each stage runs once across the three commands and a full run."""
     lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:40]
     pool = tmp_path / "pool.jsonl"
     pool.write_bytes(b"".join(lines))
@@ -456,7 +456,7 @@ def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_add
                                             "ray.address": ray_address})
     ran: dict[str, int] = {}
     for argv, last in ((["tag", job], "tag"), (["score", job], "score"),
-                       (["run", job, "--until", "assemble"], "assemble"), (["run", job], "write")):
+                       (["run", job, "--until", "assemble"], "assemble")):
         proc = cli_run(*argv, "--no-progress")
         assert proc.returncode == 0, proc.stderr
         done = [s for s in ("ingest", "tag", "score", "assemble", "select", "write")
@@ -467,14 +467,24 @@ def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_add
             m = re.match(r"(\w+)\s+(ran|skipped)\s", row)
             if m and m.group(2) == "ran":
                 ran[m.group(1)] = ran.get(m.group(1), 0) + 1
-        if last != "write":
-            assert f"stopped after stage {last}" in proc.stdout and not (out / "selected.jsonl").exists()
-    assert ran == {"ingest": 1, "tag": 1, "score": 1, "assemble": 1, "select": 1, "write": 1}
+        assert f"stopped after stage {last}" in proc.stdout and not (out / "selected.jsonl").exists()
+    assert ran == {"ingest": 1, "tag": 1, "score": 1, "assemble": 1}
+    full = run_job(load_job(job))  # the rest, in process
+    assert [name for name, st in stage_status(full).items() if st == "ran"] == ["select", "write"]
     pool_rows = pq.read_table(out / "assemble" / "pool.parquet").num_rows
     annotated = [{"instag", "deita"} <= set(orjson.loads(x).get("annotation", {})) for x in lines]
     assert pool_rows == sum(annotated)
     selected = (out / "selected.jsonl").read_bytes().splitlines(keepends=True)
     assert len(selected) == 6 and set(selected) <= set(lines)
+
+    # An option of the selection changes in the same folder: ingest to assemble are kept, select and
+    # write run again; greedy's first 4 picks are the first 4 of its 6 (the same graph, no randomness).
+    first = manifest_ids(out)
+    again = run_job(load_job(job, {"selection.n": 4}))
+    assert stage_status(again) == {"ingest": "skipped", "tag": "skipped", "score": "skipped",
+                                   "assemble": "skipped", "select": "ran", "write": "ran"}
+    assert manifest_ids(out) == first[:4]
+    assert (out / "selected.jsonl").read_bytes() == b"".join(selected[:4])
 
 
 def test_demo_command_selects_from_the_bundled_pool(tmp_path):
