@@ -48,7 +48,16 @@ def test_real_example_with_bundled_model(tmp_path):
     assert out.read_bytes() == b"".join(lines[r["line"] - 1] for r in m)
     assert all(a["gain"] >= b["gain"] for a, b in zip(m, m[1:], strict=False))  # submodular: gains fall
     summary = json.loads((tmp_path / "sel.summary.json").read_text())
-    assert summary["counts"]["rejected"] == 1 and summary["graph"]["labels"] > 0
+    # the graph's nodes: the valid labels the 9 selectable records carry, counted from the file
+    valid = set(json.loads(TULU3_TAGS.read_text()))
+    nodes = set()
+    for line in lines:
+        try:
+            ann = json.loads(line)["annotation"]
+        except ValueError:
+            continue  # the broken line
+        nodes |= set(ann["instag"]["content"]) & valid
+    assert summary["counts"]["rejected"] == 1 and summary["graph"]["labels"] == len(nodes)
     assert summary["config"]["target_degree"] == 2 and summary["approximate"] is False
     assert set(summary["seconds"]) == {"read", "embed_labels", "graph", "vectors", "select", "write"}
 

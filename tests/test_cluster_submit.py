@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,7 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
@@ -30,13 +31,22 @@ VENV_BIN = Path(sys.executable).parent
 N = 30  # selection.n of jobs/demo.yaml
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct ports free on loopback right now."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+def free_port() -> int:
+    """A port free on loopback right now (for the one server Ray cannot be asked to pick a port for)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+DASHBOARD_LINE = re.compile(rb"RAY_API_SERVER_ADDRESS='(http://127\.0\.0\.1:\d+)'")
+
+
+def _read_back(log: Path, temp: Path) -> tuple[str | None, str | None]:
+    """The dashboard URL and GCS address the head chose, once it has said them."""
+    m = DASHBOARD_LINE.search(log.read_bytes())
+    gcs = sorted(temp.glob("session_latest/gcs_server_port_*"))
+    port = gcs[0].read_text().strip() if gcs else ""
+    return (m.group(1).decode() if m else None), (f"127.0.0.1:{port}" if port.isdigit() else None)
 
 
 def _ours(temp: Path) -> list[psutil.Process]:
@@ -70,12 +80,11 @@ def _stop_head(head: subprocess.Popen, temp: Path) -> None:
 
 @pytest.fixture
 def ray_head() -> Iterator[dict]:
-    """A Ray head bound to 127.0.0.1 with the dashboard (the Jobs API needs it) on free ports."""
+    """A Ray head bound to 127.0.0.1 with the dashboard (the Jobs API needs it) on ports Ray picks."""
     from ray.job_submission import JobSubmissionClient
 
     # a short temp dir: Ray puts unix sockets under it and their paths are limited to ~107 bytes
     temp = Path(tempfile.mkdtemp(prefix="mrh", dir="/tmp"))
-    gcs, dash, client, agent_http, agent_grpc, metrics, runtime_env, node_mgr, obj_mgr = free_ports(9)
     token = uuid.uuid4().hex
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
     env |= {
@@ -87,20 +96,26 @@ def ray_head() -> Iterator[dict]:
         # the head's own token (Ray 2.60 token auth), not whatever ~/.ray/auth_token holds
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
     }
+    # Port 0: Ray binds each server to a port of its own choosing and the test reads the dashboard's
+    # and the GCS's back, so no port is picked, freed and then raced for. Ray requires a fixed port
+    # for its client server (1024..65535, no 0); this test does not use that server.
     cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           f"--port={gcs}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-           "--include-dashboard=true", f"--ray-client-server-port={client}",
-           f"--dashboard-agent-listen-port={agent_http}",
-           f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
-           f"--runtime-env-agent-port={runtime_env}", f"--node-manager-port={node_mgr}",
-           f"--object-manager-port={obj_mgr}", "--num-cpus=4", "--disable-usage-stats", f"--temp-dir={temp}"]
+           "--port=0", "--dashboard-host=127.0.0.1", "--dashboard-port=0",
+           "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
+           "--dashboard-agent-listen-port=0", "--dashboard-agent-grpc-port=0", "--metrics-export-port=0",
+           "--runtime-env-agent-port=0", "--node-manager-port=0", "--object-manager-port=0",
+           "--num-cpus=4", "--disable-usage-stats", f"--temp-dir={temp}"]
     log = open(temp.parent / f"{temp.name}.log", "wb")  # noqa: SIM115 - closed in the finally below
     head = subprocess.Popen(cmd, env=env, cwd=temp, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    address = f"http://127.0.0.1:{dash}"
     try:
-        deadline, client_obj, last = time.monotonic() + 120, None, None
+        deadline, client_obj, last, address, gcs = time.monotonic() + 120, None, None, None, None
         while time.monotonic() < deadline and head.poll() is None:
+            if address is None or gcs is None:
+                address, gcs = _read_back(Path(log.name), temp)
+                if address is None or gcs is None:
+                    time.sleep(0.5)
+                    continue
             try:
                 client_obj = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
                 client_obj.list_jobs()
@@ -111,7 +126,7 @@ def ray_head() -> Iterator[dict]:
         if client_obj is None:
             pytest.fail(f"Ray head did not come up (exit {head.poll()}, last error {last!r}):\n"
                         + Path(log.name).read_text(errors="replace")[-3000:])
-        yield {"client": client_obj, "address": address, "gcs": f"127.0.0.1:{gcs}", "temp": temp,
+        yield {"client": client_obj, "address": address, "gcs": gcs, "temp": temp,
                "head": head}
     finally:
         _stop_head(head, temp)

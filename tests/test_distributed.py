@@ -193,15 +193,17 @@ def test_default_local_ray_is_loopback_without_dashboard(ray_address):
 
 
 def test_cli_joins_running_cluster_with_auto(tmp_path, ray_address):
-    """`--ray-address auto` joins the running cluster (it fails if there is none to join)."""
+    """`--ray-address auto` joins the running cluster (it fails if there is none to join). The
+    cluster it finds is named by RAY_ADDRESS (as inside a Ray job): the test session's, never another
+    Ray that happens to run on the machine."""
     pool, emb_path, vocab, emb, labels, scores = write_pool(tmp_path, 13, n=120, n_labels=20)
     want = naive_ids(vocab, emb, labels, scores, 40, 0.7)
     out = tmp_path / "auto" / "sel.jsonl"
     run = subprocess.run([sys.executable, "-m", "mig_ray", "select", str(pool), "-n", "40", "-o", str(out),
                           "--label-embeddings", str(emb_path), "--labels-field", "tags", "--score-field",
                           "score", "--sim-threshold", "0.7", "--shards", "2", "--ray-address", "auto",
-                          "--no-progress"], env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+                          "--no-progress"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ray_address})
     assert run.returncode == 0, run.stderr
     summary = json.loads(out.with_name("sel.summary.json").read_text())
     assert summary["greedy"]["engine"] == "ray" and summary["approximate"] is False

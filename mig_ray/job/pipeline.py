@@ -106,7 +106,7 @@ class Pipeline:
                                   _identity(self.scorer))
         fp["assemble"] = fingerprint("assemble", fp["tag"], fp["score"])
         fp["select"] = fingerprint("select", fp["assemble"], j.graph.model_dump(), j.selection.model_dump(
-            exclude={"shards", "batch"}),
+            exclude={"shards", "batch", "checkpoint_seconds"}),
             [file_identity(resolve_path(p)) for p in (j.graph.valid_tags, j.graph.label_embeddings) if p])
         fp["write"] = fingerprint("write", fp["select"], j.output.format)
         return fp
@@ -130,7 +130,7 @@ class Pipeline:
                     else:
                         log(f"[{i}/{len(STAGES)}] {name}")
                         started = started or self._ray_up()
-                        stage.reset()
+                        stage.reset(keep=self._kept(name))
                         stats = getattr(self, f"_run_{name}")(stage.path)
                         stage.finish(fps[name], stats)
                     row["counts"] = stats.get("counts", {})
@@ -143,6 +143,16 @@ class Pipeline:
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
         return self._finish(fps)
+
+    @staticmethod
+    def _kept(name: str) -> tuple[str, ...]:
+        """Files a stage's re-run keeps: the selection checkpoint, which holds its own fingerprint
+        (pool, options, valid tags and label embeddings by content) and applies only if it matches."""
+        if name != "select":
+            return ()
+        from mig_ray.config import output_paths
+
+        return (output_paths(Path("selected.parquet"))["checkpoint"].name,)
 
     def _ray_up(self) -> bool:
         """Join or start Ray when the first stage has work to do (a finished job starts none)."""
@@ -224,8 +234,8 @@ class Pipeline:
         from mig_ray.annotate.runner import annotate
 
         cls, cfg = pair
-        stats = annotate(self.out / "ingest" / "parts", cls, cfg, self.job.cache_dir(), resources,
-                         kind=kind, progress=self.job.progress).to_dict()
+        stats = annotate(self.out / "ingest" / "parts", cls, cfg, self.job.cache_dir(), resources, kind=kind,
+                         progress=self.job.progress, part_rows=self.job.annotate.part_rows).to_dict()
         return {"counts": {k: stats[k] for k in ("total", "cached", "annotated", "failed", "model_calls")},
                 "cache": stats["cache_path"], "identity": cfg.identity()}
 
@@ -314,7 +324,7 @@ class Pipeline:
             sim_threshold=g.sim_threshold, target_degree=g.target_degree, prop_weight=g.prop_weight,
             propagation=g.propagation, phi=s.phi, phi_a=s.phi_a, phi_b=s.phi_b, phi_alpha=s.phi_alpha,
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
-            shard_placement=j.ray.shard_actors,
+            shard_placement=j.ray.shard_actors, checkpoint_seconds=s.checkpoint_seconds,
             labels_field="labels", score_field="score", id_field="id", progress=j.progress,
             previous_manifest=self._previous_manifest())
 
@@ -336,7 +346,9 @@ class Pipeline:
                            f"(see {self.out}/assemble/unselectable.jsonl)")
         summary = run_select(self._select_config(path), on_round=self.on_round)
         c = summary["counts"]
-        return {"counts": {"selectable": c["selectable"], "selected": c["selected"]},
+        resumed = summary["greedy"].get("resumed_from_checkpoint", 0)  # the local engine keeps none
+        return {"counts": {"selectable": c["selectable"], "selected": c["selected"],
+                           "resumed_from_checkpoint": resumed},
                 "information": summary["information"], "graph": summary["graph"],
                 "greedy": summary["greedy"], "seconds": summary["seconds"]}
 

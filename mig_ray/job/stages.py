@@ -60,11 +60,21 @@ class StageDir:
             return None
         return data.get("stats", {}) if data.get("fingerprint") == fp else None
 
-    def reset(self) -> Path:
-        """Empty the stage folder before a (re-)run so that nothing of a killed run is mixed in."""
-        if self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True)
+    def reset(self, keep: tuple[str, ...] = ()) -> Path:
+        """Empty the stage folder before a (re-)run so that nothing of a killed run is mixed in,
+        except the files named in `keep` (a checkpoint that carries its own fingerprint)."""
+        if self.path.is_dir():
+            (self.path / MARKER).unlink(missing_ok=True)  # first: a crash below leaves no stale marker
+            for entry in self.path.iterdir():
+                if entry.name in keep and entry.is_file():
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        elif self.path.exists():
+            self.path.unlink()
+        self.path.mkdir(parents=True, exist_ok=True)
         return self.path
 
     def finish(self, fp: str, stats: dict) -> None:
