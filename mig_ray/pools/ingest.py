@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mig_ray.distributed.session import ensure_ray, ray_progress_bars
-from mig_ray.pools.annotated import Block, count_lines, split_blocks
+from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
 
@@ -46,7 +46,6 @@ SCHEMA = pa.schema([
 BLOCK_BYTES = 64 << 20
 BLOCK_ROWS = 200_000
 _TMP_REJECTS = "_rejects_tmp"
-BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark some editors put before the first record
 
 
 @dataclass
