@@ -280,10 +280,11 @@ def read_label_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
     float [L, d], no all-zero row: a zero vector has no direction, so no cosine)."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if not hasattr(z, "files"):
-                raise PoolError(f"{path}: not an .npz archive (a single array); save it with "
-                                "np.savez(path, labels=..., embeddings=...)")
+        z = np.load(path, allow_pickle=False)
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise PoolError(f"{path}: not an .npz archive (a single array); save it with "
+                            "np.savez(path, labels=..., embeddings=...)")
+        with z:
             for key in ("labels", "embeddings"):
                 if key not in z.files:
                     raise PoolError(f"{path}: missing array {key!r} (has {sorted(z.files)[:10]})")

@@ -6,6 +6,7 @@ imports the selection driver to get a Ray session.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +32,9 @@ def ray_up(address: str | None, num_cpus: int, include_dashboard: bool = False) 
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     else:
         ray_constants.ENABLE_RAY_CLUSTER = False
+        # Ray turns token authentication on for a new local cluster (kept: it protects the
+        # cluster) and says so in a WARNING a newcomer reads as an error; that one logger is quieted.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, logging_level="WARNING",
                  log_to_driver=False)
     return True

@@ -66,7 +66,7 @@ def check_annotators(job: JobConfig, source: str) -> None:
         try:
             build(job)
         except ValidationError as e:
-            raise JobError("\n".join(
+            raise JobError("; ".join(
                 f"{source}: {name}.{'.'.join(map(str, err['loc']))}: "
                 + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
                 for err in e.errors())) from None
@@ -112,7 +112,11 @@ class Pipeline:
     # -- run ------------------------------------------------------------------------------------
     def run(self, until: str = "write") -> dict[str, Any]:
         """Run (or skip) every stage up to and including `until`; the summary when all ran."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_outputs()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise JobError(f"{self.source}: output.dir {self.out}: cannot create it ({e.strerror})") from None
         fps = self.fingerprints = self._fingerprints()
         self._archive_previous_run(fps["ingest"])
         write_atomic(self.out / "job.resolved.yaml", self.job.resolved_yaml())
@@ -141,6 +145,31 @@ class Pipeline:
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
         return self._finish(fps)
+
+    def _check_outputs(self) -> None:
+        """No file the run may write (anything under OUTDIR or the annotation cache, the final
+        outputs) is one of its inputs, by file identity: a hard link into OUTDIR counts."""
+        from mig_ray.guard import check_outputs_not_inputs, check_writable, input_files
+        from mig_ray.pools.rejects import PoolError
+
+        j = self.job
+        inputs: dict[str, Path] = {f"input {p}": p for p in j.input.resolved()}
+        for key, val in (("graph.valid_tags", j.graph.valid_tags),
+                         ("graph.label_embeddings", j.graph.label_embeddings)):
+            if val:
+                inputs[key] = resolve_path(val)
+        if Path(self.source).is_file():
+            inputs["job file"] = Path(self.source)
+        outputs = {f"{folder.name}/{p.relative_to(folder)}": p for folder in (self.out, j.cache_dir())
+                   if folder.is_dir() for p in input_files(folder)}
+        outputs.update({name: self.out / name for name in (
+            "selected.jsonl", "selected.parquet", "selected.manifest.jsonl", "summary.json", "diff.json",
+            "job.resolved.yaml", RUN_FILE)})
+        try:
+            check_outputs_not_inputs(outputs, inputs)
+            check_writable([self.out / "summary.json"])
+        except PoolError as e:
+            raise JobError(f"{self.source}: output.dir {self.out}: {e}") from None
 
     def _ray_up(self) -> bool:
         """Join or start Ray when the first stage has work to do (a finished job starts none)."""
@@ -364,9 +393,10 @@ class Pipeline:
             blob = b"".join(r.encode() + b"\n" for r in records)
             write_atomic(path / "selected.jsonl", blob)
         else:
-            rows_out = [orjson.loads(r) for r in records]
+            from mig_ray.pools.write import write_parquet_records
+
             tmp = path / ".selected.parquet.tmp"
-            pq.write_table(pa.Table.from_pylist(rows_out), tmp)
+            write_parquet_records([orjson.loads(r) for r in records], tmp)
             os.replace(tmp, path / "selected.parquet")
         out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
                          "labels": m["labels"], "file": f, "line": ln}
