@@ -501,3 +501,38 @@ def test_run_refuses_job_file_linked_into_output_dir(tmp_path, capsys):
     code, err = run_cli(["run", str(job), "--no-progress"], capsys)
     check_error(code, err, ["job.resolved.yaml", "job file"])
     assert case.digests() == before
+
+
+# ------------------------------------------------------------------ one rule in select and run
+
+def test_select_and_run_apply_one_rule(tmp_path, ray_address, capsys):
+    """The same bytes through `select` and through the job's ingest (what `run` reads with):
+    a BOM before the first record is stripped, a BOM before a later one is invalid JSON, a
+    negative turn score (-2 x -3) is rejected, and `_id` 7 and "7" are one id (the later a
+    duplicate). Both accept the same ids and reject the same lines for the same reasons."""
+    from mig_ray.pools.ingest import ingest
+
+    case = Case(tmp_path)
+    recs = good_records(6)
+    lines = [b"\xef\xbb\xbf" + orjson.dumps(recs[0]), *recs[1:4],
+             rec(20, ["fig"], [-2.0], [-3.0]), {**recs[4], "_id": 7}, {**recs[5], "_id": "7"},
+             b"\xef\xbb\xbf" + orjson.dumps(rec(21, ["date"]))]
+    case.pool.write_bytes(jsonl(lines))
+    before = case.digests()
+    code, err = run_cli(case.select("-n", "50"), capsys)
+    assert code == 0, err
+    check_accounting(case, case.out, 3)
+    sel_rejects = {r["line"]: r["reason"].split(":")[0] for r in map(
+        orjson.loads, case.out.with_name("sel.rejects.jsonl").read_bytes().splitlines())}
+    manifest = case.out.with_name("sel.manifest.jsonl").read_bytes().splitlines()
+    sel_ids = {orjson.loads(x)["id"] for x in manifest}
+
+    res = ingest([case.pool], tmp_path / "ing" / "parts", rejects_path=tmp_path / "ing" / "rejects.jsonl",
+                 progress=False)
+    run_rejects = {r["line"]: r["reason"].split(":")[0] for r in map(
+        orjson.loads, (tmp_path / "ing" / "rejects.jsonl").read_bytes().splitlines())}
+    run_ids = set(pq.read_table(tmp_path / "ing" / "parts", columns=["id"]).column("id").to_pylist())
+    assert case.digests() == before
+    assert sel_rejects == run_rejects == {5: "score negative", 7: "duplicate id", 8: "invalid JSON"}
+    assert sel_ids == run_ids == {"r0", "r1", "r2", "r3", "7"}
+    assert res.read == 8 and res.accepted == 5 and res.rejected == 3

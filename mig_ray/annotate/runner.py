@@ -93,11 +93,7 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Pa
             kw = resources.map_batches_kwargs()
             # Ray 2.51+ deprecates `concurrency` for actor pools in favour of `compute`
             kw["compute"] = ray.data.ActorPoolStrategy(size=kw.pop("concurrency"))
-            # The annotator travels as an object-store ref held inside a list: the actor's own
-            # constructor arguments stay small and inline, so restarts (max_restarts > 0) never
-            # depend on an argument in the object store, and Ray has nothing to warn about.
-            annotator_ref = ray.put((annotator_cls, annotator_cfg))
-            done = todo.map_batches(_Annotate, fn_constructor_args=([annotator_ref], kind),
+            done = todo.map_batches(_Annotate, fn_constructor_args=(annotator_cls, annotator_cfg, kind),
                                     batch_format="numpy", **kw,
             ).map_batches(_write, fn_kwargs={"folder": str(folder), "kind": kind}, batch_size=part_rows,
                           batch_format="pyarrow", num_cpus=AUX_CPUS)
@@ -152,10 +148,7 @@ class _Annotate:
     order (an annotator that drops or reorders rows would corrupt the cache), and gives the
     writer one Arrow table with the contract columns."""
 
-    def __init__(self, annotator: list, kind: str) -> None:
-        import ray
-
-        annotator_cls, annotator_cfg = ray.get(annotator[0])
+    def __init__(self, annotator_cls: type, annotator_cfg: Any, kind: str) -> None:
         self.inner = annotator_cls(annotator_cfg)
         self.kind = kind
 

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mig_ray import __version__
+from mig_ray.distributed.session import RayLogs
 from mig_ray.job.config import JobConfig, JobError, resolve_path
 from mig_ray.job.stages import StageDir, StageLog, file_identity, fingerprint, write_atomic
 from mig_ray.pools.fields import FieldSpec
@@ -91,6 +92,7 @@ class Pipeline:
         self.scorer = _scorer(job)
         self.counts: dict[str, Any] = {}
         self.fingerprints: dict[str, str] = {}  # of this run's stages, set when it starts
+        self.ray_logs = RayLogs(self.out / "logs" / "ray.log")
 
     # -- fingerprints -------------------------------------------------------------------------
     def _fingerprints(self) -> dict[str, str]:
@@ -142,6 +144,7 @@ class Pipeline:
                 import ray
 
                 ray.shutdown()
+            self.ray_logs.stop()
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
         return self._finish(fps)
@@ -175,6 +178,7 @@ class Pipeline:
         """Join or start Ray when the first stage has work to do (a finished job starts none)."""
         from mig_ray.distributed.session import ray_up
 
+        self.ray_logs.start()  # Ray's own log lines go to OUTDIR/logs/ray.log
         started = ray_up(self.job.ray.address, self.job.ray.num_cpus or max(8, os.cpu_count() or 1),
                          include_dashboard=self.job.ray.include_dashboard)
         import ray.data  # noqa: F401  (its logger exists once imported)
