@@ -119,7 +119,13 @@ def check_before_write(cfg: SelectConfig, paths: dict[str, Path]) -> None:
         raise PoolError(f"{cfg.pool}: no such file")
     if not cfg.pool.is_file():
         raise PoolError(f"{cfg.pool}: not a file (give a .jsonl or .parquet pool)")
-    pool_format(cfg.pool)
+    if pool_format(cfg.pool) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pq.ParquetFile(cfg.pool).close()
+        except Exception as e:  # pyarrow raises several types for a broken file
+            raise PoolError(f"{cfg.pool}: not a readable Parquet file ({str(e)[:200]})") from None
     output_format(cfg.out)
     for what, p in (("valid tags", cfg.valid_tags), ("label embeddings", cfg.label_embeddings),
                     ("previous manifest", cfg.previous_manifest)):
@@ -139,15 +145,15 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     """
     paths = output_paths(cfg.out)
     check_before_write(cfg, paths)
-    try:
-        cfg.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise PoolError(f"{cfg.out.parent}: cannot create the output folder ({e.strerror})") from None
     timer = Timer()
     phi = phi_of(cfg)
     valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
     previous = read_manifest(cfg.previous_manifest) if cfg.previous_manifest else None  # fails early
-    with label_vectors(cfg, valid) as vectors:  # a bad model path fails here, before the read
+    with label_vectors(cfg, valid) as vectors:  # a bad model path or .npz fails here, before the read
+        try:  # nothing is created before every check above passed
+            cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PoolError(f"{cfg.out.parent}: cannot create the output folder ({e.strerror})") from None
         if cfg.shards > 1 or cfg.ray_address:
             sel = _select_ray(cfg, timer, paths, phi, vectors, on_round)
         else:
