@@ -540,3 +540,22 @@ def test_select_and_run_apply_one_rule(tmp_path, ray_address, capsys):
     assert sel_rejects == run_rejects == {5: "score negative", 7: "duplicate id", 8: "invalid JSON"}
     assert sel_ids == run_ids == {"r0", "r1", "r2", "r3", "7"}
     assert res.read == 8 and res.accepted == 5 and res.rejected == 3
+
+
+def test_report_never_overwrites_the_selection_it_reads(tmp_path, capsys):
+    """`mig-ray report` writes summary.json: aimed (by a hard link) at the selection's own summary,
+    or at a folder under a file, it is refused before writing."""
+    case = Case(tmp_path)
+    code, err = run_cli(case.select(), capsys)
+    assert code == 0, err
+    case.inputs += [case.out.parent]  # the selection is the report's input now
+    linked = tmp_path / "rep"
+    linked.mkdir()
+    os.link(case.out.with_name("sel.summary.json"), linked / "summary.json")
+    for out_dir, names in ((linked, ["summary.json", "selection summary"]),
+                           (case.pool / "rep", ["pool.jsonl"])):
+        before = case.digests()
+        code, err = run_cli(["report", str(case.out), "-o", str(out_dir)], capsys)
+        check_error(code, err, names)
+        assert case.digests() == before
+        assert not (linked / "report.html").exists()
