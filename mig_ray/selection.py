@@ -130,7 +130,8 @@ def check_before_write(cfg: SelectConfig, paths: dict[str, Path]) -> None:
     for what, p in (("valid tags", cfg.valid_tags), ("label embeddings", cfg.label_embeddings),
                     ("previous manifest", cfg.previous_manifest)):
         if p is not None and not Path(p).is_file():
-            raise PoolError(f"{p}: the {what} file does not exist")
+            state = "is not a file" if Path(p).exists() else "does not exist"
+            raise PoolError(f"{p}: the {what} file {state}")
     check_outputs_not_inputs(paths, {"pool": cfg.pool, "valid tags": cfg.valid_tags,
                                      "label embeddings": cfg.label_embeddings,
                                      "previous manifest": cfg.previous_manifest})
