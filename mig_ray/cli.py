@@ -71,7 +71,8 @@ def _run(**kwargs) -> dict:
     try:
         cfg = SelectConfig(**kwargs)
     except ValidationError as e:
-        _fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors()))
+        _fail("; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-') or 'options'}: "
+                        f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()))
     try:
         summary = run_select(cfg)
     except PoolError as e:
@@ -262,9 +263,37 @@ def demo(
     _run(pool=pool, n=n, out=out_dir / "selected.jsonl", target_degree=5.0)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The `mig-ray` entry point: every error a user can cause ends in one line on stderr, exit 2."""
+    import os
+
+    from typer._click import exceptions as click  # typer vendors its own click
+
     try:
-        app()
+        code = app(args=argv, prog_name="mig-ray", standalone_mode=False)
+    except click.NoArgsIsHelpError as e:
+        typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
+        sys.exit(EXIT_USAGE)
+    except click.UsageError as e:
+        cmd = f" {e.ctx.command_path.removeprefix('mig-ray').strip()}" if e.ctx else ""
+        msg = e.format_message().removeprefix("Value error, ").replace("\n", " ")
+        typer.echo(f"error: {msg} (see mig-ray{cmd.rstrip()} --help)", err=True)
+        sys.exit(EXIT_USAGE)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("error: interrupted", err=True)
+        sys.exit(130)
     except PoolError as e:  # raised outside a command body
         typer.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
+    except OSError as e:  # a file the checks could not foresee (disk full, permissions changed)
+        where = f"{e.filename}: " if e.filename else ""
+        typer.echo(f"error: {where}{e.strerror or e}", err=True)
+        sys.exit(EXIT_USAGE)
+    except Exception as e:
+        if os.environ.get("MIG_RAY_DEBUG"):
+            raise
+        text = str(e).splitlines()[0][:300] if str(e) else ""
+        typer.echo(f"error: internal error {type(e).__name__}: {text} (a bug: please report it; "
+                   "MIG_RAY_DEBUG=1 shows the traceback)", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

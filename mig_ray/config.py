@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mig_ray.distributed.placement import CustomResources
 from mig_ray.embeddings import DEFAULT_MODEL
+from mig_ray.pools.fields import split_path
 
 
 class ShardPlacement(BaseModel):
@@ -73,6 +74,13 @@ class SelectConfig(BaseModel):
     previous_manifest: Path | None = Field(
         None, description="manifest of an earlier selection: its information on this run's graph is "
                           "reported beside this selection's, so the two compare on one measure")
+
+    @field_validator("labels_field", "score_field", "id_field")
+    @classmethod
+    def _dotted(cls, v: str | None) -> str | None:
+        if v is not None:
+            split_path(v)  # a malformed path fails before the read
+        return v
 
     @model_validator(mode="after")
     def _outputs_not_input(self) -> SelectConfig:

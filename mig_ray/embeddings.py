@@ -9,10 +9,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from mig_ray.guard import short
 from mig_ray.pools.rejects import PoolError
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
@@ -196,7 +198,8 @@ class LabelVectors:
         self._embedder: BackgroundEmbedder | None = None
         self._cache_file: Path | None = None
         self.info: dict = {"source": "file", "file": str(file)} if file is not None else {}
-        if file is not None:
+        if file is not None:  # a broken file fails now, before the pool is read
+            self._file_table = read_label_embeddings(file)
             return
         path = resolve_model(model)
         if valid_tags and len(valid_tags) <= VALID_TAGS_EMBED_MAX:
@@ -225,7 +228,7 @@ class LabelVectors:
     def embeddings(self, labels: list[str]) -> np.ndarray:
         """float32 [len(labels), d] rows for `labels` (the graph's nodes)."""
         if self.file is not None:
-            return load_label_embeddings(self.file, labels)
+            return rows_for(self.file, *self._file_table, labels)
         if self._pending is not None:
             emb = self._embedder.embed(self._pending)
             self._set_table(self._pending, emb)
@@ -272,25 +275,61 @@ def save_cached(path: Path, emb: np.ndarray) -> None:
         pass  # a read-only cache only costs time
 
 
-def load_label_embeddings(path: str | Path, labels: list[str]) -> np.ndarray:
-    """Rows of an .npz (`labels` str [L], `embeddings` float [L, d]) for `labels`, in that order."""
+def read_label_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:
+    """The validated arrays of an .npz: `labels` (distinct strings [L]) and `embeddings` (finite,
+    float [L, d], no all-zero row: a zero vector has no direction, so no cosine)."""
     path = Path(path)
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise PoolError(f"{path}: cannot read label embeddings ({e})") from e
-    with z:
-        for key in ("labels", "embeddings"):
-            if key not in z.files:
-                raise PoolError(f"{path}: missing array {key!r} (has {sorted(z.files)})")
-        names = [str(s) for s in z["labels"]]
-        emb = np.asarray(z["embeddings"], dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != len(names):
-        raise PoolError(f"{path}: embeddings shape {emb.shape} does not match {len(names)} labels")
+        if not isinstance(z, np.lib.npyio.NpzFile):
+            raise PoolError(f"{path}: not an .npz archive (a single array); save it with "
+                            "np.savez(path, labels=..., embeddings=...)")
+        with z:
+            for key in ("labels", "embeddings"):
+                if key not in z.files:
+                    raise PoolError(f"{path}: missing array {key!r} (has {sorted(z.files)[:10]})")
+            labels, emb = z["labels"], z["embeddings"]
+    except PoolError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        text = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PoolError(f"{path}: cannot read label embeddings ({text[:200]})") from None
+    if labels.ndim != 1 or labels.dtype.kind not in "U":
+        raise PoolError(f"{path}: array 'labels' must be a 1-d array of strings, got dtype {labels.dtype} "
+                        f"shape {labels.shape}")
+    if emb.dtype.kind not in "fiu" or emb.ndim != 2:
+        raise PoolError(f"{path}: array 'embeddings' must be a 2-d array of numbers [labels, dim], got "
+                        f"dtype {emb.dtype} shape {emb.shape}")
+    if emb.shape[0] != len(labels) or emb.shape[1] == 0:
+        raise PoolError(f"{path}: embeddings shape {emb.shape} does not match {len(labels)} labels")
+    emb = emb.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(emb).all(axis=1))
+    if len(bad):
+        raise PoolError(f"{path}: embeddings row {bad[0]} (label {short(str(labels[bad[0]]))}) is not "
+                        f"finite (NaN or inf; {len(bad)} such rows)")
+    zero = np.flatnonzero(~emb.any(axis=1))
+    if len(zero):
+        raise PoolError(f"{path}: embeddings row {zero[0]} (label {short(str(labels[zero[0]]))}) is all "
+                        f"zeros ({len(zero)} such rows)")
+    names = [str(s) for s in labels]
+    if len(set(names)) != len(names):
+        seen: set[str] = set()
+        dup = next(n for n in names if n in seen or seen.add(n))
+        raise PoolError(f"{path}: label {short(dup)} appears twice in array 'labels'")
+    return names, emb
+
+
+def load_label_embeddings(path: str | Path, labels: list[str]) -> np.ndarray:
+    """Rows of an .npz (`labels` str [L], `embeddings` float [L, d]) for `labels`, in that order."""
+    return rows_for(path, *read_label_embeddings(path), labels)
+
+
+def rows_for(path: str | Path, names: list[str], emb: np.ndarray, labels: list[str]) -> np.ndarray:
+    """The rows of `labels` in a label-embedding table read from `path` (named in the error)."""
     index = {name: i for i, name in enumerate(names)}
     missing = [lab for lab in labels if lab not in index]
     if missing:
-        shown = ", ".join(repr(m) for m in missing[:5])
+        shown = ", ".join(short(m, 60) for m in missing[:5])
         raise PoolError(f"{path}: {len(missing)} pool labels have no embedding, e.g. {shown}")
     return emb[[index[lab] for lab in labels]] if labels else np.zeros((0, emb.shape[1]), np.float32)
 

@@ -24,6 +24,7 @@ from mig_ray.config import SelectConfig, output_paths
 from mig_ray.embeddings import LabelVectors
 from mig_ray.graph import LabelGraph
 from mig_ray.greedy import GreedyResult, lazy_greedy
+from mig_ray.guard import check_outputs_not_inputs, check_writable
 from mig_ray.objective import Phi, information, label_mass
 from mig_ray.pools.annotated import (
     AnnotatedPool,
@@ -118,6 +119,31 @@ def _log_read(cfg: SelectConfig, counts: dict[str, int], rejects_path: Path) -> 
         log(f"-n {cfg.n} is more than the {counts['selectable']} selectable records: selecting all of them")
 
 
+def check_before_write(cfg: SelectConfig, paths: dict[str, Path]) -> None:
+    """Everything that can fail before the read fails here, before any output is opened."""
+    if not cfg.pool.exists():
+        raise PoolError(f"{cfg.pool}: no such file")
+    if not cfg.pool.is_file():
+        raise PoolError(f"{cfg.pool}: not a file (give a .jsonl or .parquet pool)")
+    if pool_format(cfg.pool) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            pq.ParquetFile(cfg.pool).close()
+        except Exception as e:  # pyarrow raises several types for a broken file
+            raise PoolError(f"{cfg.pool}: not a readable Parquet file ({str(e)[:200]})") from None
+    output_format(cfg.out)
+    for what, p in (("valid tags", cfg.valid_tags), ("label embeddings", cfg.label_embeddings),
+                    ("previous manifest", cfg.previous_manifest)):
+        if p is not None and not Path(p).is_file():
+            state = "is not a file" if Path(p).exists() else "does not exist"
+            raise PoolError(f"{p}: the {what} file {state}")
+    check_outputs_not_inputs(paths, {"pool": cfg.pool, "valid tags": cfg.valid_tags,
+                                     "label embeddings": cfg.label_embeddings,
+                                     "previous manifest": cfg.previous_manifest})
+    check_writable(paths.values())
+
+
 def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str, Any]:
     """Run the whole selection; returns the summary that is also written beside OUT.
 
@@ -125,13 +151,16 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     `on_round(round, actors)` is a hook for tests of the distributed engine.
     """
     paths = output_paths(cfg.out)
-    output_format(cfg.out)
-    cfg.out.parent.mkdir(parents=True, exist_ok=True)
+    check_before_write(cfg, paths)
     timer = Timer()
     phi = phi_of(cfg)
     valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
     previous = read_manifest(cfg.previous_manifest) if cfg.previous_manifest else None  # fails early
-    with label_vectors(cfg, valid) as vectors:  # a bad model path fails here, before the read
+    with label_vectors(cfg, valid) as vectors:  # a bad model path or .npz fails here, before the read
+        try:  # nothing is created before every check above passed
+            cfg.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise PoolError(f"{cfg.out.parent}: cannot create the output folder ({e.strerror})") from None
         if cfg.shards > 1 or cfg.ray_address:
             sel = _select_ray(cfg, timer, paths, phi, vectors, on_round)
         else:

@@ -195,7 +195,7 @@ def test_refuses_to_overwrite_input_and_strict_exit_code(tmp_path):
 def test_bad_options_exit_2(tmp_path):
     pool = DATA / "mig_example_tulu3_10.jsonl"
     proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--phi-b", 1.5, check=False)
-    assert proc.returncode == 2 and "phi_b" in proc.stderr
+    assert proc.returncode == 2 and "--phi-b" in proc.stderr
     proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.csv", check=False)
     assert proc.returncode == 2 and ".jsonl or .parquet" in proc.stderr
     proc = mig_ray("select", pool, "-n", 2, "-o", tmp_path / "o.jsonl", "--embedding-model",

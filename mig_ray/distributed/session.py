@@ -6,9 +6,12 @@ imports the selection driver to get a Ray session.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def ray_up(address: str | None, num_cpus: int, include_dashboard: bool = False) -> bool:
@@ -31,6 +34,9 @@ def ray_up(address: str | None, num_cpus: int, include_dashboard: bool = False) 
         ray.init(address=address, logging_level="WARNING", log_to_driver=False)
     else:
         ray_constants.ENABLE_RAY_CLUSTER = False
+        # Ray turns token authentication on for a new local cluster (kept: it protects the
+        # cluster) and says so in a WARNING a newcomer reads as an error; that one logger is quieted.
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         ray.init(num_cpus=num_cpus, include_dashboard=include_dashboard, logging_level="WARNING",
                  log_to_driver=False)
     return True
@@ -73,3 +79,48 @@ def run_tasks(items: list[dict], fn, kwargs: dict, num_cpus: float = 1.0) -> lis
 
 def _apply(fn, item: dict, kwargs: dict) -> dict:
     return fn(item, **kwargs)
+
+
+class RayLogs:
+    """Ray's own log lines to a file instead of the terminal, between start() and stop().
+
+    Ray's C++ core writes to file descriptor 2 (e.g. an `E ... core_worker.cc` line whenever Ray Data
+    starts a restartable actor pool: expected, and harmless), and the driver prints what the raylet
+    reports (e.g. "N worker processes have been started") to sys.stdout. Descriptor 2 and
+    sys.stdout go to `path`; Python's sys.stderr (our stage lines, progress bars, warnings and
+    errors) keeps the terminal. Nothing changes when sys.stderr is not descriptor 2 (output
+    captured by tests, an embedding application)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._saved: int | None = None
+        self._old: tuple = ()
+
+    def start(self) -> None:
+        if self._saved is not None:
+            return
+        try:
+            if sys.stderr.fileno() != 2:
+                return
+        except (AttributeError, OSError, ValueError):
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._old = (sys.stdout, sys.stderr)
+        for stream in self._old:
+            stream.flush()
+        self._saved = os.dup(2)
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 2)
+        os.close(fd)
+        enc, errors = sys.stderr.encoding, sys.stderr.errors
+        sys.stderr = open(self._saved, "w", buffering=1, encoding=enc, errors=errors, closefd=False)  # noqa: SIM115
+        sys.stdout = open(2, "w", buffering=1, encoding=enc, errors=errors, closefd=False)  # noqa: SIM115
+
+    def stop(self) -> None:
+        if self._saved is None:
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        (sys.stdout, sys.stderr), self._saved = self._old, None

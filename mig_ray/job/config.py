@@ -8,7 +8,9 @@ directory `mig-ray run` is started in (what `ray job submit --working-dir .` mak
 
 from __future__ import annotations
 
+import fnmatch
 import glob
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mig_ray.annotate.resources import ActorResources
 from mig_ray.config import ShardPlacement
 from mig_ray.embeddings import DEFAULT_MODEL
+from mig_ray.guard import clip, short
 
 BUNDLED = "bundled:"
 Layout = Literal["auto", "annotated", "sharegpt", "openai", "alpaca"]
@@ -39,6 +42,14 @@ def resolve_path(value: str | Path) -> Path:
                 return p
         raise ValueError(f"no bundled file {name!r} (bundled files live in mig_ray/demo and mig_ray/data)")
     return Path(text).expanduser()
+
+
+def glob_reaches(pattern: str, out: Path) -> bool:
+    """Whether a glob can match `out`, a folder above it, or a file under it (what a job writes):
+    each of the pattern's parts matches the same part of `out`, as far as both go."""
+    parts = Path(os.path.abspath(Path(pattern).expanduser())).parts
+    out_parts = Path(os.path.abspath(out)).parts
+    return all(fnmatch.fnmatchcase(o, p) for p, o in zip(parts, out_parts, strict=False))
 
 
 class _Strict(BaseModel):
@@ -164,6 +175,10 @@ class JobConfig(_Strict):
         out = Path(self.output.dir).expanduser().resolve()
         for raw in self.input.paths:
             if any(ch in raw for ch in "*?["):
+                if glob_reaches(raw, Path(self.output.dir).expanduser()):
+                    raise ValueError(f"output.dir {self.output.dir} matches the input glob {raw}: a re-run "
+                                     "would read this run's outputs as input; choose an output folder "
+                                     "the glob does not match")
                 if not glob.glob(str(Path(raw).expanduser())):
                     raise ValueError(f"input.paths: {raw} matches no file")
                 continue
@@ -206,15 +221,16 @@ def _describe(err: dict, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{source}: unknown key {loc!r}"
+        return f"{source}: unknown key {short(loc, 120)}"
     if kind == "missing":
-        return f"{source}: missing key {loc!r}"
+        return f"{source}: missing key {short(loc, 120)}"
     msg = err["msg"]
     if kind == "literal_error":
         allowed = err.get("ctx", {}).get("expected", "")
-        return f"{source}: {loc}: {err['input']!r} is not allowed (allowed: {allowed})"
-    return f"{source}: {loc}: {msg} (got {err.get('input')!r})" if "input" in err and kind != "value_error" \
-        else f"{source}: {loc}: {msg.removeprefix('Value error, ')}"
+        return f"{source}: {loc}: {short(err['input'], 80)} is not allowed (allowed: {allowed})"
+    return f"{source}: {loc}: {clip(msg, 300)} (got {short(err.get('input'), 80)})" \
+        if "input" in err and kind != "value_error" \
+        else f"{source}: {loc}: {clip(msg.removeprefix('Value error, '), 400)}"
 
 
 def parse_job(data: Any, source: str = "job") -> JobConfig:
@@ -223,26 +239,66 @@ def parse_job(data: Any, source: str = "job") -> JobConfig:
     try:
         return JobConfig.model_validate(data)
     except ValidationError as e:
-        raise JobError("\n".join(_describe(err, source) for err in e.errors())) from None
+        errs = [_describe(err, source) for err in e.errors()]
+        more = f" (and {len(errs) - 3} more)" if len(errs) > 3 else ""
+        raise JobError("; ".join(errs[:3]) + more) from None
+
+
+MAX_JOB_BYTES = 1 << 20
+MAX_JOB_NODES = 100_000  # scalars, lists and mappings once aliases are expanded
+
+
+def _expanded_size(root: yaml.Node, path: Path) -> None:
+    """JobError when the document, with every alias expanded, holds more than MAX_JOB_NODES nodes
+    (a 'billion laughs' alias tree is a few hundred bytes that expand to gigabytes)."""
+    stack, seen = [root], 0
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if isinstance(node, yaml.ScalarNode):
+            seen += len(node.value) // 64  # long strings repeated by aliases count by their size
+        if seen > MAX_JOB_NODES:
+            raise JobError(f"{path}: the job expands to more than {MAX_JOB_NODES:,} values (YAML aliases "
+                           "repeated inside each other?); a job file is a small mapping")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                stack += (k, v)
 
 
 def load_job(path: str | Path, overrides: dict[str, Any] | None = None) -> JobConfig:
     """Read and validate a job file; `overrides` are dotted keys set after reading (CLI flags)."""
     path = Path(path)
     try:
+        if path.is_dir():
+            raise JobError(f"{path}: is a directory, not a job file")
+        if path.stat().st_size > MAX_JOB_BYTES:
+            raise JobError(f"{path}: {path.stat().st_size:,} bytes; a job file is at most {MAX_JOB_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise JobError(f"{path}: cannot read the job file ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise JobError(f"{path}:{line}: the job file is not UTF-8 text (byte {e.object[e.start]:#04x} at "
+                       f"offset {e.start})") from None
     try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _expanded_size(node, path)
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise JobError(f"{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+        raise JobError(f"{where}: not valid YAML ({short(getattr(e, 'problem', e))})") from None
+    except RecursionError:
+        raise JobError(f"{path}: the YAML is nested too deeply") from None
     for key, value in (overrides or {}).items():
-        node = data if isinstance(data, dict) else {}
+        target = data if isinstance(data, dict) else {}
         *parents, last = key.split(".")
         for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise JobError(f"{path}: key {part!r} must be a mapping (it holds {short(target, 60)})")
+        target[last] = value
     return parse_job(data, str(path))

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mig_ray import __version__
+from mig_ray.distributed.session import RayLogs
 from mig_ray.job.config import JobConfig, JobError, resolve_path
 from mig_ray.job.stages import StageDir, StageLog, file_identity, fingerprint, write_atomic
 from mig_ray.pools.fields import FieldSpec
@@ -67,7 +68,7 @@ def check_annotators(job: JobConfig, source: str) -> None:
         try:
             build(job)
         except ValidationError as e:
-            raise JobError("\n".join(
+            raise JobError("; ".join(
                 f"{source}: {name}.{'.'.join(map(str, err['loc']))}: "
                 + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
                 for err in e.errors())) from None
@@ -93,6 +94,7 @@ class Pipeline:
         self.scorer = _scorer(job)
         self.counts: dict[str, Any] = {}
         self.fingerprints: dict[str, str] = {}  # of this run's stages, set when it starts
+        self.ray_logs = RayLogs(self.out / "logs" / "ray.log")
 
     # -- fingerprints -------------------------------------------------------------------------
     def _fingerprints(self) -> dict[str, str]:
@@ -114,7 +116,11 @@ class Pipeline:
     # -- run ------------------------------------------------------------------------------------
     def run(self, until: str = "write") -> dict[str, Any]:
         """Run (or skip) every stage up to and including `until`; the summary when all ran."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._check_outputs()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise JobError(f"{self.source}: output.dir {self.out}: cannot create it ({e.strerror})") from None
         fps = self.fingerprints = self._fingerprints()
         self._archive_previous_run(fps["ingest"])
         write_atomic(self.out / "job.resolved.yaml", self.job.resolved_yaml())
@@ -140,6 +146,7 @@ class Pipeline:
                 import ray
 
                 ray.shutdown()
+            self.ray_logs.stop()
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
         return self._finish(fps)
@@ -154,10 +161,36 @@ class Pipeline:
 
         return (output_paths(Path("selected.parquet"))["checkpoint"].name,)
 
+    def _check_outputs(self) -> None:
+        """No file the run may write (anything under OUTDIR or the annotation cache, the final
+        outputs) is one of its inputs, by file identity: a hard link into OUTDIR counts."""
+        from mig_ray.guard import check_outputs_not_inputs, check_writable, input_files
+        from mig_ray.pools.rejects import PoolError
+
+        j = self.job
+        inputs: dict[str, Path] = {f"input {p}": p for p in j.input.resolved()}
+        for key, val in (("graph.valid_tags", j.graph.valid_tags),
+                         ("graph.label_embeddings", j.graph.label_embeddings)):
+            if val:
+                inputs[key] = resolve_path(val)
+        if Path(self.source).is_file():
+            inputs["job file"] = Path(self.source)
+        outputs = {f"{folder.name}/{p.relative_to(folder)}": p for folder in (self.out, j.cache_dir())
+                   if folder.is_dir() for p in input_files(folder)}
+        outputs.update({name: self.out / name for name in (
+            "selected.jsonl", "selected.parquet", "selected.manifest.jsonl", "summary.json", "diff.json",
+            "job.resolved.yaml", RUN_FILE)})
+        try:
+            check_outputs_not_inputs(outputs, inputs)
+            check_writable([self.out / "summary.json"])
+        except PoolError as e:
+            raise JobError(f"{self.source}: output.dir {self.out}: {e}") from None
+
     def _ray_up(self) -> bool:
         """Join or start Ray when the first stage has work to do (a finished job starts none)."""
         from mig_ray.distributed.session import ray_up
 
+        self.ray_logs.start()  # Ray's own log lines go to OUTDIR/logs/ray.log
         started = ray_up(self.job.ray.address, self.job.ray.num_cpus or max(8, os.cpu_count() or 1),
                          include_dashboard=self.job.ray.include_dashboard)
         import ray.data  # noqa: F401  (its logger exists once imported)
@@ -523,8 +556,11 @@ def _write_selected(row: dict, manifest: str, matched: str, fmt: str) -> dict:
     if fmt == "jsonl":
         write_atomic(out / "selected.jsonl", b"".join(r.encode() + b"\n" for r in records))
     else:
-        table = pa.Table.from_pylist([orjson.loads(r) for r in records])
-        write_parquet_atomic(table, out / "selected.parquet")
+        from mig_ray.pools.write import write_parquet_records
+
+        tmp = out / ".selected.parquet.tmp"
+        write_parquet_records([orjson.loads(r) for r in records], tmp)
+        os.replace(tmp, out / "selected.parquet")
     out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
                      "labels": m["labels"], "file": f, "line": ln}
                     for m, f, ln in zip(rows, files, lines, strict=True)]

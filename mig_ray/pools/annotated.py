@@ -104,6 +104,7 @@ def load_valid_tags(path: str | Path) -> set[str]:
     return set(read_tag_list(path))
 
 
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark: stripped at the start of a file, by `run` too
 UNSEEN, DROPPED = -2, -1  # codes of labels not seen yet / not valid tags
 
 
@@ -323,6 +324,9 @@ def _read_jsonl(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
                 break
             start = offset
             offset += len(raw)
+            if start == 0 and raw.startswith(BOM):  # a file-level marker, not part of the record:
+                raw = raw[len(BOM):]  # the record's bytes (and what is copied out) start after it
+                start = len(BOM)
             if progress is not None and lineno % 65536 == 0:
                 progress(offset)
             if raw.isspace() or not raw:

@@ -18,8 +18,9 @@ _MISSING = object()
 
 def split_path(path: str) -> tuple[str | int, ...]:
     """'a.b.0.c' -> ('a', 'b', 0, 'c'); integer parts index lists."""
-    if not path or any(p == "" for p in path.split(".")):
-        raise ValueError(f"bad dotted field path {path!r}")
+    if not path or any(p.strip() == "" for p in path.split(".")) or len(path) > 1000:
+        raise ValueError(f"bad dotted field path {path[:100]!r}: parts separated by single dots, none "
+                         "empty (e.g. meta.tags or turns.0.score)")
     return tuple(int(p) if p.isdigit() else p for p in path.split("."))
 
 
@@ -68,7 +69,10 @@ def released_score(rec: dict) -> float:
     if not all(_number(v) for v in q) or not all(_number(v) for v in c):
         raise BadRecord("score not numeric: annotation.deita scores must be numbers")
     total = 0.0
-    for qi, ci in zip(q, c, strict=True):
+    for t, (qi, ci) in enumerate(zip(q, c, strict=True)):
+        # per turn: a negative quality times a negative complexity must not pass as a positive score
+        check_score(qi, f"annotation.deita.quality_scores[{t}]")
+        check_score(ci, f"annotation.deita.complexity_scores[{t}]")
         total += qi * ci
     return check_score(total / len(q), "annotation.deita")
 
@@ -100,7 +104,7 @@ def released_fast(rec: dict) -> tuple[str, float, list] | None:
     total = 0.0
     for qi, ci in zip(q, c, strict=True):
         tq, tc = type(qi), type(ci)
-        if (tq is not float and tq is not int) or (tc is not float and tc is not int):
+        if (tq is not float and tq is not int) or (tc is not float and tc is not int) or qi < 0 or ci < 0:
             return None
         total += qi * ci
     score = total / n
@@ -170,4 +174,8 @@ class FieldSpec:
 
 def content_id(rec: Any) -> str:
     """Stable id from content: sha256 of the record as canonical JSON (sorted keys)."""
-    return hashlib.sha256(orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)).hexdigest()[:24]
+    try:
+        text = orjson.dumps(rec, option=orjson.OPT_SORT_KEYS)
+    except TypeError as e:  # nested deeper than the encoder's limit (255 levels)
+        raise BadRecord(f"record not hashable for an id: {e} (nested too deeply); give it an _id") from None
+    return hashlib.sha256(text).hexdigest()[:24]

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from mig_ray.distributed.session import ensure_ray
 from mig_ray.distributed.session import run_tasks as _run
-from mig_ray.pools.annotated import Block, count_lines, split_blocks
+from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
 
@@ -49,7 +49,6 @@ BLOCK_BYTES = 64 << 20
 BLOCK_ROWS = 200_000
 BUCKET_ROWS = 2_000_000
 _TMP_REJECTS = "_rejects_tmp"
-BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark some editors put before the first record
 
 
 @dataclass

@@ -316,8 +316,19 @@ def write_report(path: Path, out_dir: Path | None = None) -> dict[str, Path]:
     numbers = report_numbers(summary, labels, summary_path, _job_diff(summary_path))
     html = render_html(numbers, labels)
     out = Path(out_dir) if out_dir is not None else default_dir
-    out.mkdir(parents=True, exist_ok=True)
     paths = {"html": out / "report.html", "summary": out / "summary.json"}
+    from mig_ray.guard import check_outputs_not_inputs, check_writable
+    from mig_ray.pools.rejects import PoolError
+
+    try:  # e.g. `-o OUTDIR` of a job would replace the job's own summary.json
+        job = summary_path.parent.parent / "summary.json" if summary_path.parent.name in JOB_SELECTION_DIRS \
+            else None
+        check_outputs_not_inputs(paths, {"selection summary": summary_path, "labels file": labels_path,
+                                         "job summary": job})
+        check_writable(paths.values())
+    except PoolError as e:
+        raise ReportError(str(e)) from None
+    out.mkdir(parents=True, exist_ok=True)
     paths["html"].write_text(html, encoding="utf-8")
     paths["summary"].write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
     return paths

@@ -1,0 +1,85 @@
+"""Checks done before anything is opened for writing: no output may be an input, every output
+folder must be writable, and an output path must not name a directory.
+
+Identity is (device, inode), so a hard link or a symlink to an input counts as that input; a path
+that does not exist yet is compared by its resolved name.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from mig_ray.pools.rejects import PoolError
+
+MAX_SHOWN = 200
+
+
+def short(value: object, limit: int = MAX_SHOWN) -> str:
+    """repr of a value cut to `limit` characters: messages never print a huge value whole."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring = r.maxother = limit
+    r.maxlist = r.maxdict = r.maxtuple = r.maxset = 8
+    r.maxlevel = 4
+    text = r.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clip(text: str, limit: int = MAX_SHOWN) -> str:
+    """A message part cut to `limit` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def input_files(path: Path) -> list[Path]:
+    """The files an input path stands for: itself, or every file under a directory."""
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file())
+    return [path]
+
+
+def check_outputs_not_inputs(outputs: Mapping[str, Path], inputs: Mapping[str, Path | None]) -> None:
+    """PoolError naming both when an output is an input (same file, a hard link or a symlink)."""
+    ids: dict[tuple[int, int], tuple[str, Path]] = {}
+    names: dict[Path, tuple[str, Path]] = {}
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        for f in input_files(Path(path)):
+            ident = _identity(f)
+            if ident is not None:
+                ids.setdefault(ident, (what, f))
+            names.setdefault(Path(os.path.realpath(f)), (what, f))
+    for what, out in outputs.items():
+        out = Path(out)
+        hit = ids.get(_identity(out)) if out.exists() else None
+        hit = hit or names.get(Path(os.path.realpath(out)))
+        if hit is not None:
+            raise PoolError(f"{out}: the {what} output would overwrite the {hit[0]} {hit[1]} "
+                            "(same file); choose another output name")
+
+
+def check_writable(outputs: Iterable[Path]) -> None:
+    """Each output is not a directory and its folder exists or can be made, and is writable."""
+    for out in outputs:
+        out = Path(out)
+        if out.is_dir():
+            raise PoolError(f"{out}: is a directory; give a file name for the output")
+        folder = out.parent
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise PoolError(f"{folder}: cannot create the output folder ({probe} is not a directory)")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise PoolError(f"{probe}: the output folder is not writable")
