@@ -22,11 +22,10 @@ from mig_ray.config import SelectConfig
 from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags
 from mig_ray.pools.rejects import PoolError, Rejects
 from mig_ray.pools.write import write_jsonl
+from mig_ray.report.browse import BROWSER_ROWS, first_user_turn
 from mig_ray.selection import build_graph, label_vectors, log, phi_of, read_pool
 from mig_ray.vectors import propagate, sample_matrix
 
-BROWSER_ROWS = 1000  # per method: the report's sample browser shows at most this many ranks
-TURN_CHARS = 400  # the first user turn is cut to this many characters in samples.jsonl
 EMBED_CHARS = 2000  # --embed-samples: user turns joined and cut to this many characters
 COMPARE_FILE = "compare.json"
 SAMPLES_FILE = "samples.jsonl"
@@ -47,14 +46,6 @@ class CompareOptions:
     embed_samples: bool = False  # embed the user turns with the graph's embedding model
     deita_threshold: float = 0.9
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def first_user_turn(messages: list[dict] | None, chars: int = TURN_CHARS) -> str:
-    for m in messages or []:
-        if m.get("role") == "user" and isinstance(m.get("content"), str):
-            text = m["content"]
-            return text if len(text) <= chars else text[:chars - 1] + "…"
-    return ""
 
 
 def pool_records(pool: AnnotatedPool) -> Callable[[np.ndarray], list[dict]]:
