@@ -9,7 +9,8 @@
 - mean_score, mean_labels (distinct valid labels per sample);
 - vendi: the Vendi score, exp of the entropy of the eigenvalues of K/n with K the cosine
   similarities, on sample embeddings when the run has them, else on the propagated label vectors
-  (`vendi_on` says which), on a seeded subsample of at most VENDI_MAX selected samples.
+  (`vendi_on` says which; samples without labels have no direction there and are left out), on a
+  seeded subsample of at most VENDI_MAX selected samples.
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ def metrics(pool: ComparePool, order: np.ndarray, seed: int = 0) -> dict:
     if pool.embeddings is not None:
         v, on = vendi(pool.embeddings[sub]), f"sample embeddings ({pool.embeddings_source})"
     else:
-        v, on = vendi(pool.vectors[sub]), "propagated label vectors"
+        rows = pool.vectors[sub]
+        labelled = np.diff(rows.indptr) > 0  # a sample with no label has no direction: left out
+        v, on = vendi(rows[labelled]), "propagated label vectors"
+        if not labelled.all():
+            on += f" ({int((~labelled).sum()):,} selected samples without labels left out)"
     if len(sub) < len(order):
         on += f", seeded subsample of {len(sub):,} of {len(order):,} selected"
     return {
