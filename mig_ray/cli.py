@@ -288,6 +288,8 @@ def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address
     typer.echo(f"information: {summary['information']['selected']:.6g}")
     for key, path in summary["outputs"].items():
         typer.echo(f"{key + ':':<13} {path}")
+    if "compare" in summary:
+        typer.echo(f"{'compare:':<13} {summary['compare']['compare']}")
 
 
 JobArg = Annotated[Path, typer.Argument(help="The job file (YAML); see jobs/.")]

@@ -306,3 +306,44 @@ def test_report_shows_the_comparison_and_escapes_record_text(tmp_path):
     hostile_shown = [t for t in shown if "pwned" in t]
     assert hostile_shown and all("&lt;" in t or "\u2028" in t for t in hostile_shown)
     assert any("&lt;img src=x onerror=" in t for t in shown + [dom])
+
+
+def test_job_compare_key_runs_after_select_and_shows_in_the_report(tmp_path, ray_address):
+    import pyarrow.parquet as pq
+    from test_job import DEMO_POOL, manifest_ids, small_job
+
+    from mig_ray.job.config import load_job
+    from mig_ray.job.pipeline import run_job
+    from mig_ray.report.build import write_report
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(DEMO_POOL.read_bytes().splitlines(keepends=True)[:60]))
+    out = tmp_path / "out"
+    job = small_job(tmp_path, pool, out, **{
+        "annotate.tagger": {"kind": "from-data"}, "selection.n": 12,
+        "compare": {"methods": ["mig", "score", "kcenter"], "embed_samples": True, "seed": 3}})
+    summary = run_job(load_job(job))
+    data = json.loads((out / "compare" / "compare.json").read_text())
+    assert summary["compare"]["compare"] == str(out / "compare" / "compare.json")
+    assert list(data["methods"]) == ["mig", "score", "kcenter"] and data["skipped"] == {}
+    assert data["sample_embeddings"]["dimensions"] == 384
+    assert [r["id"] for r in manifest_rows(out / "compare" / "mig.manifest.jsonl")] == manifest_ids(out)
+    table = pq.read_table(out / "assemble" / "pool.parquet").to_pydict()
+    want = [table["id"][i] for i in ref_score(table["score"], 12)]
+    assert [r["id"] for r in manifest_rows(out / "compare" / "score.manifest.jsonl")] == want
+
+    stamp = (out / "compare" / "compare.json").stat().st_mtime_ns
+    again = run_job(load_job(job))  # same job: the comparison is done, not redone
+    assert again["compare"] == summary["compare"]
+    assert (out / "compare" / "compare.json").stat().st_mtime_ns == stamp
+
+    html = write_report(out)["html"].read_text()
+    assert 'id="compare-table"' in html and 'id="plot-compare-information"' in html
+    first = orjson.loads(next(line for line in pool.read_bytes().splitlines()
+                              if orjson.loads(line)["_id"] == manifest_ids(out)[0]))
+    turn = next(m["content"] for m in first["dialogs"] if m["role"] == "user")
+    data_json = re.search(r'<script type="application/json" id="browser-data">(.*?)</script>', html, re.S)
+    browser = json.loads(data_json.group(1))
+    row, mig0 = browser["methods"]["mig"][0], manifest_rows(out / "compare" / "mig.manifest.jsonl")[0]
+    assert (row["rank"], row["id"], row["text"]) == (1, manifest_ids(out)[0], turn[:400])
+    assert (row["labels"], row["score"], row["gain"]) == (mig0["labels"], mig0["score"], mig0["gain"])

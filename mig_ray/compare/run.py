@@ -32,7 +32,7 @@ SAMPLES_FILE = "samples.jsonl"
 INFORMATION_NOTE = ("information is E(D) on this run's label graph: MIG's own objective, which `mig` "
                     "maximises greedily; it favours `mig` by construction")
 
-Messages = Callable[[np.ndarray], list[list[dict] | None]]
+Messages = Callable[[np.ndarray, list[str]], list[list[dict] | None]]  # (positions, their ids)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def messages_of_records(records: Callable[[np.ndarray], list[dict]]) -> Messages
     from mig_ray.pools.layouts import normalise
     from mig_ray.pools.rejects import BadRecord
 
-    def get(positions: np.ndarray) -> list[list[dict] | None]:
+    def get(positions: np.ndarray, ids: list[str]) -> list[list[dict] | None]:
         out = []
         for rec in records(positions):
             try:
@@ -129,7 +129,7 @@ def sample_embeddings(opts: CompareOptions, cfg: SelectConfig, ids: list[str],
         from mig_ray.embeddings import embed_labels
 
         texts = ["\n".join(m["content"] for m in (msgs or []) if m.get("role") == "user")[:EMBED_CHARS]
-                 for msgs in messages(np.arange(n))]
+                 for msgs in messages(np.arange(n), ids)]
         emb = embed_labels(texts, cfg.embedding_model, batch_size=64, progress=cfg.progress)
         model = Path(cfg.embedding_model).name or cfg.embedding_model
         return unit_rows(emb), f"model {model} on user turns", None
@@ -247,7 +247,7 @@ def _write_samples(path: Path, orders: dict[str, np.ndarray], ids: list[str], me
     """The first user turn of every sample some method ranks within BROWSER_ROWS, once each."""
     shown = np.unique(np.concatenate([o[:BROWSER_ROWS] for o in orders.values()])) if orders \
         else np.zeros(0, dtype=np.int64)
-    turns = messages(shown)
+    turns = messages(shown, [ids[i] for i in shown.tolist()])
     write_jsonl(path, ({"id": ids[i], "first_turn": first_user_turn(m)} for i, m in
                        zip(shown.tolist(), turns, strict=True)))
 

@@ -140,7 +140,12 @@ class Pipeline:
                 ray.shutdown()
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
-        return self._finish(fps)
+        summary = self._finish(fps)
+        if self.job.compare is not None:  # after select and write; Ray is not needed
+            from mig_ray.compare.job import run_job_compare
+
+            summary["compare"] = run_job_compare(self)
+        return summary
 
     def _ray_up(self) -> bool:
         """Join or start Ray when the first stage has work to do (a finished job starts none)."""
