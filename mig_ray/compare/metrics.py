@@ -10,7 +10,8 @@
 - vendi: the Vendi score, exp of the entropy of the eigenvalues of K/n with K the cosine
   similarities, on sample embeddings when the run has them, else on the propagated label vectors
   (`vendi_on` says which; samples without labels have no direction there and are left out), on a
-  seeded subsample of at most VENDI_MAX selected samples.
+  seeded subsample of at most VENDI_MAX (embeddings) or VENDI_MAX_LABELS (label vectors) selected
+  samples.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from mig_ray.greedy import _gain
 from mig_ray.objective import GAIN_EXACT, Phi, information
 from mig_ray.report.stats import information_curve
 
-VENDI_MAX = 5000
+VENDI_MAX = 5000  # on sample embeddings (a d x d eigenproblem, d the embedding size)
+VENDI_MAX_LABELS = 1000  # on label vectors: up to min(n, labels) squared, so a smaller subsample
 
 
 @numba.njit(cache=True)
@@ -86,7 +88,8 @@ def metrics(pool: ComparePool, order: np.ndarray, seed: int = 0) -> dict:
     covered = (sel_carriers > 0) & in_pool
     total = sel_carriers.sum()
     p = sel_carriers[sel_carriers > 0] / total if total else np.zeros(0)
-    sub = order[np.sort(smallest_keys(seed, len(order), VENDI_MAX))] if len(order) > VENDI_MAX else order
+    cap = VENDI_MAX if pool.embeddings is not None else VENDI_MAX_LABELS
+    sub = order[np.sort(smallest_keys(seed, len(order), cap))] if len(order) > cap else order
     if pool.embeddings is not None:
         v, on = vendi(pool.embeddings[sub]), f"sample embeddings ({pool.embeddings_source})"
     else:
