@@ -347,3 +347,23 @@ def test_job_compare_key_runs_after_select_and_shows_in_the_report(tmp_path, ray
     row, mig0 = browser["methods"]["mig"][0], manifest_rows(out / "compare" / "mig.manifest.jsonl")[0]
     assert (row["rank"], row["id"], row["text"]) == (1, manifest_ids(out)[0], turn[:400])
     assert (row["labels"], row["score"], row["gain"]) == (mig0["labels"], mig0["score"], mig0["gain"])
+
+
+def test_selection_report_browser_is_capped_and_reads_manifest_and_records(tmp_path, monkeypatch):
+    from mig_ray.report import browse
+    from mig_ray.report.build import write_report
+    from mig_ray.selection import run_select
+
+    monkeypatch.setattr(browse, "BROWSER_ROWS", 7)
+    pool, lemb, *_ = write_pool(tmp_path, 6, 50, 10, [f"text <b>{i}</b> " + "x" * 500 for i in range(50)])
+    run_select(config(tmp_path, pool, lemb, 20))
+    html = write_report(tmp_path / "sel" / "selected.jsonl")["html"].read_text()
+    data = json.loads(re.search(r'id="browser-data">(.*?)</script>', html, re.S).group(1))
+    assert "<b>" not in html.split('id="browser-data">')[1].split("</script>")[0]  # escaped as \\u003c
+    manifest = manifest_rows(tmp_path / "sel" / "selected.manifest.jsonl")
+    rows = data["methods"]["selection"]
+    assert [(r["rank"], r["id"], r["labels"], r["score"], r["gain"]) for r in rows] == [
+        (m["rank"], m["id"], m["labels"], m["score"], m["gain"]) for m in manifest[:7]]
+    assert [r["text"] for r in rows] == [(f"text <b>{m['id'][1:]}</b> " + "x" * 500)[:399] + "…"
+                                         for m in manifest[:7]]
+    assert "selection: first 7 of 20" in html

@@ -100,8 +100,9 @@ def row(manifest_row: dict, text: str) -> dict:
             "score": manifest_row.get("score"), "gain": manifest_row.get("gain")}
 
 
-def read_head(path: Path, limit: int = BROWSER_ROWS) -> list[dict]:
-    """The first `limit` rows of a JSONL manifest or record file, or Parquet records."""
+def read_head(path: Path, limit: int | None = None) -> list[dict]:
+    """The first `limit` (default BROWSER_ROWS) rows of a JSONL manifest or record file, or Parquet."""
+    limit = BROWSER_ROWS if limit is None else limit
     if not path.is_file():
         return []
     if path.suffix.lower() in (".parquet", ".pq"):
