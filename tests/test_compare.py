@@ -142,6 +142,8 @@ def test_mig_is_the_select_order_local_and_sharded(tmp_path, ray_address):
     for res in (local, sharded):
         assert [r["id"] for r in manifest_rows(Path(res["methods"]["mig"]["manifest"]))] == want
     assert (tmp_path / "sharded" / "mig" / "selected.manifest.jsonl").is_file()  # select ran on Ray
+    assert sharded["mig_order_from"].startswith("select on Ray (2 shards)")
+    assert local["mig_order_from"] == "the lazy greedy of select, in process"
     assert local["skipped"] == {}
 
 

@@ -181,11 +181,17 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
                                else (None, None, "no sample embeddings asked for"))
     emb_seconds = time.perf_counter() - t
     pool = ComparePool(apool.ids, apool.scores, e_lab, vectors, graph, phi, cfg.gain, emb, emb_source)
+    mig_from, mig_seconds = "the lazy greedy of select, in process", 0.0
     if "mig" in methods and mig_manifest is None and (cfg.shards > 1 or cfg.ray_address):
         from mig_ray.selection import run_select
 
+        t = time.perf_counter()
         mig_manifest = Path(run_select(cfg.model_copy(update={"out": out_dir / "mig" / "selected.jsonl"}))
                             ["outputs"]["manifest"])
+        mig_from, mig_seconds = f"select on Ray ({cfg.shards} shards), its seconds included", \
+            time.perf_counter() - t
+    elif mig_manifest is not None:
+        mig_from = f"the manifest {mig_manifest} (seconds: reading it only)"
     if mig_manifest is not None:
         pool.mig_order = _mig_from_manifest(Path(mig_manifest), apool.ids)
 
@@ -202,7 +208,7 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
             order = mod.select(pool, k, opts.seed, threshold=opts.deita_threshold)
         else:
             order = mod.select(pool, k, opts.seed)
-        seconds = time.perf_counter() - t
+        seconds = time.perf_counter() - t + (mig_seconds if name == "mig" else 0.0)
         orders[name] = np.asarray(order, dtype=np.int64)
         log(f"compare: {name} picked {len(order):,} in {seconds:.2f} s")
         path = out_dir / f"{name}.manifest.jsonl"
@@ -229,6 +235,7 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
         "sample_embeddings": {"source": emb_source, "seconds": emb_seconds,
                               "dimensions": None if emb is None else int(emb.shape[1])},
         "deita_threshold": opts.deita_threshold,
+        "mig_order_from": mig_from,
         "browser_rows": BROWSER_ROWS,
         "notes": {"information": INFORMATION_NOTE,
                   "gain": "manifest gain: the increase of E(D) when the sample joins, in that method's order",
