@@ -23,7 +23,7 @@ from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags
 from mig_ray.pools.rejects import PoolError, Rejects
 from mig_ray.pools.write import write_jsonl
 from mig_ray.report.browse import BROWSER_ROWS, first_user_turn
-from mig_ray.selection import build_graph, label_vectors, log, phi_of, read_pool
+from mig_ray.selection import Timer, build_graph, label_vectors, log, phi_of, read_pool
 from mig_ray.vectors import propagate, sample_matrix
 
 EMBED_CHARS = 2000  # --embed-samples: user turns joined and cut to this many characters
@@ -161,13 +161,16 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
     t_all = time.perf_counter()
     phi = phi_of(cfg)
     valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
+    timer = Timer()
     with label_vectors(cfg, valid) as lv:
-        with Rejects(out_dir / "rejects.jsonl", cfg.strict) as rejects:
+        with timer.stage("read"), Rejects(out_dir / "rejects.jsonl", cfg.strict) as rejects:
             apool = read_pool(cfg, rejects, valid)
         labels, codes = apool.node_labels()
-        graph = build_graph(cfg, labels, lv)
-    e = sample_matrix(apool.label_indptr, codes, apool.scores, graph.n_labels, cfg.norm)
-    vectors = propagate(e, graph.propagation(cfg.propagation, cfg.prop_weight))
+        with timer.stage("embed_labels"):
+            graph = build_graph(cfg, labels, lv)
+    with timer.stage("vectors"):
+        e = sample_matrix(apool.label_indptr, codes, apool.scores, graph.n_labels, cfg.norm)
+        vectors = propagate(e, graph.propagation(cfg.propagation, cfg.prop_weight))
     # e's rows as distinct graph labels with the score: what coverage and instag count
     e_lab = sample_matrix(apool.label_indptr, codes, apool.scores, graph.n_labels, False) if cfg.norm else e
     records = pool_records(apool)
@@ -212,17 +215,20 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
         orders[name] = np.asarray(order, dtype=np.int64)
         log(f"compare: {name} picked {len(order):,} in {seconds:.2f} s")
         path = out_dir / f"{name}.manifest.jsonl"
-        gains = M.marginal_gains(vectors, orders[name], phi)
-        names = graph.labels
-        ind, ptr = e_lab.indices, e_lab.indptr
-        write_jsonl(path, ({"rank": r, "id": apool.ids[i], "score": float(apool.scores[i]),
-                            "labels": [names[j] for j in ind[ptr[i]:ptr[i + 1]]], "gain": float(g)}
-                           for r, (i, g) in enumerate(zip(orders[name].tolist(), gains.tolist(),
-                                                          strict=True), 1)))
-        result["methods"][name] = {"metrics": M.metrics(pool, orders[name], opts.seed),
-                                   "seconds": seconds, "manifest": str(path),
-                                   "curve": M.curve(pool, orders[name])}
-    _write_samples(out_dir / SAMPLES_FILE, orders, apool.ids, messages)
+        with timer.stage(f"manifest_{name}"):
+            gains = M.marginal_gains(vectors, orders[name], phi)
+            names = graph.labels
+            ind, ptr = e_lab.indices, e_lab.indptr
+            write_jsonl(path, ({"rank": r, "id": apool.ids[i], "score": float(apool.scores[i]),
+                                "labels": [names[j] for j in ind[ptr[i]:ptr[i + 1]]], "gain": float(g)}
+                               for r, (i, g) in enumerate(zip(orders[name].tolist(), gains.tolist(),
+                                                              strict=True), 1)))
+        with timer.stage(f"metrics_{name}"):
+            result["methods"][name] = {"metrics": M.metrics(pool, orders[name], opts.seed),
+                                       "seconds": seconds, "manifest": str(path),
+                                       "curve": M.curve(pool, orders[name])}
+    with timer.stage("samples"):
+        _write_samples(out_dir / SAMPLES_FILE, orders, apool.ids, messages)
     result.update({
         "mig_ray_version": __version__,
         "command": "compare",
@@ -242,6 +248,7 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
                   "vendi": "Vendi score (cosine kernel); vendi_on names the vectors and the subsample"},
         "config": json.loads(cfg.model_dump_json()),
         "seconds_total": time.perf_counter() - t_all,
+        "seconds_by_step": timer.seconds,
         **opts.extra,
     })
     tmp = out_dir / (COMPARE_FILE + ".tmp")
