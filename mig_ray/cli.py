@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from enum import StrEnum
 from importlib import resources
@@ -160,6 +161,82 @@ def select(
          progress=progress, previous_manifest=previous_manifest)
 
 
+COMPARE_OWN = ("out", "previous_manifest")  # select options compare does not take
+
+
+def compare(pool: Path, n: int, out_dir: Path, methods: str, seed: int, sample_embeddings: Path | None,
+            sample_embeddings_field: str | None, embed_samples: bool, deita_threshold: float,
+            **select_options) -> None:
+    """Run MIG and the baselines (random, score, instag, deita, kcenter) on the same selectable records
+    of POOL; measure each the same way; write OUTDIR/compare.json, OUTDIR/<method>.manifest.jsonl and
+    print a table. Takes every `select` option (graph, phi, gain, fields, valid tags, embeddings)."""
+    from mig_ray.compare.methods import parse_methods
+    from mig_ray.compare.run import CompareOptions, run_compare, table
+    from mig_ray.config import SelectConfig
+
+    try:
+        names = parse_methods(methods)
+    except ValueError as e:
+        _fail(f"--methods: {e}")
+    kw = dict(select_options)
+    kw["checkpoint_seconds"] = kw.pop("checkpoint_every")
+    for key in ("propagation", "phi", "gain"):
+        kw[key] = kw[key].value
+    try:
+        cfg = SelectConfig(pool=pool, n=n, out=out_dir / "mig" / "selected.jsonl", **kw)
+    except ValidationError as e:
+        _fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors()))
+    if not 0.0 < deita_threshold <= 1.0:
+        _fail(f"--deita-threshold must be in (0, 1], got {deita_threshold}")
+    opts = CompareOptions(tuple(names), seed, sample_embeddings, sample_embeddings_field, embed_samples,
+                          deita_threshold)
+    try:
+        result = run_compare(cfg, out_dir, opts)
+    except PoolError as e:
+        _fail(str(e))
+    typer.echo(table(result))
+    typer.echo(f"compare: {out_dir / 'compare.json'}")
+
+
+def _compare_signature() -> inspect.Signature:
+    """compare's own parameters, then every `select` option but OUT (the same definitions)."""
+    kind = inspect.Parameter.KEYWORD_ONLY
+    opt_path, opt_str = Path | None, str | None
+
+    def par(name: str, default=inspect.Parameter.empty, annotation=None) -> inspect.Parameter:
+        return inspect.Parameter(name, kind, default=default, annotation=annotation)
+
+    own = [
+        par("pool", annotation=Annotated[Path, typer.Argument(
+            help="Annotated pool: .jsonl or .parquet (as for select).")]),
+        par("n", annotation=Annotated[int, typer.Option(
+            "-n", "--n", help="How many samples each method selects (K).")]),
+        par("out_dir", annotation=Annotated[Path, typer.Option(
+            "-o", "--out-dir", help="Where compare.json, <method>.manifest.jsonl and samples.jsonl go.")]),
+        par("methods", default="mig,random,score,instag,deita,kcenter",
+            annotation=Annotated[str, typer.Option(help="Comma list of methods.")]),
+        par("seed", default=0, annotation=Annotated[int, typer.Option(
+            help="Seed of random, kcenter's first pick and the Vendi subsample.")]),
+        par("sample_embeddings", default=None, annotation=Annotated[opt_path, typer.Option(
+            help=".npz with `ids` (str [N]) and `embeddings` (float [N,d]): sample embeddings for deita, "
+                 "kcenter and Vendi.")]),
+        par("sample_embeddings_field", default=None, annotation=Annotated[opt_str, typer.Option(
+            help="Or a dotted path to each record's embedding (a list of numbers).")]),
+        par("embed_samples", default=False, annotation=Annotated[bool, typer.Option(
+            help="Or embed the user turns with --embedding-model (slow on large pools).")]),
+        par("deita_threshold", default=0.9, annotation=Annotated[float, typer.Option(
+            help="deita: take a sample only when its cosine similarity to every taken one is below this.")]),
+    ]
+    params = inspect.signature(select, eval_str=True).parameters
+    skip = ("pool", "n", *COMPARE_OWN)
+    select_params = [p.replace(kind=kind) for name, p in params.items() if name not in skip]
+    return inspect.Signature(own + select_params)
+
+
+compare.__signature__ = _compare_signature()
+app.command("compare")(compare)
+
+
 @app.command()
 def run(
     job_file: Annotated[Path, typer.Argument(help="The job file (YAML): input, annotate, graph, selection, "
@@ -213,6 +290,8 @@ def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address
     typer.echo(f"information: {summary['information']['selected']:.6g}")
     for key, path in summary["outputs"].items():
         typer.echo(f"{key + ':':<13} {path}")
+    if "compare" in summary:
+        typer.echo(f"{'compare:':<13} {summary['compare']['compare']}")
 
 
 JobArg = Annotated[Path, typer.Argument(help="The job file (YAML); see jobs/.")]

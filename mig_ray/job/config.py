@@ -156,6 +156,27 @@ class RaySpec(_Strict):
                                          "selection's shard actors run (selection.shards > 1)")
 
 
+class CompareSpec(_Strict):
+    """`mig-ray compare` after the selection, into OUTDIR/compare/ (shown by `mig-ray report OUTDIR`)."""
+
+    methods: list[str] = Field(default_factory=lambda: ["mig", "random", "score", "instag", "deita",
+                                                        "kcenter"])
+    seed: int = 0
+    sample_embeddings: str | None = Field(None, description=".npz with `ids` and `embeddings` (deita, "
+                                          "kcenter, Vendi)")
+    embed_samples: bool = Field(False, description="or embed the user turns with graph.embedding_model")
+    deita_threshold: float = Field(0.9, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _known(self) -> CompareSpec:
+        from mig_ray.compare.methods import parse_methods
+
+        parse_methods(self.methods)
+        if self.sample_embeddings is not None and not resolve_path(self.sample_embeddings).is_file():
+            raise ValueError(f"sample_embeddings: {self.sample_embeddings} is not a file")
+        return self
+
+
 class JobConfig(_Strict):
     """A whole `mig-ray run`: input -> annotate -> graph -> selection -> output."""
 
@@ -166,6 +187,7 @@ class JobConfig(_Strict):
     selection: SelectionSpec
     output: OutputSpec
     ray: RaySpec = RaySpec()
+    compare: CompareSpec | None = Field(None, description="compare MIG with baselines after select")
     incremental: bool = Field(False, description="nightly: allow a grown pool in an existing output "
                               "directory; only new ids are annotated and a diff is written")
     progress: bool = True

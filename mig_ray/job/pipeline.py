@@ -149,7 +149,12 @@ class Pipeline:
             self.ray_logs.stop()
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
-        return self._finish(fps)
+        summary = self._finish(fps)
+        if self.job.compare is not None:  # after select and write; Ray is not needed
+            from mig_ray.compare.job import run_job_compare
+
+            summary["compare"] = run_job_compare(self)
+        return summary
 
     @staticmethod
     def _kept(name: str) -> tuple[str, ...]:

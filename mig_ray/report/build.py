@@ -193,12 +193,16 @@ table{border-collapse:collapse;font-size:13px}td,th{padding:3px 10px 3px 0;text-
 table.labels td:not(:first-child),table.labels th:not(:first-child){text-align:right}
 table.labels tr:nth-child(even){background:#f3f4f6}.missing{color:#b45309}
 .note{color:#6b7280;font-size:12px}
+.wide{grid-column:1/-1}.controls{margin:6px 0}table.browser td{max-width:520px;word-break:break-word}
+table.browser tr:nth-child(even),table.compare tr:nth-child(even){background:#f3f4f6}
+table.compare td{text-align:right}svg.mini{display:inline-block}
 """
 
 
-def render_html(n: dict, per_label: dict | None = None) -> str:
-    """The page: cards, four charts as inline SVG, graph statistics and label tables. No script.
-    `n` is what report_numbers returns; `per_label` the <stem>.labels.json sidecar (for the scatter)."""
+def render_html(n: dict, per_label: dict | None = None, extra: list[str] | None = None) -> str:
+    """The page: cards, four charts as inline SVG, graph statistics and label tables, then `extra`
+    sections (the comparison, the sample browser: the one script). `n` is what report_numbers
+    returns; `per_label` the <stem>.labels.json sidecar (for the scatter)."""
     counts, info, graph, labels = n["counts"], n["information"], n["graph"], n["labels"]
     cards = [("selected", counts.get("selected")), ("selectable in pool", counts.get("selectable")),
              ("rejected", counts.get("rejected")), ("information E(D)", info.get("selected")),
@@ -299,32 +303,85 @@ def render_html(n: dict, per_label: dict | None = None) -> str:
                                  '<p class="note">Lowest share of their pool carriers selected; frequent '
                                  'labels first among ties.</p>'
                                  + _label_table("least-covered", labels["least_covered"])))
+    sections += extra or []
+    return page("MIG selection report", f"{n['source']} · mig_ray {n['mig_ray_version']}",
+                f'<div class="cards">{card_html}</div>', sections)
+
+
+def page(title: str, meta: str, top: str, sections: list[str]) -> str:
+    """The HTML shell; its Content-Security-Policy lets only the browser's own script run."""
+    from mig_ray.report.browse import CSP
+
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta http-equiv=\"Content-Security-Policy\" content=\"{CSP}\">"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-            f"<title>MIG selection report</title><style>{CSS}</style></head><body><main>"
-            f"<h1>MIG selection report</h1><p class=\"meta\">{escape(n['source'])} · mig_ray "
-            f"{escape(n['mig_ray_version'])}</p><div class=\"cards\">{card_html}</div>"
+            f"<title>{escape(title)}</title><style>{CSS}</style></head><body><main>"
+            f"<h1>{escape(title)}</h1><p class=\"meta\">{escape(meta)}</p>{top}"
             f"<div class=\"grid\">{''.join(sections)}</div></main></body></html>\n")
 
 
+def _selection_files(summary_path: Path, summary: dict) -> tuple[Path, Path | None]:
+    """(manifest, selected records) of a selection: a job's final outputs when the selection is a
+    job's select stage (its own output holds no conversations), else the files beside the summary."""
+    if summary_path.parent.name in JOB_SELECTION_DIRS:
+        job = summary_path.parent.parent
+        records = next((p for p in (job / "selected.jsonl", job / "selected.parquet") if p.is_file()), None)
+        if (job / "selected.manifest.jsonl").is_file():
+            return job / "selected.manifest.jsonl", records
+    stem = summary_path.name[: -len(SUMMARY_SUFFIX)]
+    recorded = summary.get("outputs", {}).get("selected")
+    records = summary_path.with_name(Path(recorded).name) if recorded else None
+    return summary_path.with_name(stem + ".manifest.jsonl"), records
+
+
+def _compare_page(compare_path: Path, out_dir: Path | None) -> tuple[str, dict, Path]:
+    from mig_ray.report import compare
+
+    data, rows = compare.load(compare_path)
+    html = page("MIG comparison report", f"{data.get('pool', '')} · k = {data.get('k', 0):,} · mig_ray "
+                f"{data.get('mig_ray_version', '')}", "", compare.sections(data, rows))
+    numbers = {"mig_ray_version": __version__, "source": str(compare_path), "compare": data}
+    return html, numbers, Path(out_dir) if out_dir is not None else compare_path.parent / "report"
+
+
 def write_report(path: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Find the selection behind `path`, write report.html and summary.json; returns their paths."""
-    summary_path, default_dir = find_summary(Path(path))
-    summary = _load_json(summary_path)
-    labels_path = _labels_path(summary_path, summary)
-    labels = _load_json(labels_path) if labels_path is not None else None
-    numbers = report_numbers(summary, labels, summary_path, _job_diff(summary_path))
-    html = render_html(numbers, labels)
-    out = Path(out_dir) if out_dir is not None else default_dir
+    """Find the selection (and comparison) behind `path`, write report.html and summary.json;
+    returns their paths. A `mig-ray compare` output directory alone gives the comparison page."""
+    from mig_ray.report import browse, compare
+
+    compare_path = compare.find_compare(Path(path))
+    try:
+        summary_path, default_dir = find_summary(Path(path))
+    except ReportError:
+        if compare_path is None:
+            raise
+        html, numbers, out = _compare_page(compare_path, out_dir)
+        inputs: dict[str, Path | None] = {"comparison": compare_path}
+    else:
+        summary = _load_json(summary_path)
+        labels_path = _labels_path(summary_path, summary)
+        labels = _load_json(labels_path) if labels_path is not None else None
+        numbers = report_numbers(summary, labels, summary_path, _job_diff(summary_path))
+        if compare_path is not None:
+            data, rows = compare.load(compare_path)
+            extra = compare.sections(data, rows)
+            numbers["compare"] = data
+        else:
+            manifest, records = _selection_files(summary_path, summary)
+            extra = [browse.section({"selection": browse.selection_rows(manifest, records)},
+                                    {"selection": int(numbers["counts"].get("selected", 0))})]
+        html = render_html(numbers, labels, extra)
+        out = Path(out_dir) if out_dir is not None else default_dir
+        job = summary_path.parent.parent / "summary.json" if summary_path.parent.name in JOB_SELECTION_DIRS \
+            else None
+        inputs = {"selection summary": summary_path, "labels file": labels_path, "job summary": job,
+                  "comparison": compare_path}
     paths = {"html": out / "report.html", "summary": out / "summary.json"}
     from mig_ray.guard import check_outputs_not_inputs, check_writable
     from mig_ray.pools.rejects import PoolError
 
     try:  # e.g. `-o OUTDIR` of a job would replace the job's own summary.json
-        job = summary_path.parent.parent / "summary.json" if summary_path.parent.name in JOB_SELECTION_DIRS \
-            else None
-        check_outputs_not_inputs(paths, {"selection summary": summary_path, "labels file": labels_path,
-                                         "job summary": job})
+        check_outputs_not_inputs(paths, inputs)
         check_writable(paths.values())
     except PoolError as e:
         raise ReportError(str(e)) from None

@@ -199,3 +199,32 @@ def log_scatter(ident: str, title: str, xs: Sequence[int], ys: Sequence[int], na
         body.append(f'<circle class="dot" cx="{f.x(a):.1f}" cy="{f.y(b):.1f}" r="2.6" fill="{colour}" '
                     f'fill-opacity="0.55"><title>{escape(n)}: pool {ca}, selected {cb}</title></circle>')
     return f.svg(ident, title, body)
+
+
+METHOD_COLOURS = ("#2563eb", "#9aa5b1", "#d97706", "#059669", "#7c3aed", "#dc2626", "#0891b2", "#be185d")
+
+
+Line = tuple[str, str, Sequence[float], Sequence[float]]
+
+
+def multi_line_chart(ident: str, title: str, series: Sequence[Line], xlabel: str, ylabel: str) -> str:
+    """One polyline per (name, colour, xs, ys) series on shared axes, with a legend."""
+    xs_all = [v for _, _, xs, _ in series for v in xs]
+    ys_all = [v for _, _, _, ys in series for v in ys]
+    f = Frame(min(xs_all, default=0), max(xs_all, default=1), min(0.0, min(ys_all, default=0)),
+              max(ys_all, default=1) * 1.05, top=24 + 16 * len(series))
+    body = f.axes(xlabel, ylabel)
+    for name, colour, xs, ys in series:
+        pts = " ".join(f"{f.x(a):.1f},{f.y(b):.1f}" for a, b in zip(xs, ys, strict=True))
+        body.append(f'<polyline class="series" data-series="{escape(name)}" points="{pts}" fill="none" '
+                    f'stroke="{colour}" stroke-width="2"><title>{escape(name)}</title></polyline>')
+    body += legend(Frame(0, 1, 0, 1, width=f.width, top=2), [(name, colour) for name, colour, _, _ in series])
+    return f.svg(ident, title, body)
+
+
+def mini_bar(value: float, top: float, colour: str = SELECTED, width: int = 90) -> str:
+    """A small horizontal bar (value / top of `width` px) to sit in a table cell."""
+    w = 0.0 if not top or not math.isfinite(value) else max(0.0, min(1.0, value / top)) * width
+    return (f'<svg class="mini" width="{width}" height="10" viewBox="0 0 {width} 10">'
+            f'<rect width="{width}" height="10" fill="{GRID}"/>'
+            f'<rect class="minibar" width="{w:.1f}" height="10" fill="{colour}"/></svg>')

@@ -1,0 +1,19 @@
+"""`score`: the top k by score (quality only), ties to the lower input position."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mig_ray.compare.pool import ComparePool
+
+NAME = "score"
+NEEDS_EMBEDDINGS = False
+
+
+def score_order(scores: np.ndarray) -> np.ndarray:
+    """All positions by score descending, then position ascending."""
+    return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64))).astype(np.int64)
+
+
+def select(pool: ComparePool, k: int, seed: int = 0) -> np.ndarray:
+    return score_order(pool.scores)[:k]
