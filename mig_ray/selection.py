@@ -29,6 +29,7 @@ from mig_ray.objective import Phi, information, label_mass
 from mig_ray.pools.annotated import (
     AnnotatedPool,
     load_valid_tags,
+    parquet_parts,
     parquet_schema,
     pool_format,
     read_annotated,
@@ -123,15 +124,12 @@ def check_before_write(cfg: SelectConfig, paths: dict[str, Path]) -> None:
     """Everything that can fail before the read fails here, before any output is opened."""
     if not cfg.pool.exists():
         raise PoolError(f"{cfg.pool}: no such file")
-    if not cfg.pool.is_file():
+    is_parts = cfg.pool.is_dir() and pool_format(cfg.pool) == "parquet"  # a job's assembled pool
+    if not (cfg.pool.is_file() or is_parts):
         raise PoolError(f"{cfg.pool}: not a file (give a .jsonl or .parquet pool)")
-    if pool_format(cfg.pool) == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            pq.ParquetFile(cfg.pool).close()
-        except Exception as e:  # pyarrow raises several types for a broken file
-            raise PoolError(f"{cfg.pool}: not a readable Parquet file ({str(e)[:200]})") from None
+    # parquet_parts reads every part's footer, so a broken file is named here
+    if pool_format(cfg.pool) == "parquet" and not parquet_parts(cfg.pool):
+        raise PoolError(f"{cfg.pool}: a folder without part-*.parquet files")
     output_format(cfg.out)
     for what, p in (("valid tags", cfg.valid_tags), ("label embeddings", cfg.label_embeddings),
                     ("previous manifest", cfg.previous_manifest)):

@@ -40,9 +40,9 @@ def fingerprint(cfg: SelectConfig) -> str:
     the content of the valid-tag and label-embedding files (a copy elsewhere, or the same file
     rewritten with the same content, keeps a checkpoint valid; an edit in place does not).
     Shard count and batch size do not change the result, so a checkpoint survives them."""
-    st = cfg.pool.stat()
-    key = {k: str(getattr(cfg, k)) for k in RESULT_KEYS} | {"pool": str(cfg.pool.resolve()),
-                                                           "size": st.st_size, "mtime": st.st_mtime_ns}
+    files = sorted(cfg.pool.glob("part-*.parquet")) if cfg.pool.is_dir() else [cfg.pool]  # a job's parts
+    key = {k: str(getattr(cfg, k)) for k in RESULT_KEYS} | {"pool": str(cfg.pool.resolve()), "files": [
+        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
     for k in ("valid_tags", "label_embeddings"):
         path = getattr(cfg, k)
         key[k] = None if path is None else content_digest(Path(path))

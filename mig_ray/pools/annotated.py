@@ -249,7 +249,7 @@ def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
         try:
             out.append((f, pq.ParquetFile(f).metadata.num_rows))
         except Exception as e:  # pyarrow raises several types for a broken file
-            raise PoolError(f"{f}: not a readable Parquet file ({e})") from e
+            raise PoolError(f"{f}: not a readable Parquet file ({str(e)[:200]})") from None
     return out
 
 
