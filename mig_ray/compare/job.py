@@ -11,6 +11,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from mig_ray.compare.run import COMPARE_FILE, CompareOptions, Messages, run_compare
 from mig_ray.job.config import resolve_path
@@ -18,10 +19,15 @@ from mig_ray.job.stages import StageDir, fingerprint
 
 
 def _ingested_messages(pipe: Any) -> Messages:
+    """Messages of the asked ids, read part by part from the ingest stage (only those rows kept)."""
     def get(positions: np.ndarray, ids: list[str]) -> list[list[dict] | None]:
-        table = pipe._ingested(["id", "messages"])
-        table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(ids, pa.string())))
-        by_id = dict(zip(table.column("id").to_pylist(), table.column("messages").to_pylist(), strict=True))
+        wanted = pa.array(ids, pa.string())
+        by_id: dict[str, str] = {}
+        for part in pipe._ingest_parts():
+            table = pq.read_table(part, columns=["id", "messages"])
+            table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+            by_id.update(zip(table.column("id").to_pylist(), table.column("messages").to_pylist(),
+                             strict=True))
         return [orjson.loads(by_id[i]) if i in by_id else None for i in ids]
 
     return get
