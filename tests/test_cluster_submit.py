@@ -8,6 +8,7 @@ names its temp dir); the session cluster of tests/conftest.py and anyone else's 
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import json
 import os
 import re
@@ -32,13 +33,15 @@ N = 30  # selection.n of jobs/demo.yaml
 
 
 def free_port() -> int:
-    """A port free on loopback right now (for the one server Ray cannot be asked to pick a port for)."""
+    """A port free on loopback right now (for the one server Ray cannot be asked to pick a port for).
+    Another process may take it before Ray binds it: start_head() then retries with another."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 DASHBOARD_LINE = re.compile(rb"RAY_API_SERVER_ADDRESS='(http://127\.0\.0\.1:\d+)'")
+HEAD_ATTEMPTS = 5
 
 
 def _read_back(log: Path, temp: Path) -> tuple[str | None, str | None]:
@@ -62,6 +65,26 @@ def _ours(temp: Path) -> list[psutil.Process]:
     return out
 
 
+def _serves(temp: Path, port: int) -> bool:
+    """Whether one of the head's own processes listens on `port` (from then on nobody can take it)."""
+    for p in _ours(temp):
+        try:
+            conns = p.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            return True
+    return False
+
+
+def _client_port_taken(log: Path, temp: Path, port: int) -> bool:
+    """Whether the head died because its client server could not bind `port`: `ray start --block`
+    then kills the whole head and exits 1, its output and the client server's log saying so."""
+    needle = f"Failed to bind to address 127.0.0.1:{port}".encode()
+    logs = [log, *temp.glob("session_*/logs/ray_client_server*.err")]
+    return any(needle in f.read_bytes() for f in logs if f.is_file())
+
+
 def _stop_head(head: subprocess.Popen, temp: Path) -> None:
     """Stop the head: its process group (`ray start --block` and what it started), then stragglers.
     `ray stop` is not used: it stops every Ray on the machine."""
@@ -78,16 +101,15 @@ def _stop_head(head: subprocess.Popen, temp: Path) -> None:
         p.kill()
 
 
-@pytest.fixture
-def ray_head() -> Iterator[dict]:
-    """A Ray head bound to 127.0.0.1 with the dashboard (the Jobs API needs it) on ports Ray picks."""
-    from ray.job_submission import JobSubmissionClient
+def _discard(head: subprocess.Popen, temp: Path, log: Path) -> None:
+    _stop_head(head, temp)
+    shutil.rmtree(temp, ignore_errors=True)
+    log.unlink(missing_ok=True)
 
-    # a short temp dir: Ray puts unix sockets under it and their paths are limited to ~107 bytes
-    temp = Path(tempfile.mkdtemp(prefix="mrh", dir="/tmp"))
-    token = uuid.uuid4().hex
+
+def _head_env(token: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "RAY_AUTH"))}
-    env |= {
+    return env | {
         # jobs run `mig-ray` from this venv, as a cluster image has it on PATH
         "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
         "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_OFFLINE": "1",
@@ -96,43 +118,73 @@ def ray_head() -> Iterator[dict]:
         # the head's own token (Ray 2.60 token auth), not whatever ~/.ray/auth_token holds
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
     }
-    # Port 0: Ray binds each server to a port of its own choosing and the test reads the dashboard's
-    # and the GCS's back, so no port is picked, freed and then raced for. Ray requires a fixed port
-    # for its client server (1024..65535, no 0); this test does not use that server.
-    cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-           "--port=0", "--dashboard-host=127.0.0.1", "--dashboard-port=0",
-           "--include-dashboard=true", f"--ray-client-server-port={free_port()}",
-           "--dashboard-agent-listen-port=0", "--dashboard-agent-grpc-port=0", "--metrics-export-port=0",
-           "--runtime-env-agent-port=0", "--node-manager-port=0", "--object-manager-port=0",
-           "--num-cpus=4", "--disable-usage-stats", f"--temp-dir={temp}"]
-    log = open(temp.parent / f"{temp.name}.log", "wb")  # noqa: SIM115 - closed in the finally below
-    head = subprocess.Popen(cmd, env=env, cwd=temp, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    try:
-        deadline, client_obj, last, address, gcs = time.monotonic() + 120, None, None, None, None
-        while time.monotonic() < deadline and head.poll() is None:
-            if address is None or gcs is None:
-                address, gcs = _read_back(Path(log.name), temp)
+
+
+def start_head(ports: Iterator[int], timeout: float = 120) -> dict:
+    """A Ray head bound to 127.0.0.1 with the dashboard (the Jobs API needs it), up and answering.
+
+    Port 0 everywhere: Ray binds each server to a port of its own choosing and the test reads the
+    dashboard's and the GCS's back. Ray requires a fixed port for its client server (1024..65535,
+    no 0; this test does not use that server), taken from `ports`: if another process binds it
+    first, the client server dies, `ray start --block` stops the head, and the head is started
+    again (fresh temp dir) with the next port. The head counts as up only once its client server
+    listens, so the port can no longer be lost while the test runs."""
+    from ray.job_submission import JobSubmissionClient
+
+    token = uuid.uuid4().hex
+    env, auth, taken = _head_env(token), {"Authorization": f"Bearer {token}"}, []
+    for _ in range(HEAD_ATTEMPTS):
+        port, deadline = next(ports), time.monotonic() + timeout
+        # a short temp dir: Ray puts unix sockets under it and their paths are limited to ~107 bytes
+        temp = Path(tempfile.mkdtemp(prefix="mrh", dir="/tmp"))
+        log = temp.parent / f"{temp.name}.log"
+        cmd = [str(VENV_BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+               "--port=0", "--dashboard-host=127.0.0.1", "--dashboard-port=0",
+               "--include-dashboard=true", f"--ray-client-server-port={port}",
+               "--dashboard-agent-listen-port=0", "--dashboard-agent-grpc-port=0", "--metrics-export-port=0",
+               "--runtime-env-agent-port=0", "--node-manager-port=0", "--object-manager-port=0",
+               "--num-cpus=4", "--disable-usage-stats", f"--temp-dir={temp}"]
+        with open(log, "wb") as out:
+            head = subprocess.Popen(cmd, env=env, cwd=temp, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+        try:
+            client_obj, last, address, gcs, serving = None, None, None, None, False
+            while time.monotonic() < deadline and head.poll() is None:
                 if address is None or gcs is None:
-                    time.sleep(0.5)
-                    continue
-            try:
-                client_obj = JobSubmissionClient(address, headers={"Authorization": f"Bearer {token}"})
-                client_obj.list_jobs()
-                break
-            except Exception as e:  # the dashboard and its job agent take a few seconds
-                client_obj, last = None, e
+                    address, gcs = _read_back(log, temp)
+                elif client_obj is None:
+                    try:
+                        client_obj = JobSubmissionClient(address, headers=auth)
+                        client_obj.list_jobs()
+                    except Exception as e:  # the dashboard and its job agent take a few seconds
+                        client_obj, last = None, e
+                elif not serving:
+                    serving = _serves(temp, port)
+                if client_obj is not None and serving:
+                    return {"client": client_obj, "address": address, "gcs": gcs, "temp": temp,
+                            "head": head, "log": log, "client_port": port, "ports_taken": taken}
                 time.sleep(0.5)
-        if client_obj is None:
-            pytest.fail(f"Ray head did not come up (exit {head.poll()}, last error {last!r}):\n"
-                        + Path(log.name).read_text(errors="replace")[-3000:])
-        yield {"client": client_obj, "address": address, "gcs": gcs, "temp": temp,
-               "head": head}
+            head.poll()
+            if head.returncode is not None and _client_port_taken(log, temp, port):
+                taken.append(port)
+                _discard(head, temp, log)
+                continue
+            pytest.fail(f"Ray head did not come up (exit {head.returncode}, client server on "
+                        f"{port}: {'listening' if serving else 'not listening'}, last error {last!r}):\n"
+                        + log.read_text(errors="replace")[-3000:])
+        except BaseException:
+            _discard(head, temp, log)
+            raise
+    pytest.fail(f"Ray head: client server ports {taken} were each taken before Ray could bind them")
+
+
+@pytest.fixture
+def ray_head() -> Iterator[dict]:
+    head = start_head(iter(free_port, None))
+    try:
+        yield head
     finally:
-        _stop_head(head, temp)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
-        Path(log.name).unlink(missing_ok=True)
+        _discard(head["head"], head["temp"], head["log"])
 
 
 def _listening(temp: Path) -> set[str]:
@@ -189,3 +241,21 @@ def test_job_submitted_to_a_local_head_runs_mig_ray(tmp_path, ray_head):
     listening = _listening(ray_head["temp"])
     assert listening and all(_loopback(a) for a in listening), listening
     print(f"\njob {job_id}: {time.monotonic() - t0:.1f} s from submit to checked output")
+
+
+def test_head_start_retries_when_the_client_server_port_is_taken():
+    """The race start_head() guards against, made certain: the first port offered is held by this
+    test (as another process could take it after free_port()); the head that cannot bind it is
+    stopped and a second one comes up on the next port, its client server listening there."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        head = start_head(itertools.chain([taken], iter(free_port, None)))
+        try:
+            assert head["ports_taken"] == [taken]
+            assert head["client_port"] != taken and _serves(head["temp"], head["client_port"])
+            assert head["client"].list_jobs() == []
+        finally:
+            _discard(head["head"], head["temp"], head["log"])
+    assert not _ours(head["temp"]) and not head["temp"].exists()
