@@ -264,8 +264,9 @@ class LazyGreedy:
         return int(self.meta[2])
 
     def step(self, n_rounds: int, bound: tuple[float, int] = (-np.inf, -1)) -> int:
-        """Commit up to n_rounds more samples while each beats `bound` = (gain, global position), an
-        upper bound on candidates held elsewhere; returns how many were committed."""
+        """Commit up to n_rounds more samples while each is certified against `bound` = (gain,
+        global position), an upper bound on candidates held elsewhere (`_certified`: the bound lies
+        below the tie window of the round's best gain); returns how many were committed."""
         return int(
             _run(self.indptr, self.indices, self.data, self.x, self.hkey, self.hpos, self.stamp,
                  self.meta, self.order, self.order_gain, *self._params, int(n_rounds),

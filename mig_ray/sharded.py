@@ -109,7 +109,8 @@ def merge_proposals(props: list[Proposal], n_labels: int) -> tuple[np.ndarray, s
 
 def certified_round(props: list[Proposal], x: np.ndarray, phi: Phi, mode: GainMode,
                     max_commits: int) -> tuple[Commit, np.ndarray]:
-    """One driver round: lazy greedy over the proposals' union while each pick beats all bounds."""
+    """One driver round: lazy greedy over the proposals' union while each pick is certified against
+    the highest of the shards' bounds (below the tie window of the round's best gain)."""
     pos, cand = merge_proposals(props, len(x))
     bound = _best_bound([p.bound for p in props])
     lg = LazyGreedy(cand, phi, mode, x0=x, positions=pos)
