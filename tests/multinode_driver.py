@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -45,12 +44,6 @@ KILL_ROUND = 3
 WORKER_RESOURCES = {"mig_worker": 4}  # both workers carry it: a shard of a dead worker can move
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def where(actor) -> tuple[str, int]:
     """(node id, pid) of the process an actor runs in, asked from the actor itself."""
     return ray.get(actor.__ray_call__.remote(lambda self: (ray.get_runtime_context().get_node_id(),
@@ -69,7 +62,8 @@ def pid_gone(pid: int) -> bool:
 def main(work: Path) -> None:
     t0 = time.monotonic()
     cluster = Cluster(initialize_head=True, head_node_args={
-        "gcs_server_port": free_port(), "node_ip_address": "127.0.0.1", "num_cpus": 2,
+        # port 0: the GCS binds a port of its own choosing (no port probed, freed and raced for)
+        "gcs_server_port": 0, "node_ip_address": "127.0.0.1", "num_cpus": 2,
         "include_dashboard": False, "dashboard_agent_listen_port": None,
         # a killed node is declared dead after ~5 s of failed health checks (Ray's default: longer)
         "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 5}})
