@@ -114,8 +114,9 @@ def _log_graph(graph: LabelGraph) -> None:
 
 
 def _log_read(cfg: SelectConfig, counts: dict[str, int], rejects_path: Path) -> None:
+    see = f" (see {rejects_path})" if counts["rejected"] else ""
     log(f"read {counts['read']} records from {cfg.pool}: {counts['selectable']} selectable, "
-        f"{counts['rejected']} rejected (see {rejects_path}), {counts['no_valid_label']} with no valid label")
+        f"{counts['rejected']} rejected{see}, {counts['no_valid_label']} with no valid label")
     if cfg.n > counts["selectable"]:
         log(f"-n {cfg.n} is more than the {counts['selectable']} selectable records: selecting all of them")
 
