@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mig_ray.distributed.placement import CustomResources
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.pools.fields import split_path
+from mig_ray.storage import RemotePath, location
 
 
 class ShardPlacement(BaseModel):
@@ -41,7 +42,8 @@ class SelectConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    pool: Path
+    pool: Path | RemotePath = Field(description="the annotated pool: a file, a folder of Parquet parts, "
+                                    "or either on an object store (s3://...)")
     n: int = Field(gt=0, description="number of samples to select")
     out: Path
     valid_tags: Path | None = None
@@ -66,6 +68,9 @@ class SelectConfig(BaseModel):
                                             description="Ray resources and strategy of the shard actors")
     batch: int = Field(256, ge=0, description="candidates per shard per round; 0: one pick per round")
     checkpoint_seconds: float = Field(5.0, ge=0)
+    checkpoint: Path | RemotePath | None = Field(
+        None, description="where the sharded engine keeps its checkpoint (default <stem>.checkpoint.npz "
+                          "beside OUT); a job with its output on an object store keeps it there")
     labels_field: str | None = None
     score_field: str | None = None
     id_field: str | None = None
@@ -74,6 +79,11 @@ class SelectConfig(BaseModel):
     previous_manifest: Path | None = Field(
         None, description="manifest of an earlier selection: its information on this run's graph is "
                           "reported beside this selection's, so the two compare on one measure")
+
+    @field_validator("pool", "checkpoint", mode="before")
+    @classmethod
+    def _location(cls, v: object) -> object:
+        return location(v) if isinstance(v, str) else v
 
     @field_validator("labels_field", "score_field", "id_field")
     @classmethod

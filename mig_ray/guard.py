@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from mig_ray.pools.rejects import PoolError
+from mig_ray.storage import RemotePath
 
 MAX_SHOWN = 200
 
@@ -53,7 +54,7 @@ def check_outputs_not_inputs(outputs: Mapping[str, Path], inputs: Mapping[str, P
     ids: dict[tuple[int, int], tuple[str, Path]] = {}
     names: dict[Path, tuple[str, Path]] = {}
     for what, path in inputs.items():
-        if path is None:
+        if path is None or isinstance(path, RemotePath):  # objects have no links: names differ or not
             continue
         for f in input_files(Path(path)):
             ident = _identity(f)
@@ -61,6 +62,8 @@ def check_outputs_not_inputs(outputs: Mapping[str, Path], inputs: Mapping[str, P
                 ids.setdefault(ident, (what, f))
             names.setdefault(Path(os.path.realpath(f)), (what, f))
     for what, out in outputs.items():
+        if isinstance(out, RemotePath):
+            continue
         out = Path(out)
         hit = ids.get(_identity(out)) if out.exists() else None
         hit = hit or names.get(Path(os.path.realpath(out)))
@@ -72,6 +75,8 @@ def check_outputs_not_inputs(outputs: Mapping[str, Path], inputs: Mapping[str, P
 def check_writable(outputs: Iterable[Path]) -> None:
     """Each output is not a directory and its folder exists or can be made, and is writable."""
     for out in outputs:
+        if isinstance(out, RemotePath):  # found when written; the job probes its output store first
+            continue
         out = Path(out)
         if out.is_dir():
             raise PoolError(f"{out}: is a directory; give a file name for the output")

@@ -150,6 +150,8 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     `on_round(round, actors)` is a hook for tests of the distributed engine.
     """
     paths = output_paths(cfg.out)
+    if cfg.checkpoint is not None:
+        paths["checkpoint"] = cfg.checkpoint
     check_before_write(cfg, paths)
     timer = Timer()
     phi = phi_of(cfg)

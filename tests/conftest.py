@@ -18,7 +18,24 @@ atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 
 @pytest.fixture(scope="session")
-def ray_address() -> str:
+def s3_endpoint() -> str:
+    """A real S3 endpoint on loopback (moto's server) for `s3://` paths, up for the whole session.
+    Its address and credentials go into the environment before the session's Ray starts, as on a
+    cluster whose nodes get them from theirs, so Ray's workers reach it too."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    os.environ.update(AWS_ACCESS_KEY_ID="mig-ray-test", AWS_SECRET_ACCESS_KEY="mig-ray-test",
+                      AWS_REGION="us-east-1", AWS_ENDPOINT_URL=url, AWS_EC2_METADATA_DISABLED="true")
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_address(s3_endpoint) -> str:
     """One local Ray cluster for the test session: loopback, no dashboard, enough logical CPUs."""
     import ray
 

@@ -21,6 +21,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mig_ray.storage import Location, location, read_parquet, write_atomic, write_parquet_atomic
+
 # kind -> (result column, its type)
 RESULTS: dict[str, tuple[str, pa.DataType]] = {
     "tags": ("labels", pa.list_(pa.string())),
@@ -51,20 +53,21 @@ def identity_hash(kind: str, identity: Any) -> str:
     return hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:16]
 
 
-def cache_folder(cache_dir: Path | str, kind: str, identity: Any) -> Path:
+def cache_folder(cache_dir: Location | str, kind: str, identity: Any) -> Location:
     """Where the parts of one (kind, identity) live."""
-    return Path(cache_dir) / check_kind(kind) / identity_hash(kind, identity)
+    return location(cache_dir) / check_kind(kind) / identity_hash(kind, identity)
 
 
-def prepare_folder(folder: Path, kind: str, identity: Any) -> None:
-    """Create the folder with an identity.json for humans; drop temp files of long-dead writers."""
+def prepare_folder(folder: Location, kind: str, identity: Any) -> None:
+    """Create the folder with an identity.json for humans; drop temp files of long-dead writers
+    (an object store has none: its objects appear whole)."""
     folder.mkdir(parents=True, exist_ok=True)
     ident = folder / "identity.json"
     if not ident.exists():
-        tmp = folder / f".identity.{uuid.uuid4().hex}.tmp"
-        tmp.write_bytes(orjson.dumps({"kind": kind, "identity": identity_of(identity)},
-                                     option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
-        os.replace(tmp, ident)
+        write_atomic(ident, orjson.dumps({"kind": kind, "identity": identity_of(identity)},
+                                         option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS, default=str))
+    if not isinstance(folder, Path):
+        return
     now = time.time()
     for t in folder.glob(".part-*.tmp"):
         try:
@@ -74,7 +77,7 @@ def prepare_folder(folder: Path, kind: str, identity: Any) -> None:
             pass
 
 
-def parts(folder: Path) -> list[Path]:
+def parts(folder: Location) -> list[Location]:
     """The finished parts only: temp files of running or killed writers are not `part-*.parquet`."""
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
 
@@ -109,22 +112,25 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def write_part(table: pa.Table, folder: Path) -> Path:
-    """One part, atomically: temp name, then rename."""
+def write_part(table: pa.Table, folder: Location) -> Location:
+    """One part, atomically: locally a temp name, then rename; on an object store one upload."""
     name = f"part-{time.strftime('%Y%m%d%H%M%S')}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = folder / f".{name}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, folder / name)
+    if isinstance(folder, Path):
+        tmp = folder / f".{name}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, folder / name)
+    else:
+        write_parquet_atomic(table, folder / name)
     return folder / name
 
 
-def cached_ids(folder: Path) -> np.ndarray:
+def cached_ids(folder: Location) -> np.ndarray:
     """Sorted ids already in the cache as fixed-width bytes: exact membership by searchsorted, and
     zero-copy for the Ray tasks that filter the pool with it."""
     ps = parts(folder)
     if not ps:
         return np.zeros(0, dtype="S1")
-    ids = pa.concat_arrays([c for p in ps for c in pq.read_table(p, columns=["id"]).column("id").chunks])
+    ids = pa.concat_arrays([c for p in ps for c in read_parquet(p, columns=["id"]).column("id").chunks])
     arr = np.array(pc.cast(ids, pa.binary()).to_pylist(), dtype="S")
     return np.unique(arr)
 
@@ -138,7 +144,7 @@ def contains(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
     return sorted_ids[idx] == ids
 
 
-def load_annotations(cache_dir: Path | str, kind: str, identity: Any,
+def load_annotations(cache_dir: Location | str, kind: str, identity: Any,
                      ids: list[str] | pa.Array | None = None) -> pa.Table:
     """The cached annotations of one identity (one row per id, the first written wins), optionally
     only for `ids`. Columns: id, status, error, calls, the result (labels or score) and extras."""
@@ -147,7 +153,7 @@ def load_annotations(cache_dir: Path | str, kind: str, identity: Any,
     ps = parts(folder)
     if not ps:
         return pa.table({c: pa.array([], type=t) for c, t in [*BASE, (name, typ)]})
-    table = pa.concat_tables([pq.read_table(p) for p in ps], promote_options="permissive")
+    table = pa.concat_tables([read_parquet(p) for p in ps], promote_options="permissive")
     if ids is not None:
         table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(ids, type=pa.string())))
     # concurrent runs may have annotated the same id: keep one row per id

@@ -33,6 +33,7 @@ from mig_ray.annotate.cache import (
 )
 from mig_ray.annotate.resources import ActorResources
 from mig_ray.distributed.session import ensure_ray, ray_progress_bars
+from mig_ray.storage import Location, RemotePath, location
 
 __all__ = ["AnnotateStats", "annotate", "load_annotations"]
 
@@ -60,7 +61,7 @@ class AnnotateStats:
         return asdict(self)
 
 
-def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Path | str,
+def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Location | str,
              resources: ActorResources | None = None, kind: str = "tags", progress: bool = True,
              part_rows: int = 10_000) -> AnnotateStats:
     """Annotate the records of `source` (an ingest output folder, or a ray.data.Dataset with columns
@@ -110,7 +111,7 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Pa
 def _read(source: Any, columns: list[str]):
     import ray.data
 
-    if isinstance(source, str | Path):
+    if isinstance(source, str | Path | RemotePath):
         source = ray.data.read_parquet(str(source), num_cpus=AUX_CPUS)
     if isinstance(source, ray.data.Dataset):
         # a projection task asks for 1 CPU by default, which actors on a small machine may hold
@@ -175,7 +176,7 @@ def _to_table(out: Any) -> pa.Table:
 
 def _write(batch: pa.Table, folder: str, kind: str) -> dict[str, np.ndarray]:
     table = result_table(batch, kind)
-    path = write_part(table, Path(folder))
+    path = write_part(table, location(folder))
     failed = int(np.sum(np.asarray(table.column("status").to_pylist(), dtype=object) != "ok"))
     calls = int(np.sum(table.column("calls").to_numpy(zero_copy_only=False)))
     return {"rows": np.array([table.num_rows]), "failed": np.array([failed]), "calls": np.array([calls]),

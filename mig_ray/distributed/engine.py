@@ -10,6 +10,7 @@ the committed order is checkpointed so that a re-run of a killed driver resumes.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import time
@@ -29,6 +30,7 @@ from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import PoolError
 from mig_ray.report.stats import pool_stats
 from mig_ray.sharded import Commit, RoundLog, sharded_greedy
+from mig_ray.storage import Location, write_atomic
 
 RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
                "prop_weight", "propagation", "phi", "phi_a", "phi_b", "phi_alpha", "norm", "gain",
@@ -69,14 +71,14 @@ def content_digest(path: Path) -> str:
 class Checkpoint:
     """The committed order (with vectors) in one .npz, written atomically every few seconds."""
 
-    def __init__(self, path: Path, fp: str, every_seconds: float) -> None:
+    def __init__(self, path: Location, fp: str, every_seconds: float) -> None:
         self.path, self.fp, self.every = path, fp, every_seconds
         self.last = time.monotonic()
 
     def load(self) -> Commit | None:
         if not self.path.exists():
             return None
-        with np.load(self.path, allow_pickle=False) as z:
+        with np.load(io.BytesIO(self.path.read_bytes()), allow_pickle=False) as z:
             if str(z["fingerprint"]) != self.fp:
                 return None
             return Commit(z["positions"], z["gains"], z["ptr"], z["idx"], z["val"])
@@ -85,10 +87,10 @@ class Checkpoint:
         if not force and time.monotonic() - self.last < self.every:
             return
         c = Commit.concat(commits)
-        tmp = self.path.with_name(self.path.name + ".tmp.npz")
-        np.savez(tmp, fingerprint=self.fp, positions=c.positions, gains=c.gains, ptr=c.ptr, idx=c.idx,
+        buf = io.BytesIO()
+        np.savez(buf, fingerprint=self.fp, positions=c.positions, gains=c.gains, ptr=c.ptr, idx=c.idx,
                  val=c.val)
-        tmp.replace(self.path)
+        write_atomic(self.path, buf.getvalue())
         self.last = time.monotonic()
 
     def remove(self) -> None:

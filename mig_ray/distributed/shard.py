@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -15,6 +14,7 @@ from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.report.stats import score_hist
 from mig_ray.sharded import Commit
+from mig_ray.storage import location
 from mig_ray.vectors import propagate, sample_matrix
 
 
@@ -40,7 +40,7 @@ class ShardActor:
 
     def __init__(self, path: str, block: Block, spec: FieldSpec, valid_tags: set[str] | None,
                  strict: bool) -> None:
-        self.path, self.block, self.spec = Path(path), block, spec
+        self.path, self.block, self.spec = location(path), block, spec
         self.valid, self.strict = valid_tags, strict
         self.pool: AnnotatedPool | None = None
         self.keep: np.ndarray | None = None

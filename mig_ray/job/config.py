@@ -22,6 +22,7 @@ from mig_ray.annotate.resources import ActorResources
 from mig_ray.config import ShardPlacement
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.guard import clip, short
+from mig_ray.storage import Location, RemotePath, is_uri, location
 
 BUNDLED = "bundled:"
 Layout = Literal["auto", "annotated", "sharegpt", "openai", "alpaca"]
@@ -52,6 +53,11 @@ def glob_reaches(pattern: str, out: Path) -> bool:
     return all(fnmatch.fnmatchcase(o, p) for p, o in zip(parts, out_parts, strict=False))
 
 
+def _inside(path: Location, folder: Location) -> bool:
+    """Whether `path` lies under `folder` (both resolved; a local path is never under a URI)."""
+    return type(path) is type(folder) and str(path).startswith(str(folder).rstrip("/") + "/")
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -65,10 +71,19 @@ class InputSpec(_Strict):
     id_field: str | None = Field(None, description="dotted path of the record id (default _id, id, "
                                  "else a content hash of the conversation)")
 
-    def resolved(self) -> list[Path]:
-        out: list[Path] = []
+    def resolved_existing(self) -> list[Location]:
+        return [p for p in self.resolved() if p.exists()]
+
+    def resolved(self) -> list[Location]:
+        out: list[Location] = []
         for raw in self.paths:
-            if any(ch in raw for ch in "*?["):
+            if is_uri(raw):
+                folder, _, name = raw.rstrip("/").rpartition("/")
+                glob_name = any(ch in name for ch in "*?[")
+                if any(ch in folder for ch in "*?["):
+                    raise ValueError(f"{raw}: on an object store only the last part may be a glob")
+                out += sorted(RemotePath(folder).glob(name)) if glob_name else [RemotePath(raw)]
+            elif any(ch in raw for ch in "*?["):
                 out += sorted(Path(p) for p in glob.glob(str(Path(raw).expanduser())))
             else:
                 out.append(resolve_path(raw))
@@ -194,8 +209,15 @@ class JobConfig(_Strict):
 
     @model_validator(mode="after")
     def _paths(self) -> JobConfig:
-        out = Path(self.output.dir).expanduser().resolve()
+        out = location(self.output.dir).resolve()
+        if self.compare is not None and isinstance(out, RemotePath):
+            raise ValueError(f"compare: needs a local output.dir (got {self.output.dir}): the comparison "
+                             "is computed and written on the driver; run `mig-ray compare` on a copy")
         for raw in self.input.paths:
+            if is_uri(raw):
+                if not InputSpec(paths=[raw]).resolved_existing():
+                    raise ValueError(f"input.paths: {raw} matches no file")
+                continue
             if any(ch in raw for ch in "*?["):
                 if glob_reaches(raw, Path(self.output.dir).expanduser()):
                     raise ValueError(f"output.dir {self.output.dir} matches the input glob {raw}: a re-run "
@@ -209,9 +231,9 @@ class JobConfig(_Strict):
                 raise ValueError(f"input.paths: {raw} does not exist")
         for p in self.input.resolved():
             p = p.resolve()
-            if out == p or (p.is_dir() and p in out.parents):
+            if out == p or (p.is_dir() and _inside(out, p)):
                 raise ValueError(f"output.dir {self.output.dir} is inside or equal to the input {p}")
-            if p.is_file() and out in p.parents:
+            if p.is_file() and _inside(p, out):
                 raise ValueError(f"output.dir {self.output.dir} holds the input {p}: outputs could overwrite "
                                  "it; choose an output folder of its own")
         for key, val in (("graph.valid_tags", self.graph.valid_tags),
@@ -228,12 +250,11 @@ class JobConfig(_Strict):
                 raise ValueError(f"graph.valid_tags: {e}") from e
         return self
 
-    def output_dir(self) -> Path:
-        return Path(self.output.dir).expanduser()
+    def output_dir(self) -> Location:
+        return location(self.output.dir)
 
-    def cache_dir(self) -> Path:
-        return Path(self.annotate.cache_dir).expanduser() if self.annotate.cache_dir \
-            else self.output_dir() / "cache"
+    def cache_dir(self) -> Location:
+        return location(self.annotate.cache_dir) if self.annotate.cache_dir else self.output_dir() / "cache"
 
     def resolved_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -7,11 +7,13 @@ completed stages, and annotation resumes from its cache, so final outputs are by
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 import os
-import shutil
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,26 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from mig_ray import __version__
 from mig_ray.distributed.session import RayLogs
+from mig_ray.guard import clip
 from mig_ray.job.config import JobConfig, JobError, resolve_path
-from mig_ray.job.stages import StageDir, StageLog, file_identity, fingerprint, write_atomic
+from mig_ray.job.stages import StageDir, StageLog, file_identity, fingerprint
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import BadRecord
+from mig_ray.storage import (
+    Location,
+    RemotePath,
+    concat_files,
+    copy_file,
+    location,
+    parquet_file,
+    read_parquet,
+    rmtree,
+    write_atomic,
+    write_parquet_atomic,
+)
 
 STAGES = ("ingest", "tag", "score", "assemble", "select", "write")
 RUN_FILE = "run.json"
@@ -94,7 +108,8 @@ class Pipeline:
         self.scorer = _scorer(job)
         self.counts: dict[str, Any] = {}
         self.fingerprints: dict[str, str] = {}  # of this run's stages, set when it starts
-        self.ray_logs = RayLogs(self.out / "logs" / "ray.log")
+        self.scratch = local_scratch(self.out)
+        self.ray_logs = RayLogs(self.scratch / "logs" / "ray.log")
 
     # -- fingerprints -------------------------------------------------------------------------
     def _fingerprints(self) -> dict[str, str]:
@@ -119,6 +134,7 @@ class Pipeline:
         self._check_outputs()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            self.scratch.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise JobError(f"{self.source}: output.dir {self.out}: cannot create it ({e.strerror})") from None
         fps = self.fingerprints = self._fingerprints()
@@ -147,6 +163,8 @@ class Pipeline:
 
                 ray.shutdown()
             self.ray_logs.stop()
+            if isinstance(self.out, RemotePath) and self.ray_logs.path.is_file():
+                copy_file(self.ray_logs.path, self.out / "logs" / "ray.log")
         if until != STAGES[-1]:
             return {"stages": self.log.rows, "until": until}
         summary = self._finish(fps)
@@ -181,7 +199,7 @@ class Pipeline:
         if Path(self.source).is_file():
             inputs["job file"] = Path(self.source)
         outputs = {f"{folder.name}/{p.relative_to(folder)}": p for folder in (self.out, j.cache_dir())
-                   if folder.is_dir() for p in input_files(folder)}
+                   if isinstance(folder, Path) and folder.is_dir() for p in input_files(folder)}
         outputs.update({name: self.out / name for name in (
             "selected.jsonl", "selected.parquet", "selected.manifest.jsonl", "summary.json", "diff.json",
             "job.resolved.yaml", RUN_FILE)})
@@ -190,6 +208,9 @@ class Pipeline:
             check_writable([self.out / "summary.json"])
         except PoolError as e:
             raise JobError(f"{self.source}: output.dir {self.out}: {e}") from None
+        for key, folder in (("output.dir", self.out), ("annotate.cache_dir", j.cache_dir())):
+            if isinstance(folder, RemotePath):
+                probe_store(folder, f"{self.source}: {key} {folder}")
 
     def _ray_up(self) -> bool:
         """Join or start Ray when the first stage has work to do (a finished job starts none)."""
@@ -240,14 +261,11 @@ class Pipeline:
                            "pass --incremental (or `incremental: true`) for nightly curation, or use a new "
                            "output.dir")
         keep = self.out / "previous"
-        tmp = self.out / ".previous.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        rmtree(keep)  # a crash from here on leaves run.json: the next run archives again
+        keep.mkdir(parents=True, exist_ok=True)
         for name in ("selected.manifest.jsonl", "summary.json", RUN_FILE):
             if (self.out / name).exists():
-                shutil.copy2(self.out / name, tmp / name)
-        shutil.rmtree(keep, ignore_errors=True)
-        os.replace(tmp, keep)
+                copy_file(self.out / name, keep / name)
         path.unlink()
 
     def _previous(self, ingest_fp: str) -> dict | None:
@@ -259,7 +277,7 @@ class Pipeline:
         return None if prev.get("ingest_fingerprint") == ingest_fp else prev
 
     # -- stages ---------------------------------------------------------------------------------
-    def _run_ingest(self, path: Path) -> dict:
+    def _run_ingest(self, path: Location) -> dict:
         from mig_ray.pools.ingest import ingest
 
         res = ingest(self.job.input.resolved(), path / "parts", layout=self.job.input.layout,
@@ -277,14 +295,14 @@ class Pipeline:
         return {"counts": {k: stats[k] for k in ("total", "cached", "annotated", "failed", "model_calls")},
                 "cache": stats["cache_path"], "identity": cfg.identity()}
 
-    def _run_tag(self, path: Path) -> dict:
+    def _run_tag(self, path: Location) -> dict:
         if self.tagger is None:
             return {"counts": {"from_data": 1}}
         stats = self._annotate("tags", self.tagger, self.job.annotate.tagger.resources)
         self._save_vocab_embeddings(path)
         return stats
 
-    def _save_vocab_embeddings(self, path: Path) -> None:
+    def _save_vocab_embeddings(self, path: Location) -> None:
         """The embedding tagger embedded its whole vocabulary with the graph's model already: keep
         those as the graph's label embeddings, so the select stage loads no model."""
         from mig_ray.annotate.embedding_tagger import EmbeddingTaggerConfig, cached_vocab_embeddings
@@ -299,17 +317,19 @@ class Pipeline:
         vocab = cfg.vocabulary_tags()
         emb = cached_vocab_embeddings(cfg, vocab) if same else None
         if emb is not None:
-            np.savez(path / "label_embeddings.npz", labels=np.array(vocab), embeddings=emb)
+            buf = io.BytesIO()
+            np.savez(buf, labels=np.array(vocab), embeddings=emb)
+            write_atomic(path / "label_embeddings.npz", buf.getvalue())
 
-    def _run_score(self, path: Path) -> dict:
+    def _run_score(self, path: Location) -> dict:
         if self.scorer is None:
             return {"counts": {self.job.annotate.scorer.kind: 1}}
         return self._annotate("score", self.scorer, self.job.annotate.scorer.resources)
 
-    def _ingest_parts(self) -> list[Path]:
+    def _ingest_parts(self) -> list[Location]:
         return sorted((self.out / "ingest" / "parts").glob("part-*.parquet"))
 
-    def _run_assemble(self, path: Path) -> dict:
+    def _run_assemble(self, path: Location) -> dict:
         """One annotated pool (id, labels, score, position; in input order) for the selection, as
         Parquet parts `pool.parquet/part-*.parquet` written by one Ray task per ingest part; samples
         with no usable labels or score go to unselectable.jsonl with the reason, counted. The
@@ -330,13 +350,8 @@ class Pipeline:
         (path / "_unselectable").mkdir()
         done = run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
                          _assemble_part, {"spec": spec})
-        tmp = path / ".unselectable.jsonl.tmp"
-        with open(tmp, "wb") as w:
-            for r in done:
-                with open(r["unselectable"], "rb") as f:
-                    shutil.copyfileobj(f, w)
-        os.replace(tmp, path / "unselectable.jsonl")
-        shutil.rmtree(path / "_unselectable")
+        concat_files([location(r["unselectable"]) for r in done], path / "unselectable.jsonl")
+        rmtree(path / "_unselectable")
         reasons: dict[str, int] = {}
         for r in done:
             for key, v in json.loads(r["reasons"]).items():
@@ -346,19 +361,24 @@ class Pipeline:
         return {"counts": {"ingested": n, "selectable": keep, "unselectable": n - keep},
                 "unselectable_reasons": reasons}
 
-    def _select_config(self, path: Path):
-        from mig_ray.config import SelectConfig
+    def _select_config(self, path: Location):
+        """The select stage's options. With the output on an object store, the selection writes its
+        files to local scratch (the stage uploads them) and checkpoints straight to the store."""
+        from mig_ray.config import SelectConfig, output_paths
 
         j, g, s = self.job, self.job.graph, self.job.selection
         selectable = self.counts["assemble"]["counts"]["selectable"]
+        remote = isinstance(path, RemotePath)
+        out = (self.scratch / "select" if remote else path) / "selected.parquet"
+        cache = j.cache_dir()
         return SelectConfig(
             pool=self.out / "assemble" / "pool.parquet", n=max(1, s.k(selectable)),
-            out=path / "selected.parquet",
+            out=out, checkpoint=path / output_paths(out)["checkpoint"].name if remote else None,
             valid_tags=resolve_path(g.valid_tags) if g.valid_tags else None,
             embedding_model=g.embedding_model,
             label_embeddings=(resolve_path(g.label_embeddings) if g.label_embeddings
                               else self._tag_embeddings()),
-            embedding_cache_dir=self.job.cache_dir() / "label-embeddings",
+            embedding_cache_dir=cache / "label-embeddings" if isinstance(cache, Path) else None,
             sim_threshold=g.sim_threshold, target_degree=g.target_degree, prop_weight=g.prop_weight,
             propagation=g.propagation, phi=s.phi, phi_a=s.phi_a, phi_b=s.phi_b, phi_alpha=s.phi_alpha,
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
@@ -370,19 +390,34 @@ class Pipeline:
         """Last night's manifest when this run is an increment over it: measured on this run's graph."""
         path = self.out / "previous" / "selected.manifest.jsonl"
         increment = self._previous(self.fingerprints["ingest"]) is not None
-        return path if increment and path.is_file() else None
+        return self._local(path, "previous") if increment and path.is_file() else None
 
     def _tag_embeddings(self) -> Path | None:
         path = self.out / "tag" / "label_embeddings.npz"
-        return path if path.is_file() else None
+        return self._local(path, "tag") if path.is_file() else None
 
-    def _run_select(self, path: Path) -> dict:
+    def _local(self, path: Location, folder: str) -> Path:
+        """A driver-side copy of a small file of OUTDIR (the file itself when OUTDIR is local)."""
+        if isinstance(path, Path):
+            return path
+        local = self.scratch / folder / path.name
+        copy_file(path, local)
+        return local
+
+    def _run_select(self, path: Location) -> dict:
         from mig_ray.selection import run_select
 
         if self.counts["assemble"]["counts"]["selectable"] == 0:
             raise JobError(f"{self.source}: no selectable record "
                            f"(see {self.out}/assemble/unselectable.jsonl)")
-        summary = run_select(self._select_config(path), on_round=self.on_round)
+        cfg = self._select_config(path)
+        if isinstance(path, RemotePath):
+            rmtree(cfg.out.parent)
+            cfg.out.parent.mkdir(parents=True)
+        summary = run_select(cfg, on_round=self.on_round)
+        if isinstance(path, RemotePath):
+            for f in sorted(cfg.out.parent.iterdir()):
+                copy_file(f, path / f.name)
         c = summary["counts"]
         resumed = summary["greedy"].get("resumed_from_checkpoint", 0)  # the local engine keeps none
         return {"counts": {"selectable": c["selectable"], "selected": c["selected"],
@@ -390,7 +425,7 @@ class Pipeline:
                 "information": summary["information"], "graph": summary["graph"],
                 "greedy": summary["greedy"], "seconds": summary["seconds"]}
 
-    def _run_write(self, path: Path) -> dict:
+    def _run_write(self, path: Location) -> dict:
         """The selected records unchanged, in selection order, and the manifest with their origin:
         one Ray task per ingest part keeps its selected rows, one more writes them in order."""
         from mig_ray.distributed.session import run_tasks
@@ -402,7 +437,7 @@ class Pipeline:
                   _match_part, {"manifest": manifest, "out": str(matched)})
         (res,) = run_tasks([{"out": str(path)}], _write_selected,
                            {"manifest": manifest, "matched": str(matched), "fmt": self.job.output.format})
-        shutil.rmtree(matched)
+        rmtree(matched)
         return {"counts": {"written": res["written"]}}
 
     # -- final outputs --------------------------------------------------------------------------
@@ -413,9 +448,7 @@ class Pipeline:
         final = {f"selected.{suffix}": w / f"selected.{suffix}",
                  "selected.manifest.jsonl": w / "selected.manifest.jsonl"}
         for name, src in final.items():
-            tmp = self.out / f".{name}.tmp"
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, self.out / name)
+            copy_file(src, self.out / name)
         sel = self.counts["select"]
         summary = {
             "mig_ray_version": __version__,
@@ -479,7 +512,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
 
     need_record = bool(spec["labels_field"]) or (spec["scorer"] == "field" and bool(spec["score_field"]))
     cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
-    table = pq.read_table(row["part"], columns=cols)
+    table = read_parquet(location(row["part"]), columns=cols)
     ids = table.column("id").to_pylist()
     records = table.column("record").to_pylist() if need_record else None
     n = len(ids)
@@ -519,8 +552,8 @@ def _assemble_part(row: dict, spec: dict) -> dict:
         "position": table.column("position").take(idx),
     })
     name = f"part-{row['k']:06d}"
-    write_parquet_atomic(pool, Path(spec["pool"]) / f"{name}.parquet")
-    bad_path = Path(spec["unselectable"]) / f"{name}.jsonl"
+    write_parquet_atomic(pool, location(spec["pool"]) / f"{name}.parquet")
+    bad_path = location(spec["unselectable"]) / f"{name}.jsonl"
     write_atomic(bad_path, b"".join(orjson.dumps(b) + b"\n" for b in bad))
     reasons: dict[str, int] = {}
     for b in bad:
@@ -531,52 +564,47 @@ def _assemble_part(row: dict, spec: dict) -> dict:
 
 
 def _manifest(path: str) -> list[dict]:
-    return [orjson.loads(x) for x in Path(path).read_bytes().splitlines()]
+    return [orjson.loads(x) for x in location(path).read_bytes().splitlines()]
 
 
 def _match_part(row: dict, manifest: str, out: str) -> dict:
     """In a Ray task: the selected rows (id, file, line, record) of one ingest part."""
     ids = pa.array([m["id"] for m in _manifest(manifest)], pa.string())
-    part = pq.ParquetFile(row["part"])
+    part = parquet_file(location(row["part"]))
     mask = pc.is_in(part.read(columns=["id"]).column("id"), value_set=ids)
     n = pc.sum(mask).as_py() or 0
     if n:
         table = part.read(columns=["id", "file", "line", "record"]).filter(mask)
-        write_parquet_atomic(table, Path(out) / f"part-{row['k']:06d}.parquet")
+        write_parquet_atomic(table, location(out) / f"part-{row['k']:06d}.parquet")
     return {"k": row["k"], "matched": n}
 
 
 def _write_selected(row: dict, manifest: str, matched: str, fmt: str) -> dict:
     """In a Ray task: the matched rows of every part, written in selection order."""
     rows = _manifest(manifest)
-    parts = sorted(Path(matched).glob("part-*.parquet"))
-    table = pa.concat_tables([pq.read_table(p) for p in parts]) if parts else pa.table(
+    parts = sorted(location(matched).glob("part-*.parquet"))
+    table = pa.concat_tables([read_parquet(p) for p in parts]) if parts else pa.table(
         {c: pa.array([], pa.string()) for c in ("id", "file", "record")} | {"line": pa.array([], pa.int64())})
     where = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
     take = pa.array([where[m["id"]] for m in rows], pa.int64())
     records = table.column("record").take(take).to_pylist()
     files = table.column("file").take(take).to_pylist()
     lines = table.column("line").take(take).to_pylist()
-    out = Path(row["out"])
+    out = location(row["out"])
     if fmt == "jsonl":
         write_atomic(out / "selected.jsonl", b"".join(r.encode() + b"\n" for r in records))
     else:
         from mig_ray.pools.write import write_parquet_records
 
-        tmp = out / ".selected.parquet.tmp"
-        write_parquet_records([orjson.loads(r) for r in records], tmp)
-        os.replace(tmp, out / "selected.parquet")
+        with tempfile.TemporaryDirectory() as local:
+            tmp = Path(local) / "selected.parquet"
+            write_parquet_records([orjson.loads(r) for r in records], tmp)
+            copy_file(tmp, out / "selected.parquet")
     out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
                      "labels": m["labels"], "file": f, "line": ln}
                     for m, f, ln in zip(rows, files, lines, strict=True)]
     write_atomic(out / "selected.manifest.jsonl", b"".join(orjson.dumps(m) + b"\n" for m in out_manifest))
     return {"written": len(records)}
-
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def _from_records(records: list[str], read: Any) -> tuple[list, list]:
@@ -591,7 +619,28 @@ def _from_records(records: list[str], read: Any) -> tuple[list, list]:
     return out, err
 
 
-def _ids(manifest: Path) -> list[str]:
+def local_scratch(out: Location) -> Path:
+    """The driver's own folder for a run: OUTDIR itself when it is local; for an object store, a
+    folder of this machine's temp space named by the URI (Ray's log, the selection's files before
+    they are uploaded, copies of small OUTDIR files the selection reads)."""
+    if isinstance(out, Path):
+        return out
+    key = hashlib.sha256(str(out).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / "mig_ray-runs" / key
+
+
+def probe_store(folder: RemotePath, what: str) -> None:
+    """Write and delete one small object, so a bucket that is missing or not writable fails now,
+    with the URI named, and not after hours of tagging."""
+    probe = folder / f".mig_ray-probe-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink(missing_ok=True)
+    except OSError as e:
+        raise JobError(f"{what}: cannot write there ({clip(str(e), 300)})") from None
+
+
+def _ids(manifest: Location) -> list[str]:
     return [orjson.loads(x)["id"] for x in manifest.read_bytes().splitlines()]
 
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from mig_ray.storage import Location, rmtree, write_atomic
 
 MARKER = "_DONE.json"
 
@@ -26,27 +25,20 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def file_identity(path: Path) -> list:
+def file_identity(path: Location) -> list:
     """Path, size and mtime of a file, or of every file under a directory (sorted)."""
     path = path.resolve()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     return [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 @dataclass
 class StageDir:
-    root: Path
+    root: Location
     name: str
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Location:
         return self.root / self.name
 
     def done(self, fp: str) -> dict | None:
@@ -60,7 +52,7 @@ class StageDir:
             return None
         return data.get("stats", {}) if data.get("fingerprint") == fp else None
 
-    def reset(self, keep: tuple[str, ...] = ()) -> Path:
+    def reset(self, keep: tuple[str, ...] = ()) -> Location:
         """Empty the stage folder before a (re-)run so that nothing of a killed run is mixed in,
         except the files named in `keep` (a checkpoint that carries its own fingerprint)."""
         if self.path.is_dir():
@@ -69,7 +61,7 @@ class StageDir:
                 if entry.name in keep and entry.is_file():
                     continue
                 if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
+                    rmtree(entry)
                 else:
                     entry.unlink()
         elif self.path.exists():

@@ -17,6 +17,7 @@ import orjson
 
 from mig_ray.pools.fields import FieldSpec, released_fast
 from mig_ray.pools.rejects import BadRecord, PoolError, Rejects
+from mig_ray.storage import Location, location, open_read, parquet_file, read_parquet
 
 
 @dataclass
@@ -202,16 +203,16 @@ class Block:
     first_line: int = 1
 
 
-def split_blocks(path: str | Path, n: int) -> list[Block]:
+def split_blocks(path: str | Location, n: int) -> list[Block]:
     """Cut a pool into at most n blocks of similar size (first_line still to be set for JSONL)."""
-    path = Path(path)
+    path = location(path)
     if pool_format(path) == "parquet":
         rows = sum(n for _, n in parquet_parts(path))
         cuts = sorted({rows * i // n for i in range(n + 1)})
         return [Block(lo, hi, lo + 1) for lo, hi in zip(cuts, cuts[1:], strict=False)]
     size = path.stat().st_size
     cuts = [0]
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         for i in range(1, n):
             f.seek(max(size * i // n - 1, cuts[-1]))
             f.readline()  # move to the next line start
@@ -221,10 +222,10 @@ def split_blocks(path: str | Path, n: int) -> list[Block]:
     return [Block(lo, hi) for lo, hi in zip(cuts, cuts[1:], strict=False)] or [Block(0, 0)]
 
 
-def count_lines(path: str | Path, block: Block) -> int:
+def count_lines(path: str | Location, block: Block) -> int:
     """Newlines in a JSONL block (blocks other than the last end right after one)."""
     n = 0
-    with open(path, "rb") as f:
+    with open_read(location(path)) as f:
         f.seek(block.start)
         left = block.end - block.start
         while left > 0:
@@ -236,28 +237,25 @@ def count_lines(path: str | Path, block: Block) -> int:
     return n
 
 
-def parquet_parts(path: str | Path) -> list[tuple[Path, int]]:
+def parquet_parts(path: str | Location) -> list[tuple[Location, int]]:
     """(file, rows) of a Parquet pool: the file itself, or for a folder (a job's assembled pool,
     written as parts by Ray tasks) its `part-*.parquet` files in name order, which read one after
     the other are the pool's rows in order. Metadata only."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
+    path = location(path)
     files = sorted(path.glob("part-*.parquet")) if path.is_dir() else [path]
     out = []
     for f in files:
         try:
-            out.append((f, pq.ParquetFile(f).metadata.num_rows))
+            out.append((f, parquet_file(f).metadata.num_rows))
         except Exception as e:  # pyarrow raises several types for a broken file
             raise PoolError(f"{f}: not a readable Parquet file ({str(e)[:200]})") from None
     return out
 
 
-def parquet_rows(path: str | Path, rows: np.ndarray):
+def parquet_rows(path: str | Location, rows: np.ndarray):
     """The rows at these 0-based indices of a Parquet pool (file or folder of parts), in the order
     asked, as one pyarrow Table; only the parts that hold them are read."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     parts = parquet_parts(path)
     rows = np.asarray(rows, dtype=np.int64)
@@ -267,27 +265,25 @@ def parquet_rows(path: str | Path, rows: np.ndarray):
     pieces = []
     for k in np.unique(part_of).tolist():
         local = rows[order][part_of[order] == k] - starts[k]
-        pieces.append(pq.read_table(parts[k][0]).take(pa.array(local)))
+        pieces.append(read_parquet(parts[k][0]).take(pa.array(local)))
     if not pieces:
-        return pq.read_schema(parts[0][0]).empty_table() if parts else pa.table({})
+        return parquet_file(parts[0][0]).schema_arrow.empty_table() if parts else pa.table({})
     table = pa.concat_tables(pieces)
     inverse = np.empty(len(rows), dtype=np.int64)
     inverse[order] = np.arange(len(rows))
     return table.take(pa.array(inverse))
 
 
-def parquet_schema(path: str | Path):
+def parquet_schema(path: str | Location):
     """The schema of a Parquet pool (a file, or the first part of a folder)."""
-    import pyarrow.parquet as pq
-
     parts = parquet_parts(path)
     if not parts:
         raise PoolError(f"{path}: a folder with no part-*.parquet file")
-    return pq.read_schema(parts[0][0])
+    return parquet_file(parts[0][0]).schema_arrow
 
 
-def pool_format(path: Path) -> str:
-    suffixes = "".join(path.suffixes[-1:]).lower()
+def pool_format(path: Location) -> str:
+    suffixes = path.suffix.lower()
     if suffixes in (".jsonl", ".ndjson", ".json"):
         return "jsonl"
     if suffixes in (".parquet", ".pq"):
@@ -295,12 +291,12 @@ def pool_format(path: Path) -> str:
     raise PoolError(f"{path}: unknown pool format {suffixes!r} (expected .jsonl or .parquet)")
 
 
-def read_annotated(path: str | Path, spec: FieldSpec | None = None, valid_tags: set[str] | None = None,
+def read_annotated(path: str | Location, spec: FieldSpec | None = None, valid_tags: set[str] | None = None,
                    rejects: Rejects | None = None,
                    progress: Callable[[int], None] | None = None,
                    block: Block | None = None) -> AnnotatedPool:
     """Read a pool (or one block of it); bad records go to `rejects` (PoolError when strict)."""
-    path = Path(path)
+    path = location(path)
     if not path.is_file() and not (path.is_dir() and pool_format(path) == "parquet"):
         raise PoolError(f"{path}: no such file")
     spec = spec or FieldSpec()
@@ -317,7 +313,7 @@ def _read_jsonl(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
     end = block.end if block else None
     blank = 0
     loads = orjson.loads
-    with open(path, "rb") as f:
+    with open_read(path) as f:
         f.seek(offset)
         for lineno, raw in enumerate(f, block.first_line if block else 1):
             if end is not None and offset >= end:
@@ -345,8 +341,6 @@ def _read_jsonl(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
 
 
 def _read_parquet(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
-    import pyarrow.parquet as pq
-
     parts = parquet_parts(path)
     total = sum(n for _, n in parts)
     lo, hi = (block.start, block.end) if block else (0, total)
@@ -356,7 +350,7 @@ def _read_parquet(path, spec, valid, rejects, progress, block) -> AnnotatedPool:
         if row + rows <= lo or row >= hi:  # a part outside the block is not opened
             row += rows
             continue
-        pf = pq.ParquetFile(file)
+        pf = parquet_file(file)
         for g in range(pf.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
             if row + n > lo and row < hi:

@@ -14,26 +14,34 @@ rows, and a pool of 10^8 records never passes through it. Candidates are confirm
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
-import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from mig_ray.distributed.session import ensure_ray
 from mig_ray.distributed.session import run_tasks as _run
 from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
+from mig_ray.storage import (
+    Location,
+    RemotePath,
+    concat_files,
+    location,
+    open_read,
+    parquet_file,
+    read_parquet,
+    rmtree,
+    write_parquet_atomic,
+)
 
 SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -88,8 +96,8 @@ class _Unit:
     base: int = 0  # position of the unit's first record
 
 
-def ingest(inputs: list[Path] | list[str], out_dir: Path | str, layout: str = "auto",
-           id_field: str | None = None, rejects_path: Path | str | None = None, progress: bool = True,
+def ingest(inputs: list[Location] | list[str], out_dir: Location | str, layout: str = "auto",
+           id_field: str | None = None, rejects_path: Location | str | None = None, progress: bool = True,
            block_bytes: int = BLOCK_BYTES, block_rows: int = BLOCK_ROWS,
            num_cpus: float = 1.0, bucket_rows: int = BUCKET_ROWS) -> IngestResult:
     """Read `inputs` in order into `out_dir/part-*.parquet` (schema: SCHEMA); bad records go to
@@ -100,14 +108,15 @@ def ingest(inputs: list[Path] | list[str], out_dir: Path | str, layout: str = "a
     t0 = time.perf_counter()
     check_layout(layout)
     IdRule(id_field)  # validate the path before any work
-    out = Path(out_dir)
-    rej_path = Path(rejects_path) if rejects_path is not None else out.with_name(out.name + ".rejects.jsonl")
-    units = _plan([Path(p) for p in inputs], block_bytes, block_rows)
+    out = location(out_dir)
+    rej_path = location(rejects_path) if rejects_path is not None \
+        else out.with_name(out.name + ".rejects.jsonl")
+    units = _plan([location(p) for p in inputs], block_bytes, block_rows)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("part-*.parquet"):
         old.unlink()
     tmp_rej = out / _TMP_REJECTS
-    shutil.rmtree(tmp_rej, ignore_errors=True)
+    rmtree(tmp_rej)
     tmp_rej.mkdir()
     result = IngestResult(str(out), str(rej_path), inputs=[str(p) for p in inputs], units=len(units))
     if units:
@@ -127,14 +136,14 @@ def ingest(inputs: list[Path] | list[str], out_dir: Path | str, layout: str = "a
     else:
         rej_path.parent.mkdir(parents=True, exist_ok=True)
         rej_path.write_bytes(b"")
-    shutil.rmtree(tmp_rej, ignore_errors=True)
+    rmtree(tmp_rej)
     result.seconds = round(time.perf_counter() - t0, 3)
     return result
 
 
 # ---------------------------------------------------------------- planning (driver, metadata only)
 
-def input_format(path: Path) -> str:
+def input_format(path: Location) -> str:
     """jsonl, json (a whole-file array), parquet or hf (a `save_to_disk` directory)."""
     if path.is_dir():
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
@@ -149,7 +158,7 @@ def input_format(path: Path) -> str:
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
     if suffix == ".json":  # an array, or JSON lines under a .json name: the first byte tells
-        with open(path, "rb") as f:
+        with open_read(path) as f:
             head = f.read(4096).removeprefix(BOM).lstrip()
             while not head and (chunk := f.read(4096)):
                 head = chunk.lstrip()
@@ -158,7 +167,7 @@ def input_format(path: Path) -> str:
                     "Hugging Face save_to_disk directory)")
 
 
-def hf_shards(path: Path) -> list[tuple[str, list[Path]]]:
+def hf_shards(path: Location) -> list[tuple[str, list[Location]]]:
     """(name, arrow files) per split of a `save_to_disk` directory, splits in their saved order."""
     dd = path / "dataset_dict.json"
     if dd.is_file():
@@ -179,9 +188,9 @@ def hf_shards(path: Path) -> list[tuple[str, list[Path]]]:
     return [(str(path), arrows)]
 
 
-def _read_json(p: Path) -> dict:
+def _read_json(p: Location) -> dict:
     try:
-        v = json.loads(p.read_text(encoding="utf-8"))
+        v = json.loads(p.read_bytes().decode("utf-8"))
     except (OSError, ValueError) as e:
         raise PoolError(f"{p}: unreadable ({e})") from e
     if not isinstance(v, dict):
@@ -189,7 +198,7 @@ def _read_json(p: Path) -> dict:
     return v
 
 
-def _plan(inputs: list[Path], block_bytes: int, block_rows: int) -> list[_Unit]:
+def _plan(inputs: list[Location], block_bytes: int, block_rows: int) -> list[_Unit]:
     units: list[_Unit] = []
     for path in inputs:
         fmt = input_format(path)
@@ -201,7 +210,7 @@ def _plan(inputs: list[Path], block_bytes: int, block_rows: int) -> list[_Unit]:
                 units.append(_Unit(len(units), "jsonl", name, name, b.start, b.end, j == len(blocks) - 1))
         elif fmt == "parquet":
             try:
-                rows = pq.ParquetFile(path).metadata.num_rows
+                rows = parquet_file(path).metadata.num_rows
             except Exception as e:  # pyarrow raises several types for a broken file
                 raise PoolError(f"{path}: not a readable Parquet file ({e})") from e
             blocks = split_blocks(path, max(1, math.ceil(rows / block_rows)))
@@ -241,7 +250,7 @@ def _count_unit(row: dict) -> dict:
     if u.fmt == "jsonl":
         n = count_lines(u.path, Block(u.start, u.end))
         if u.last and u.end > u.start:
-            with open(u.path, "rb") as f:
+            with open_read(location(u.path)) as f:
                 f.seek(u.end - 1)
                 n += int(f.read(1) != b"\n")
     elif u.fmt == "parquet":
@@ -256,7 +265,7 @@ def _count_unit(row: dict) -> dict:
 def _json_array(path: str) -> list[str]:
     """The elements of a JSON array file as their original text (a broken array is a PoolError:
     after a syntax error there is no telling where the next record starts)."""
-    data = Path(path).read_bytes().removeprefix(BOM)
+    data = location(path).read_bytes().removeprefix(BOM)
     try:
         text = data.decode("utf-8")
         orjson.loads(data)
@@ -282,7 +291,8 @@ def _json_array(path: str) -> list[str]:
 
 def _arrow_batches(path: str):
     """Record batches of a `datasets` Arrow shard (IPC stream; the IPC file format is accepted too)."""
-    source = pa.memory_map(path)
+    where = location(path)
+    source = pa.BufferReader(where.read_bytes()) if isinstance(where, RemotePath) else pa.memory_map(path)
     try:
         reader = pa.ipc.open_stream(source)
     except pa.ArrowInvalid:
@@ -294,7 +304,7 @@ def _arrow_batches(path: str):
 def _records(u: _Unit):
     """(line, parsed record or a BadRecord, original text or None for a blank line) in order."""
     if u.fmt == "jsonl":
-        with open(u.path, "rb") as f:
+        with open_read(location(u.path)) as f:
             f.seek(u.start)
             data = f.read(u.end - u.start)
         if u.start == 0 and data.startswith(BOM):
@@ -318,7 +328,7 @@ def _records(u: _Unit):
         for i, text in enumerate(_json_array(u.path)):
             yield u.first_line + i, orjson.loads(text), text
     elif u.fmt == "parquet":
-        pf = pq.ParquetFile(u.path)
+        pf = parquet_file(location(u.path))
         row = 0
         for g in range(pf.num_row_groups):
             n = pf.metadata.row_group(g).num_rows
@@ -353,47 +363,42 @@ def _parse_unit(row: dict, out: str, layout: str, id_field: str | None, buckets:
     reasons: Counter[str] = Counter()
     layouts: Counter[str] = Counter()
     read = blank = 0
-    rej_file = Path(out) / _TMP_REJECTS / f"unit-{u.idx:06d}.jsonl"
-    with open(rej_file, "wb") as rej:
-        for line, rec, text in _records(u):
-            if text is None:
-                blank += 1
-                continue
-            read += 1
-            try:
-                if isinstance(rec, BadRecord):
-                    raise rec
-                lay, msgs = normalise(rec, layout)
-                rid = rule(rec, msgs)
-                labels, score = released_annotations(rec)
-            except BadRecord as e:
-                reasons[e.reason.split(":")[0]] += 1
-                bad = {"file": u.name, "line": line, "reason": e.reason, "raw": text}
-                rej.write(orjson.dumps(bad) + b"\n")
-                continue
-            layouts[lay] += 1
-            hashes.append(id_hash(rid))
-            for k, v in (("id", rid), ("position", u.base + line - u.first_line), ("file", u.name),
-                         ("line", line), ("messages", messages_json(msgs)), ("record", text),
-                         ("labels", labels), ("score", score)):
-                cols[k].append(v)
-    part = Path(out) / f"part-{u.idx:06d}.parquet"
-    write_atomic(pa.table(cols, schema=SCHEMA), part)
+    tmp = location(out) / _TMP_REJECTS
+    rej_file = tmp / f"unit-{u.idx:06d}.jsonl"
+    rej = io.BytesIO()
+    for line, rec, text in _records(u):
+        if text is None:
+            blank += 1
+            continue
+        read += 1
+        try:
+            if isinstance(rec, BadRecord):
+                raise rec
+            lay, msgs = normalise(rec, layout)
+            rid = rule(rec, msgs)
+            labels, score = released_annotations(rec)
+        except BadRecord as e:
+            reasons[e.reason.split(":")[0]] += 1
+            bad = {"file": u.name, "line": line, "reason": e.reason, "raw": text}
+            rej.write(orjson.dumps(bad) + b"\n")
+            continue
+        layouts[lay] += 1
+        hashes.append(id_hash(rid))
+        for k, v in (("id", rid), ("position", u.base + line - u.first_line), ("file", u.name),
+                     ("line", line), ("messages", messages_json(msgs)), ("record", text),
+                     ("labels", labels), ("score", score)):
+            cols[k].append(v)
+    rej_file.write_bytes(rej.getvalue())
+    part = location(out) / f"part-{u.idx:06d}.parquet"
+    write_parquet_atomic(pa.table(cols, schema=SCHEMA), part)
     h = np.frombuffer(b"".join(hashes), dtype="<u8")
     order = np.argsort(h % np.uint64(buckets), kind="stable")  # rows stay in order within a bucket
     bounds = np.searchsorted((h % np.uint64(buckets))[order], np.arange(buckets + 1))
-    np.save(Path(out) / _TMP_REJECTS / f"hashes-{u.idx:06d}.npy", h[order])
-    np.save(Path(out) / _TMP_REJECTS / f"rows-{u.idx:06d}.npy", order.astype(np.int64))
+    (tmp / f"hashes-{u.idx:06d}.bin").write_bytes(h[order].tobytes())
+    (tmp / f"rows-{u.idx:06d}.bin").write_bytes(order.astype("<i8").tobytes())
     return {"idx": u.idx, "read": read, "blank": blank, "accepted": len(hashes),
             "reasons": json.dumps(reasons), "layouts": json.dumps(layouts), "bounds": bounds.tolist(),
             "part": str(part), "rejects": str(rej_file)}
-
-
-def write_atomic(table: pa.Table, path: Path) -> None:
-    """Parquet under a temp name, then rename: a killed writer leaves no half file under `path`."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- duplicates and the final files
@@ -401,12 +406,12 @@ def write_atomic(table: pa.Table, path: Path) -> None:
 def _bucket_candidates(row: dict, out: str) -> dict:
     """One hash bucket over every unit: the (unit, row) of each hash seen more than once."""
     units, lo, hi = row["units"], row["lo"], row["hi"]
-    tmp = Path(out) / _TMP_REJECTS
+    tmp = location(out) / _TMP_REJECTS
     hs, us, rs = [], [], []
     for u, a, b in zip(units, lo, hi, strict=True):
         if b > a:
-            hs.append(np.load(tmp / f"hashes-{u:06d}.npy", mmap_mode="r")[a:b])
-            rs.append(np.load(tmp / f"rows-{u:06d}.npy", mmap_mode="r")[a:b])
+            hs.append(_read_range(tmp / f"hashes-{u:06d}.bin", "<u8", a, b))
+            rs.append(_read_range(tmp / f"rows-{u:06d}.bin", "<i8", a, b))
             us.append(np.full(b - a, u, dtype=np.int64))
     if not hs:
         return {"bucket": row["bucket"], "units": b"", "rows": b""}
@@ -421,7 +426,15 @@ def _bucket_candidates(row: dict, out: str) -> dict:
     return {"bucket": row["bucket"], "units": unit[pick].tobytes(), "rows": r[pick].tobytes()}
 
 
-def _duplicates(summaries: list[dict], buckets: int, out: Path, num_cpus: float) -> dict[int, dict[int, str]]:
+def _read_range(path: Location, dtype: str, a: int, b: int) -> np.ndarray:
+    """Items a..b of a raw little-endian array file, read without the rest of it."""
+    with open_read(path) as f:
+        f.seek(a * 8)
+        return np.frombuffer(f.read((b - a) * 8), dtype=dtype)
+
+
+def _duplicates(summaries: list[dict], buckets: int, out: Location,
+                num_cpus: float) -> dict[int, dict[int, str]]:
     """{unit idx: {row in its part: reason}} for every later occurrence of an id. Hash buckets are
     compared in Ray tasks; the driver confirms the few candidates on the real ids, in input order."""
     items = [{"bucket": b, "units": [s["idx"] for s in summaries], "lo": [s["bounds"][b] for s in summaries],
@@ -453,7 +466,7 @@ def _duplicates(summaries: list[dict], buckets: int, out: Path, num_cpus: float)
 
 def _candidate_rows(row: dict) -> dict:
     """In a task: id, file and line of the candidate rows of one part (only those reach the driver)."""
-    t = pq.read_table(row["part"], columns=["id", "file", "line"]).take(json.loads(row["rows"]))
+    t = read_parquet(location(row["part"]), columns=["id", "file", "line"]).take(json.loads(row["rows"]))
     return {"idx": row["idx"], "cols": json.dumps([t[c].to_pylist() for c in ("id", "file", "line")])}
 
 
@@ -461,13 +474,13 @@ def _drop_duplicates(row: dict, layout: str) -> dict:
     """In a task, per unit: drop its later duplicates from its part, and write its final rejects
     (parse rejects and duplicates, in line order). Returns the counts to correct."""
     drop_of = {int(r): reason for r, reason in json.loads(row["drop"]).items()}
-    rej = Path(row["rejects"])
+    rej = location(row["rejects"])
     lines = rej.read_bytes().splitlines()
     layouts: Counter[str] = Counter()
     if drop_of:
         rows = [(orjson.loads(x)["line"], x) for x in lines]
-        part = Path(row["part"])
-        table = pq.read_table(part)
+        part = location(row["part"])
+        table = read_parquet(part)
         drop = sorted(drop_of)
         t = table.take(drop)
         for r, line, raw, lay in zip(drop, t["line"].to_pylist(), t["record"].to_pylist(),
@@ -477,34 +490,30 @@ def _drop_duplicates(row: dict, layout: str) -> dict:
             layouts[lay] += 1
         keep = np.ones(table.num_rows, dtype=bool)
         keep[drop] = False
-        write_atomic(table.filter(pa.array(keep)), part)
+        write_parquet_atomic(table.filter(pa.array(keep)), part)
         rows.sort(key=lambda x: x[0])
         lines = [x for _, x in rows]
         rej.write_bytes(b"".join(x + b"\n" for x in lines))
     return {"idx": row["idx"], "dropped": len(drop_of), "layouts": json.dumps(layouts)}
 
 
-def _finish(summaries: list[dict], fixed: dict[int, dict], rej_path: Path, result: IngestResult) -> None:
+def _finish(summaries: list[dict], fixed: dict[int, dict], rej_path: Location, result: IngestResult) -> None:
     """Sum the per-unit counts and join the units' reject files in input order (streamed)."""
     reasons: Counter[str] = Counter()
     layouts: Counter[str] = Counter()
-    tmp = rej_path.with_name(f".{rej_path.name}.tmp")
     rej_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(tmp, "wb") as w:
-        for s in summaries:
-            reasons.update(json.loads(s["reasons"]))
-            layouts.update(json.loads(s["layouts"]))
-            f = fixed.get(s["idx"], {"dropped": 0})
-            if f["dropped"]:
-                reasons["duplicate id"] += f["dropped"]
-                layouts.subtract(json.loads(f["layouts"]))
-            result.read += s["read"]
-            result.blank_lines += s["blank"]
-            with open(s["rejects"], "rb") as r:
-                shutil.copyfileobj(r, w)
-            result.accepted += s["accepted"] - f["dropped"]
-            result.parts.append(s["part"])
-    os.replace(tmp, rej_path)
+    for s in summaries:
+        reasons.update(json.loads(s["reasons"]))
+        layouts.update(json.loads(s["layouts"]))
+        f = fixed.get(s["idx"], {"dropped": 0})
+        if f["dropped"]:
+            reasons["duplicate id"] += f["dropped"]
+            layouts.subtract(json.loads(f["layouts"]))
+        result.read += s["read"]
+        result.blank_lines += s["blank"]
+        result.accepted += s["accepted"] - f["dropped"]
+        result.parts.append(s["part"])
+    concat_files([location(s["rejects"]) for s in summaries], rej_path)
     result.rejected = sum(reasons.values())
     result.reasons = dict(sorted(reasons.items()))
     result.layouts = {k: v for k, v in sorted(layouts.items()) if v}
