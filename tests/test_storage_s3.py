@@ -163,3 +163,54 @@ def test_a_bucket_that_cannot_be_written_or_an_input_that_is_not_there_is_a_one_
         err = capsys.readouterr().err.strip()
         assert e.value.code == 2, (what, err)
         assert "\n" not in err and "Traceback" not in err and expected in err, (what, err)
+
+
+def test_job_on_s3_killed_mid_select_resumes_from_the_checkpoint_in_the_bucket(s3_endpoint, tmp_path,
+                                                                                 ray_address):
+    """The sharded selection checkpoints into the bucket, not onto the driver's disk: killed after
+    it has committed samples, the re-run (whose local scratch is wiped first, as on a new driver
+    machine) restores them from there and ends with naive greedy's order."""
+    import io
+    import shutil
+
+    import numpy as np
+    from pools import random_pool
+    from test_distributed import naive_ids
+    from test_job import manifest_ids, released_pool
+
+    from mig_ray.job.pipeline import local_scratch
+
+    vocab, emb, labels, scores = random_pool(5, n=2000, n_labels=60)
+    pool = tmp_path / "pool.jsonl"
+    released_pool(pool, labels, scores)
+    np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
+    bucket = new_bucket()
+    out = RemotePath(f"s3://{bucket}/out")
+    job = small_job(tmp_path, pool, Path("s3-run"), **{
+        "output.dir": str(out), "annotate.tagger": {"kind": "from-data"},
+        "annotate.scorer": {"kind": "field"},
+        "graph": {"label_embeddings": str(tmp_path / "emb.npz"), "sim_threshold": 0.7},
+        "selection": {"n": 1500, "shards": 2, "batch": 0, "checkpoint_seconds": 0.1},
+        "ray.address": ray_address})
+    key = "out/select/selected.checkpoint.npz"
+
+    def committed() -> int:
+        try:
+            body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+            with np.load(io.BytesIO(body)) as z:
+                return len(z["positions"])
+        except Exception:  # not there yet
+            return 0
+
+    start_then_kill_when(job, tmp_path, lambda: committed() >= 100, out / "select" / "_DONE.json")
+    saved = committed()
+    shutil.rmtree(local_scratch(out))  # nothing of the killed driver's disk helps the re-run
+    summary = run_job(load_job(job))
+    status = stage_status(summary)
+    assert status["assemble"] == "skipped" and status["select"] == "ran"
+    assert summary["stages"]["select"]["counts"]["resumed_from_checkpoint"] >= saved >= 100
+    assert key not in objects(bucket, "out/")  # a finished selection leaves no checkpoint behind
+    local = tmp_path / "copied"
+    local.mkdir()
+    (local / "selected.manifest.jsonl").write_bytes(objects(bucket, "out/")["out/selected.manifest.jsonl"])
+    assert manifest_ids(local) == naive_ids(vocab, emb, labels, scores, 1500, 0.7)
