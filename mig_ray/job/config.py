@@ -65,8 +65,8 @@ class _Strict(BaseModel):
 class InputSpec(_Strict):
     """The pool: one or more files or `save_to_disk` directories, read in the order given."""
 
-    paths: list[str] = Field(min_length=1, description="JSONL, JSON, Parquet files or datasets dirs; "
-                             "a glob (`incoming/*.jsonl`) expands to its matches, sorted")
+    paths: list[str] = Field(min_length=1, description="JSONL, JSON, Parquet files or datasets dirs, "
+                             "local or s3://...; a glob (`incoming/*.jsonl`) expands to its matches, sorted")
     layout: Layout = "auto"
     id_field: str | None = Field(None, description="dotted path of the record id (default _id, id, "
                                  "else a content hash of the conversation)")
@@ -115,7 +115,8 @@ class AnnotateSpec(_Strict):
     tagger: TaggerSpec = TaggerSpec()
     scorer: ScorerSpec = ScorerSpec()
     cache_dir: str | None = Field(None, description="annotation cache shared between runs "
-                                  "(default OUTDIR/cache); point nightly jobs at one place")
+                                  "(default OUTDIR/cache), local or s3://...; point nightly jobs at "
+                                  "one place")
     part_rows: int = Field(10_000, gt=0, description="results per cache part: a killed run keeps "
                            "the parts it finished, and a re-run annotates only the rest")
 
@@ -157,7 +158,7 @@ class SelectionSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    dir: str
+    dir: str = Field(description="output folder, local or on an object store (s3://bucket/prefix)")
     format: Literal["jsonl", "parquet"] = "jsonl"
 
 
