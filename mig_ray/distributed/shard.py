@@ -4,41 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit
 
 from mig_ray.greedy import Proposal, ShardGreedy
 from mig_ray.objective import GainMode, Phi
 from mig_ray.pools.annotated import AnnotatedPool, Block, count_lines, parquet_rows, read_annotated
 from mig_ray.pools.fields import FieldSpec
+from mig_ray.pools.hashes import id_hashes
 from mig_ray.pools.rejects import Rejects
 from mig_ray.report.stats import score_hist
 from mig_ray.sharded import Commit
 from mig_ray.storage import location
 from mig_ray.vectors import propagate, sample_matrix
-
-
-def id_hashes(ids: list[str]) -> np.ndarray:
-    """64-bit hashes (FNV-1a over the UTF-8 bytes) of ids: blocks exchange these, not ids, to find
-    cross-block duplicates; the driver confirms every equal pair on the ids, so a collision costs
-    one more call, never a wrong drop. Compiled: a Python hash per id was a fifth of a block's load."""
-    import pyarrow as pa
-
-    arr = pa.array(ids, pa.large_string())
-    _, offsets, data = arr.buffers()
-    if data is None:  # no bytes at all (no ids, or only empty ones)
-        return _fnv1a64(np.zeros(1, np.uint8), np.zeros(len(ids) + 1, np.int64))
-    return _fnv1a64(np.frombuffer(data, np.uint8), np.frombuffer(offsets, np.int64)[:len(ids) + 1])
-
-
-@njit(cache=True)
-def _fnv1a64(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    out = np.empty(len(offsets) - 1, np.uint64)
-    for i in range(len(out)):
-        h = np.uint64(0xCBF29CE484222325)
-        for j in range(offsets[i], offsets[i + 1]):
-            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
-        out[i] = h
-    return out
 
 
 class ShardLost(RuntimeError):

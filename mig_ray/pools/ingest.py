@@ -13,7 +13,6 @@ rows, and a pool of 10^8 records never passes through it. Candidates are confirm
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -29,7 +28,8 @@ import pyarrow as pa
 from mig_ray.distributed.session import ensure_ray
 from mig_ray.distributed.session import run_tasks as _run
 from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
-from mig_ray.pools.layouts import IdRule, check_layout, messages_json, normalise, released_annotations
+from mig_ray.pools.hashes import id_hashes
+from mig_ray.pools.layouts import IdRule, check_layout, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
 from mig_ray.storage import (
     Location,
@@ -350,22 +350,22 @@ def _dump(rec: Any) -> str:
     return orjson.dumps(rec, default=str).decode()
 
 
-def id_hash(rid: str) -> bytes:
-    """8 bytes of blake2b: what the driver compares to find duplicate ids without holding them."""
-    return hashlib.blake2b(rid.encode(), digest_size=8).digest()
-
-
 def _parse_unit(row: dict, out: str, layout: str, id_field: str | None, buckets: int) -> dict:
     u = _Unit(**row)
     rule = IdRule(id_field)
-    cols: dict[str, list] = {name: [] for name in SCHEMA.names}
-    hashes: list[bytes] = []
+    ids: list[str] = []
+    lines: list[int] = []
+    messages: list[str] = []
+    texts: list[str] = []
+    labels_of: list[list[str] | None] = []
+    scores: list[float | None] = []
     reasons: Counter[str] = Counter()
     layouts: Counter[str] = Counter()
     read = blank = 0
     tmp = location(out) / _TMP_REJECTS
     rej_file = tmp / f"unit-{u.idx:06d}.jsonl"
     rej = io.BytesIO()
+    dumps = orjson.dumps
     for line, rec, text in _records(u):
         if text is None:
             blank += 1
@@ -380,23 +380,29 @@ def _parse_unit(row: dict, out: str, layout: str, id_field: str | None, buckets:
         except BadRecord as e:
             reasons[e.reason.split(":")[0]] += 1
             bad = {"file": u.name, "line": line, "reason": e.reason, "raw": text}
-            rej.write(orjson.dumps(bad) + b"\n")
+            rej.write(dumps(bad) + b"\n")
             continue
         layouts[lay] += 1
-        hashes.append(id_hash(rid))
-        for k, v in (("id", rid), ("position", u.base + line - u.first_line), ("file", u.name),
-                     ("line", line), ("messages", messages_json(msgs)), ("record", text),
-                     ("labels", labels), ("score", score)):
-            cols[k].append(v)
+        ids.append(rid)
+        lines.append(line)
+        messages.append(dumps(msgs).decode())  # messages_json, inline: it runs once per record
+        texts.append(text)
+        labels_of.append(labels)
+        scores.append(score)
     rej_file.write_bytes(rej.getvalue())
     part = location(out) / f"part-{u.idx:06d}.parquet"
-    write_parquet_atomic(pa.table(cols, schema=SCHEMA), part)
-    h = np.frombuffer(b"".join(hashes), dtype="<u8")
+    line_arr = np.array(lines, dtype=np.int64)
+    table = pa.table({"id": ids, "position": line_arr + (u.base - u.first_line),
+                      "file": pa.repeat(pa.scalar(u.name, pa.string()), len(ids)), "line": line_arr,
+                      "messages": messages, "record": texts, "labels": labels_of, "score": scores},
+                     schema=SCHEMA)
+    write_parquet_atomic(table, part)
+    h = id_hashes(ids)
     order = np.argsort(h % np.uint64(buckets), kind="stable")  # rows stay in order within a bucket
     bounds = np.searchsorted((h % np.uint64(buckets))[order], np.arange(buckets + 1))
     (tmp / f"hashes-{u.idx:06d}.bin").write_bytes(h[order].tobytes())
     (tmp / f"rows-{u.idx:06d}.bin").write_bytes(order.astype("<i8").tobytes())
-    return {"idx": u.idx, "read": read, "blank": blank, "accepted": len(hashes),
+    return {"idx": u.idx, "read": read, "blank": blank, "accepted": len(ids),
             "reasons": json.dumps(reasons), "layouts": json.dumps(layouts), "bounds": bounds.tolist(),
             "part": str(part), "rejects": str(rej_file)}
 

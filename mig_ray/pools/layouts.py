@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from mig_ray.pools.fields import RELEASED_LABELS, FieldSpec, released_score, split_path
+from mig_ray.pools.fields import RELEASED_LABELS, FieldSpec, released_fast, released_score, split_path
 from mig_ray.pools.rejects import BadRecord
 
 # layout name -> the field that holds its conversation (detection order matters: first match wins)
@@ -175,6 +175,9 @@ class IdRule:
 def released_annotations(rec: dict) -> tuple[list[str] | None, float | None]:
     """Labels and score the record already carries in the released layout's fields (None if absent).
     Present but malformed is a BadRecord: a pool that says it is annotated must be annotated right."""
+    fast = released_fast(rec)  # the common well-formed record, in a few lookups; same values
+    if fast is not None:
+        return fast[2], fast[1]
     ann = rec.get("annotation")
     if not isinstance(ann, dict):
         return None, None
