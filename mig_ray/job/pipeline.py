@@ -484,7 +484,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
     records = table.column("record").to_pylist() if need_record else None
     n = len(ids)
     if spec["tags"] is not None:
-        got = load_annotations(spec["cache_dir"], "tags", spec["tags"], ids)
+        got = load_annotations(spec["cache_dir"], "tags", spec["tags"], ids, extras=False)
         labels, label_err = _column(got, ids, "labels")
     elif spec["labels_field"]:
         read = FieldSpec(labels_field=spec["labels_field"], score_field="_", id_field="_").labels
@@ -493,7 +493,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
         labels = table.column("labels").to_pylist()
         label_err = [None if v is not None else "missing labels: annotation.instag.content" for v in labels]
     if spec["score"] is not None:
-        got = load_annotations(spec["cache_dir"], "score", spec["score"], ids)
+        got = load_annotations(spec["cache_dir"], "score", spec["score"], ids, extras=False)
         scores, score_err = _column(got, ids, "score")
     elif spec["scorer"] == "constant":
         scores, score_err = [spec["constant"]] * n, [None] * n
