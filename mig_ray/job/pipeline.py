@@ -153,7 +153,10 @@ class Pipeline:
         if self.job.compare is not None:  # after select and write; Ray is not needed
             from mig_ray.compare.job import run_job_compare
 
+            # summary.json is whole before the comparison too, so a failed comparison leaves the
+            # selection's summary; it gains the `compare` key once the comparison is done
             summary["compare"] = run_job_compare(self)
+            write_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
     @staticmethod
