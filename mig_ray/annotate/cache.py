@@ -145,15 +145,17 @@ def contains(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
 
 
 def load_annotations(cache_dir: Location | str, kind: str, identity: Any,
-                     ids: list[str] | pa.Array | None = None) -> pa.Table:
+                     ids: list[str] | pa.Array | None = None, extras: bool = True) -> pa.Table:
     """The cached annotations of one identity (one row per id, the first written wins), optionally
-    only for `ids`. Columns: id, status, error, calls, the result (labels or score) and extras."""
+    only for `ids`. Columns: id, status, error, calls, the result (labels or score) and, unless
+    `extras` is False, the annotator's extra columns (the embedding tagger's vectors are large)."""
     folder = cache_folder(cache_dir, kind, identity)
     name, typ = RESULTS[kind]
     ps = parts(folder)
     if not ps:
         return pa.table({c: pa.array([], type=t) for c, t in [*BASE, (name, typ)]})
-    table = pa.concat_tables([read_parquet(p) for p in ps], promote_options="permissive")
+    columns = None if extras else [c for c, _ in [*BASE, (name, typ)]]
+    table = pa.concat_tables([read_parquet(p, columns) for p in ps], promote_options="permissive")
     if ids is not None:
         table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(ids, type=pa.string())))
     # concurrent runs may have annotated the same id: keep one row per id

@@ -5,6 +5,9 @@ all-MiniLM-L6-v2 and compared with the embedded vocabulary (by default the 4,531
 tags); a tag is kept when its best similarity over the turns clears a floor. The top-k are picked
 by maximal marginal relevance, because plain top-k returns near-synonyms ("list sort", "sort",
 "sort algorithm") where a tagger should name different intents ("list sort", "python function").
+
+Each row also keeps the sample's vector (the unit mean of its turn embeddings, SAMPLE_VECTOR), so
+that `compare`'s deita and kcenter read it from the cache instead of running the model again.
 """
 
 from __future__ import annotations
@@ -18,12 +21,19 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from mig_ray.annotate.cache import cache_folder, parts
 from mig_ray.embeddings import DEFAULT_MODEL, cache_root, load_cached, resolve_model, save_cached
 from mig_ray.pools.annotated import load_valid_tags
+from mig_ray.storage import Location, parquet_file, read_parquet
 
 PROMPT_VERSION = 1
+# float32, not float16: deita's 0.9 cosine threshold and kcenter's farthest point compare these
+# vectors, and float16's ~5e-4 cosine error would let a cached run pick differently from the same
+# vectors computed afresh; the cost (1.5 KB a row at 384-d) is small at this tagger's laptop scale.
+SAMPLE_VECTOR = "sample_embedding"
 OUTPUT_SCHEMA = pa.schema([
     ("id", pa.string()),
     ("labels", pa.list_(pa.string())),
@@ -31,6 +41,7 @@ OUTPUT_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("calls", pa.int64()),
     ("label_scores", pa.list_(pa.float64())),
+    (SAMPLE_VECTOR, pa.list_(pa.float32())),
 ])
 
 
@@ -191,21 +202,71 @@ class EmbeddingTagger:
             texts += turns
             owner += [i] * len(turns)
         sims = np.full((len(ids), len(self.vocab)), -np.inf, dtype=np.float32)
+        vectors = np.zeros((len(ids), self.vocab_emb.shape[1]), dtype=np.float64)
         if texts:
-            emb_sims = self._encode(texts) @ self.vocab_emb.T
-            np.maximum.at(sims, np.asarray(owner), emb_sims)
-        labels, scores, status, calls = [], [], [], []
+            turn_emb = self._encode(texts)
+            np.maximum.at(sims, np.asarray(owner), turn_emb @ self.vocab_emb.T)
+            np.add.at(vectors, np.asarray(owner), turn_emb)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+        labels, scores, status, calls, sample = [], [], [], [], []
         for i in range(len(ids)):
             if errors[i]:
                 labels.append([])
                 scores.append([])
                 status.append("failed")
                 calls.append(0)
+                sample.append(None)
                 continue
             top = mmr(sims[i], self.vocab_emb, c.top_k, c.min_similarity, c.diversity)
             labels.append([self.vocab[j] for j in top])
             scores.append([round(float(sims[i, j]), 6) for j in top])
             status.append("ok")
             calls.append(1)
+            sample.append(vectors[i])
         return pa.table({"id": ids, "labels": labels, "status": status, "error": errors, "calls": calls,
-                         "label_scores": scores}, schema=OUTPUT_SCHEMA)
+                         "label_scores": scores, SAMPLE_VECTOR: _vector_column(sample, vectors.shape[1])},
+                        schema=OUTPUT_SCHEMA)
+
+
+def _vector_column(rows: list[np.ndarray | None], dim: int) -> pa.Array:
+    """list<float32> from one flat buffer (no per-float Python objects); None rows stay null."""
+    present = [r for r in rows if r is not None]
+    flat = np.concatenate(present) if present else np.zeros(0, dtype=np.float32)
+    lengths = np.array([0 if r is None else dim for r in rows], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    mask = pa.array([r is None for r in rows])
+    return pa.ListArray.from_arrays(offsets, pa.array(flat, pa.float32()), mask=mask)
+
+
+def cached_sample_vectors(cache_dir: Location | str, cfg: EmbeddingTaggerConfig,
+                          ids: list[str]) -> tuple[np.ndarray | None, int]:
+    """The vectors this tagger cached for `ids`, float32 [len(ids), d] in their order, or None with
+    the number of ids that have none (parts written before the vectors were stored, failed rows).
+    Read one part at a time, only the id and vector columns and only the rows of `ids`, so a
+    large cache never sits in memory as a whole."""
+    wanted = pa.array(ids, pa.string())
+    index = {s: i for i, s in enumerate(ids)}
+    have = np.zeros(len(ids), dtype=bool)
+    out: np.ndarray | None = None
+    for part in parts(cache_folder(cache_dir, "tags", cfg)):
+        if SAMPLE_VECTOR not in parquet_file(part).schema_arrow.names:
+            continue
+        table = read_parquet(part, columns=["id", SAMPLE_VECTOR])
+        table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
+        table = table.filter(pc.is_valid(table.column(SAMPLE_VECTOR)))
+        if table.num_rows == 0:
+            continue
+        col = table.column(SAMPLE_VECTOR).combine_chunks()
+        dims = np.unique(pc.list_value_length(col).to_numpy(zero_copy_only=False))
+        if out is None:
+            out = np.zeros((len(ids), int(dims[0])), dtype=np.float32)
+        if len(dims) != 1 or dims[0] != out.shape[1]:
+            raise ValueError(f"{part}: sample vectors of lengths {dims.tolist()}, expected {out.shape[1]}")
+        flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).reshape(-1, out.shape[1])
+        rows = np.array([index[s] for s in table.column("id").to_pylist()], dtype=np.int64)
+        new = ~have[rows]
+        out[rows[new]] = flat[new]
+        have[rows[new]] = True
+    missing = int(len(ids) - have.sum())
+    return (out if missing == 0 else None), missing

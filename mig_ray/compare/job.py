@@ -1,6 +1,7 @@
 """The `compare:` step of a job: after `select`, on the job's assembled pool and graph, with `mig`
-taken from the select stage's manifest. Its output (OUTDIR/compare/) is what `mig-ray report OUTDIR`
-shows beside the selection; a re-run with the same selection and settings skips it."""
+taken from the select stage's manifest and, with the embedding tagger, the sample vectors it cached.
+Its output (OUTDIR/compare/) is what `mig-ray report OUTDIR` shows beside the selection; a re-run
+with the same selection and settings skips it."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from mig_ray.compare.run import COMPARE_FILE, CompareOptions, Messages, run_compare
+from mig_ray.compare.run import COMPARE_FILE, CachedVectors, CompareOptions, Messages, run_compare
 from mig_ray.job.config import resolve_path
 from mig_ray.job.stages import StageDir, fingerprint
+from mig_ray.storage import read_parquet
 
 
 def _ingested_messages(pipe: Any) -> Messages:
@@ -24,11 +25,33 @@ def _ingested_messages(pipe: Any) -> Messages:
         wanted = pa.array(ids, pa.string())
         by_id: dict[str, str] = {}
         for part in pipe._ingest_parts():
-            table = pq.read_table(part, columns=["id", "messages"])
+            table = read_parquet(part, columns=["id", "messages"])
             table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
             by_id.update(zip(table.column("id").to_pylist(), table.column("messages").to_pylist(),
                              strict=True))
         return [orjson.loads(by_id[i]) if i in by_id else None for i in ids]
+
+    return get
+
+
+def _tagger_vectors(pipe: Any) -> CachedVectors | None:
+    """The embedding tagger's cached sample vectors of the asked ids (None: the job has no such
+    tagger). It embedded every tagged sample already, so deita and kcenter need no model run."""
+    from mig_ray.annotate.cache import cache_folder
+    from mig_ray.annotate.embedding_tagger import EmbeddingTaggerConfig, cached_sample_vectors
+
+    cfg = pipe.tagger[1] if pipe.tagger is not None else None
+    if not isinstance(cfg, EmbeddingTaggerConfig):
+        return None
+    cache_dir = pipe.job.cache_dir()
+    folder = cache_folder(cache_dir, "tags", cfg)
+
+    def get(ids: list[str]) -> tuple[np.ndarray | None, str]:
+        emb, missing = cached_sample_vectors(cache_dir, cfg, ids)
+        if emb is None:
+            return None, (f"the embedding tagger cache {folder} has no sample vector for {missing:,} of "
+                          f"{len(ids):,} selectable ids (parts written before mig_ray stored them)")
+        return emb, f"embedding tagger cache {folder} (mean of the user-turn embeddings, {cfg.model})"
 
     return get
 
@@ -47,7 +70,8 @@ def run_job_compare(pipe: Any) -> dict[str, Any]:
                               resolve_path(spec.sample_embeddings) if spec.sample_embeddings else None,
                               None, spec.embed_samples, spec.deita_threshold)
         result = run_compare(cfg, path, opts, _ingested_messages(pipe),
-                             mig_manifest=pipe.out / "select" / "selected.manifest.jsonl")
+                             mig_manifest=pipe.out / "select" / "selected.manifest.jsonl",
+                             cached_vectors=_tagger_vectors(pipe))
         stats = {"compare": str(Path(path) / COMPARE_FILE), "methods": list(result["methods"]),
                  "skipped": result["skipped"]}
         stage.finish(fp, stats)

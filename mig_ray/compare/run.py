@@ -33,6 +33,8 @@ INFORMATION_NOTE = ("information is E(D) on this run's label graph: MIG's own ob
                     "maximises greedily; it favours `mig` by construction")
 
 Messages = Callable[[np.ndarray, list[str]], list[list[dict] | None]]  # (positions, their ids)
+# ids -> (their vectors [N, d] and where from) or (None, why there are none): a job's tagger cache
+CachedVectors = Callable[[list[str]], tuple[np.ndarray | None, str]]
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,12 @@ def _dotted(rec: Any, path: str) -> Any:
 
 def sample_embeddings(opts: CompareOptions, cfg: SelectConfig, ids: list[str],
                       records: Callable[[np.ndarray], list[dict]] | None,
-                      messages: Messages | None) -> tuple[np.ndarray | None, str | None, str | None]:
-    """(unit embeddings [N, d], where from, or why there are none)."""
+                      messages: Messages | None, cached: CachedVectors | None = None,
+                      ) -> tuple[np.ndarray | None, str | None, str | None, str | None]:
+    """(unit embeddings [N, d], where from, or why there are none, why the tagger cache was not used).
+    A file or field the user named comes first; then vectors a job's tagger already cached, so the
+    model does not run again; then --embed-samples. A cache that lacks them (written before they
+    were stored) says so, and the existing behaviour follows."""
     n = len(ids)
     if opts.sample_embeddings is not None:
         path = opts.sample_embeddings
@@ -111,7 +117,7 @@ def sample_embeddings(opts: CompareOptions, cfg: SelectConfig, ids: list[str],
         missing = [s for s in ids if s not in index]
         if missing:
             raise PoolError(f"{path}: {len(missing)} selectable ids have no embedding, e.g. {missing[0]!r}")
-        return unit_rows(emb[[index[s] for s in ids]]), f"file {path}", None
+        return unit_rows(emb[[index[s] for s in ids]]), f"file {path}", None, None
     if opts.embeddings_field is not None and records is not None:
         rows = records(np.arange(n))
         vals = [_dotted(r, opts.embeddings_field) for r in rows]
@@ -124,7 +130,14 @@ def sample_embeddings(opts: CompareOptions, cfg: SelectConfig, ids: list[str],
         except ValueError as e:
             raise PoolError(f"{cfg.pool}: field {opts.embeddings_field!r}: not one length of numbers "
                             f"({e})") from e
-        return unit_rows(emb), f"field {opts.embeddings_field}", None
+        return unit_rows(emb), f"field {opts.embeddings_field}", None, None
+    no_cache = None
+    if cached is not None:
+        emb, said = cached(ids)
+        if emb is not None:
+            return unit_rows(emb), said, None, None
+        no_cache = said
+        log(f"compare: {said}")
     if opts.embed_samples and messages is not None:
         from mig_ray.embeddings import embed_labels
 
@@ -132,9 +145,10 @@ def sample_embeddings(opts: CompareOptions, cfg: SelectConfig, ids: list[str],
                  for msgs in messages(np.arange(n), ids)]
         emb = embed_labels(texts, cfg.embedding_model, batch_size=64, progress=cfg.progress)
         model = Path(cfg.embedding_model).name or cfg.embedding_model
-        return unit_rows(emb), f"model {model} on user turns", None
-    return None, None, ("no sample embeddings: give --sample-embeddings FILE.npz, "
-                        "--sample-embeddings-field FIELD or --embed-samples")
+        return unit_rows(emb), f"model {model} on user turns", None, no_cache
+    why = "no sample embeddings: give --sample-embeddings FILE.npz, --sample-embeddings-field FIELD or " \
+          "--embed-samples"
+    return None, None, f"{why} ({no_cache})" if no_cache else why, no_cache
 
 
 def _mig_from_manifest(manifest: Path, ids: list[str]) -> Callable[[int], np.ndarray]:
@@ -148,13 +162,15 @@ def _mig_from_manifest(manifest: Path, ids: list[str]) -> Callable[[int], np.nda
 
 
 def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
-                messages: Messages | None = None, mig_manifest: Path | None = None) -> dict[str, Any]:
+                messages: Messages | None = None, mig_manifest: Path | None = None,
+                cached_vectors: CachedVectors | None = None) -> dict[str, Any]:
     """Compare the methods on cfg's pool and graph; writes OUT_DIR/compare.json,
     OUT_DIR/<method>.manifest.jsonl and OUT_DIR/samples.jsonl; returns what compare.json holds.
 
     `messages` gives the conversations at positions (default: read from cfg.pool's records);
     `mig_manifest` is a `select` manifest over the same pool whose order `mig` takes (a job's select
     stage). With shards > 1 or a Ray address and no manifest, `select` runs on Ray for `mig`.
+    `cached_vectors` gives sample vectors already computed (a job's embedding tagger cache).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,9 +195,10 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
     methods = list(opts.methods)
     needs_emb = any(METHODS[m].NEEDS_EMBEDDINGS for m in methods)
     t = time.perf_counter()
-    emb, emb_source, no_emb = (sample_embeddings(opts, cfg, apool.ids, records, messages) if needs_emb
-                               or opts.sample_embeddings or opts.embeddings_field or opts.embed_samples
-                               else (None, None, "no sample embeddings asked for"))
+    asked = needs_emb or opts.sample_embeddings or opts.embeddings_field or opts.embed_samples
+    emb, emb_source, no_emb, not_cached = (
+        sample_embeddings(opts, cfg, apool.ids, records, messages, cached_vectors) if asked
+        else (None, None, "no sample embeddings asked for", None))
     emb_seconds = time.perf_counter() - t
     pool = ComparePool(apool.ids, apool.scores, e_lab, vectors, graph, phi, cfg.gain, emb, emb_source)
     mig_from, mig_seconds = "the lazy greedy of select, in process", 0.0
@@ -239,7 +256,8 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
         "graph": vars(graph.stats()),
         "overlap": M.overlap(orders),
         "sample_embeddings": {"source": emb_source, "seconds": emb_seconds,
-                              "dimensions": None if emb is None else int(emb.shape[1])},
+                              "dimensions": None if emb is None else int(emb.shape[1]),
+                              **({"tagger_cache_unused": not_cached} if not_cached else {})},
         "deita_threshold": opts.deita_threshold,
         "mig_order_from": mig_from,
         "browser_rows": BROWSER_ROWS,

@@ -171,7 +171,10 @@ class Pipeline:
         if self.job.compare is not None:  # after select and write; Ray is not needed
             from mig_ray.compare.job import run_job_compare
 
+            # summary.json is whole before the comparison too, so a failed comparison leaves the
+            # selection's summary; it gains the `compare` key once the comparison is done
             summary["compare"] = run_job_compare(self)
+            write_atomic(self.out / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 
     @staticmethod
@@ -517,7 +520,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
     records = table.column("record").to_pylist() if need_record else None
     n = len(ids)
     if spec["tags"] is not None:
-        got = load_annotations(spec["cache_dir"], "tags", spec["tags"], ids)
+        got = load_annotations(spec["cache_dir"], "tags", spec["tags"], ids, extras=False)
         labels, label_err = _column(got, ids, "labels")
     elif spec["labels_field"]:
         read = FieldSpec(labels_field=spec["labels_field"], score_field="_", id_field="_").labels
@@ -526,7 +529,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
         labels = table.column("labels").to_pylist()
         label_err = [None if v is not None else "missing labels: annotation.instag.content" for v in labels]
     if spec["score"] is not None:
-        got = load_annotations(spec["cache_dir"], "score", spec["score"], ids)
+        got = load_annotations(spec["cache_dir"], "score", spec["score"], ids, extras=False)
         scores, score_err = _column(got, ids, "score")
     elif spec["scorer"] == "constant":
         scores, score_err = [spec["constant"]] * n, [None] * n
