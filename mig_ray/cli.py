@@ -315,17 +315,22 @@ def score(job_file: JobArg, output: OutOpt = None,
 
 @app.command()
 def report(
-    path: Annotated[Path, typer.Argument(help="A selection (OUT of `select`, or its <stem>.summary.json) or "
-                                         "a job output directory (its select/ stage is found).")],
+    path: Annotated[str, typer.Argument(help="A selection (OUT of `select`, or its <stem>.summary.json) or "
+                                        "a job output directory (its select/ stage is found), on local "
+                                        "disk.")],
     out_dir: Annotated[Path | None, typer.Option("-o", "--out-dir", help="Where to write report.html and "
                                                  "summary.json (default: OUTDIR/report for a job, "
                                                  "<stem>.report/ beside a selection).")] = None,
 ) -> None:
     """Write a self-contained HTML report of what a selection covers, and its numbers as JSON."""
     from mig_ray.report.build import ReportError, write_report
+    from mig_ray.storage import is_uri
 
+    if is_uri(path):
+        _fail(f"{path}: the report reads a local folder; copy the job's output down first "
+              f"(e.g. aws s3 sync {path} ./out) and run mig-ray report ./out")
     try:
-        paths = write_report(path, out_dir)
+        paths = write_report(Path(path), out_dir)
     except ReportError as e:
         _fail(str(e))
     typer.echo(f"report:  {paths['html']}\nsummary: {paths['summary']}")

@@ -77,9 +77,9 @@ def test_storage_functions_do_on_s3_what_they_do_on_disk(s3_endpoint, tmp_path):
 
 
 def hostile_pool(path: Path) -> bytes:
-    """80 demo records, then an invalid line, a blank line and a duplicate of the first record:
+    """The demo records, then an invalid line, a blank line and a duplicate of the first record:
     the rejects and the duplicate check run too."""
-    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:80]
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)
     data = b"".join(lines) + b"{not json\n\n" + lines[0]
     path.write_bytes(data)
     return data
@@ -124,7 +124,7 @@ def test_job_on_s3_killed_mid_tag_then_rerun_matches_the_run_on_local_disk(s3_en
     status = stage_status(summary)
     assert status["ingest"] == "skipped" and status["tag"] == "ran"
     tagging = summary["counts"]["tagging"]
-    assert 0 < tagging["cached"] < tagging["total"] == 80
+    assert 0 < tagging["cached"] < tagging["total"] == len(DEMO_POOL.read_bytes().splitlines())
     assert tagging["annotated"] == tagging["total"] - tagging["cached"]
     assert summary["greedy"]["engine"] == "ray" and summary["greedy"]["shards"] == 2
 
@@ -214,3 +214,13 @@ def test_job_on_s3_killed_mid_select_resumes_from_the_checkpoint_in_the_bucket(s
     local.mkdir()
     (local / "selected.manifest.jsonl").write_bytes(objects(bucket, "out/")["out/selected.manifest.jsonl"])
     assert manifest_ids(local) == naive_ids(vocab, emb, labels, scores, 1500, 0.7)
+
+
+def test_report_on_an_s3_folder_says_to_copy_it_down(capsys):
+    from mig_ray.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["report", "s3://some-bucket/runs/tulu3"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and "\n" not in err
+    assert err.startswith("error: s3://some-bucket/runs/tulu3: the report reads a local folder")
