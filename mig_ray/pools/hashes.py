@@ -8,10 +8,10 @@ from numba import njit
 
 
 def id_hashes(ids: list[str]) -> np.ndarray:
-    """64-bit hashes (FNV-1a over the UTF-8 bytes) of ids. Ingest units and selection blocks
-    exchange these, not ids, to find duplicates; every equal pair is confirmed on the ids, so a
-    collision costs one more lookup, never a wrong drop. Compiled: a Python hash per id was a fifth
-    of a selection block's load."""
+    """64-bit hashes (FNV-1a over the UTF-8 bytes) of ids. Selection blocks exchange these, not
+    ids, to find duplicates; every equal pair is confirmed on the ids, so a collision costs one
+    more lookup, never a wrong drop. Compiled: a Python hash per id was a fifth of a block's load
+    (shard actors load numba for the greedy anyway; ingest's short-lived tasks keep blake2b)."""
     arr = pa.array(ids, pa.large_string())
     _, offsets, data = arr.buffers()
     if data is None:  # no bytes at all (no ids, or only empty ones)

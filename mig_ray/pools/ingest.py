@@ -13,6 +13,7 @@ rows, and a pool of 10^8 records never passes through it. Candidates are confirm
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -28,7 +29,6 @@ import pyarrow as pa
 from mig_ray.distributed.session import ensure_ray
 from mig_ray.distributed.session import run_tasks as _run
 from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
-from mig_ray.pools.hashes import id_hashes
 from mig_ray.pools.layouts import IdRule, check_layout, normalise, released_annotations
 from mig_ray.pools.rejects import BadRecord, PoolError
 from mig_ray.storage import (
@@ -397,7 +397,8 @@ def _parse_unit(row: dict, out: str, layout: str, id_field: str | None, buckets:
                       "messages": messages, "record": texts, "labels": labels_of, "score": scores},
                      schema=SCHEMA)
     write_parquet_atomic(table, part)
-    h = id_hashes(ids)
+    blake = hashlib.blake2b  # per id: a compiled hash costs each fresh worker more to load than it saves
+    h = np.frombuffer(b"".join(blake(rid.encode(), digest_size=8).digest() for rid in ids), dtype="<u8")
     order = np.argsort(h % np.uint64(buckets), kind="stable")  # rows stay in order within a bucket
     bounds = np.searchsorted((h % np.uint64(buckets))[order], np.arange(buckets + 1))
     (tmp / f"hashes-{u.idx:06d}.bin").write_bytes(h[order].tobytes())
