@@ -71,6 +71,8 @@ class SelectConfig(BaseModel):
     checkpoint: Path | RemotePath | None = Field(
         None, description="where the sharded engine keeps its checkpoint (default <stem>.checkpoint.npz "
                           "beside OUT); a job with its output on an object store keeps it there")
+    records: bool = Field(True, description="write the selected records to OUT; a job turns this off: "
+                                            "its write stage takes them from the ingest parts")
     labels_field: str | None = None
     score_field: str | None = None
     id_field: str | None = None

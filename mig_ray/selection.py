@@ -152,6 +152,8 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     paths = output_paths(cfg.out)
     if cfg.checkpoint is not None:
         paths["checkpoint"] = cfg.checkpoint
+    if not cfg.records:
+        del paths["selected"]
     check_before_write(cfg, paths)
     timer = Timer()
     phi = phi_of(cfg)
@@ -167,7 +169,8 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
         else:
             sel = _select_local(cfg, timer, paths, phi, vectors, valid)
     with timer.stage("write"):
-        sel.write_records(paths["selected"])
+        if cfg.records:
+            sel.write_records(paths["selected"])
         write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
                                         in enumerate(zip(sel.manifest, sel.gains, strict=True), 1)))
     summary = _summary(cfg, sel, phi, timer, paths)

@@ -226,3 +226,32 @@ def test_duplicate_check_is_global_and_first_occurrence_wins(ray_address, tmp_pa
     assert _table(tmp_path / "out")["id"].to_pylist() == want_ids
     assert [(r["file"], r["line"], r["reason"]) for r in _rejects(res.rejects_path)] == want_rejects
     assert (res.read, res.accepted, res.reasons) == (20, len(want_ids), {"duplicate id": len(want_rejects)})
+
+
+def test_blocks_keep_every_task_slot_busy_and_cover_the_input(tmp_path):
+    """The plan cuts a pool into a multiple of the task slots once it fills one wave (so the last
+    wave leaves no core idle), one block per slot for a smaller pool down to an eighth of a block,
+    never a tiny pool into pieces; the blocks tile each file in order."""
+    import math
+    import random
+
+    from mig_ray.pools.ingest import _even, _plan
+    from mig_ray.storage import location
+
+    rng = random.Random(3)
+    for _ in range(2000):
+        total, per, slots = rng.randint(0, 10**7), rng.randint(1, 10**6), rng.randint(1, 64)
+        blocks = _even(total, per, slots)
+        natural = max(1, math.ceil(total / per))
+        if natural >= slots:
+            assert blocks % slots == 0 and natural <= blocks < natural + slots
+        else:
+            assert natural <= blocks <= slots and (blocks == 1 or total / blocks >= per // 8)
+    pool = tmp_path / "p.jsonl"
+    pool.write_bytes(b"".join(orjson.dumps(_record(i)) + b"\n" for i in range(500)))
+    for slots in (1, 3, 4):
+        units = _plan([location(pool)], 3000, 10, slots)
+        assert len(units) % slots == 0
+        assert [(u.start, u.end) for u in units] == list(zip([0] + [u.end for u in units[:-1]],
+                                                             [u.end for u in units], strict=True))
+        assert units[-1].end == pool.stat().st_size and units[-1].last

@@ -114,6 +114,9 @@ def test_job_outputs_are_the_pinned_bytes(tmp_path, ray_address, fmt, shards):
     summary = run_job(load_job(job))
     assert summary["counts"]["rejected"] == 2 and summary["counts"]["unselectable"] == 2
     assert digests(out, fmt, tmp_path) == PINNED[(fmt, shards)]
+    # the select stage writes no records of its own: the write stage takes them from the ingest parts
+    assert not list((out / "select").glob("selected.jsonl")) + list((out / "select").glob("selected.parquet"))
+    assert "selected" not in json.loads((out / "select" / "selected.summary.json").read_text())["outputs"]
 
 
 def test_constant_scores_select_what_select_does_on_that_score(tmp_path, ray_address):

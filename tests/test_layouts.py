@@ -143,3 +143,52 @@ def test_malformed_released_annotations_are_bad_records():
         released_annotations({"annotation": {"instag": {"content": "math"}}})
     with pytest.raises(BadRecord, match="annotation.deita"):
         released_annotations({"annotation": {"deita": {"quality_scores": [1], "complexity_scores": []}}})
+
+
+def _outcome(fn, *args):
+    try:
+        return "ok", fn(*args)
+    except BadRecord as e:
+        return "bad", e.reason
+
+
+def test_the_fast_turn_reader_equals_the_checked_one_on_hostile_turns():
+    """`_turns` reads well-formed turns in a few lookups and hands anything else to
+    `_turns_checked`: on every turn list, well-formed or not, both give the same messages or the
+    same reason. Turns are drawn from parts that break one rule each (role spelling and type,
+    content type, blank content, missing keys, non-dict turns)."""
+    import random
+
+    from mig_ray.pools.layouts import OPENAI_ROLES, SHAREGPT_ROLES, _turns, _turns_checked
+
+    rng = random.Random(7)
+    roles = ["user", "assistant", "system", "developer", "User", " user ", "ASSISTANT", "human", "gpt",
+             "Human", "alien", "", 3, None, ["user"], True]
+    contents = ["hi", "", "  ", "\n", "x" * 5, 3, None, ["a"], [{"type": "text", "text": "a"}],
+                [{"type": "image"}], {"text": "a"}, 1.5]
+
+    def turn():
+        kind = rng.random()
+        if kind < 0.5:  # well-formed in both layouts
+            return {"role": "user", "from": "human", "content": "hi", "value": "hi"}
+        if kind < 0.53:
+            return rng.choice(["a turn", 1, None, ["user", "hi"]])
+        t = {}
+        if rng.random() > 0.05:
+            t["role"] = t["from"] = rng.choice(roles)
+        if rng.random() > 0.05:
+            t["content"] = t["value"] = rng.choice(contents)
+        return t
+
+    fast_hits = 0
+    for _ in range(4000):
+        turns = [turn() for _ in range(rng.randint(0, 4))]
+        if rng.random() < 0.05:
+            turns = rng.choice(["x", None, {}])
+        for key, role_key, text_key, table in (("messages", "role", "content", OPENAI_ROLES),
+                                               ("conversations", "from", "value", SHAREGPT_ROLES)):
+            got, want = _outcome(_turns, turns, key, role_key, text_key, table), \
+                _outcome(_turns_checked, turns, key, role_key, text_key, table)
+            assert got == want, turns
+            fast_hits += got[0] == "ok"
+    assert fast_hits > 1000  # the draw reaches well-formed lists too, not only errors

@@ -344,8 +344,8 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             if mine.size == 0:
                 continue
             pos = committed.positions[mine]
-            recs, descs = shards.call_one(i, "records", pos), shards.call_one(i, "describe", pos)
-            for j, rec, desc in zip(mine, recs, descs, strict=True):
+            recs = shards.call_one(i, "records", pos) if cfg.records else [None] * len(pos)
+            for j, rec, desc in zip(mine, recs, shards.call_one(i, "describe", pos), strict=True):
                 records[j], manifest[j] = rec, desc
         return {"graph": graph, "counts": counts, "rejects": rejects, "positions": committed.positions,
                 "gains": committed.gains, "x": x, "records": records, "manifest": manifest, "nnz": nnz,

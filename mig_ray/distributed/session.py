@@ -70,6 +70,14 @@ def ray_progress_bars(on: bool) -> Iterator[None]:
         ctx.enable_progress_bars = old
 
 
+def task_slots() -> int:
+    """How many tasks run at once: the cores of a local Ray this process started (see run_tasks),
+    else the CPUs of the cluster joined."""
+    import ray
+
+    return _LOCAL_CORES or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
 def run_tasks(items: list[dict], fn, kwargs: dict, num_cpus: float = 1.0) -> list[dict]:
     """`fn(item, **kwargs)` as one Ray task per item, in parallel; the small dicts they return, in
     the items' order. The stages' way to run per-block work where the data is and hand the driver

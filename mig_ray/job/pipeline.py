@@ -387,7 +387,7 @@ class Pipeline:
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
             shard_placement=j.ray.shard_actors, checkpoint_seconds=s.checkpoint_seconds,
             labels_field="labels", score_field="score", id_field="id", progress=j.progress,
-            previous_manifest=self._previous_manifest())
+            previous_manifest=self._previous_manifest(), records=False)
 
     def _previous_manifest(self) -> Path | None:
         """Last night's manifest when this run is an increment over it: measured on this run's graph."""
@@ -430,14 +430,16 @@ class Pipeline:
 
     def _run_write(self, path: Location) -> dict:
         """The selected records unchanged, in selection order, and the manifest with their origin:
-        one Ray task per ingest part keeps its selected rows, one more writes them in order."""
+        one Ray task per ingest part keeps its selected rows (the K selected ids, read here once, go
+        to every task), one more writes them in order."""
         from mig_ray.distributed.session import run_tasks
 
         manifest = str(self.out / "select" / "selected.manifest.jsonl")
         matched = path / "_matched"
         matched.mkdir()
+        ids = pa.array([m["id"] for m in _manifest(manifest)], pa.string())  # the K selected ids, once
         run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
-                  _match_part, {"manifest": manifest, "out": str(matched)})
+                  _match_part, {"ids": ids, "out": str(matched)})
         (res,) = run_tasks([{"out": str(path)}], _write_selected,
                            {"manifest": manifest, "matched": str(matched), "fmt": self.job.output.format})
         rmtree(matched)
@@ -516,6 +518,8 @@ def _assemble_part(row: dict, spec: dict) -> dict:
     need_record = bool(spec["labels_field"]) or (spec["scorer"] == "field" and bool(spec["score_field"]))
     cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
     table = read_parquet(location(row["part"]), columns=cols)
+    if spec["tags"] is None and not need_record and spec["score"] is None:
+        return _assemble_columns(row, spec, table)
     ids = table.column("id").to_pylist()
     records = table.column("record").to_pylist() if need_record else None
     n = len(ids)
@@ -554,6 +558,28 @@ def _assemble_part(row: dict, spec: dict) -> dict:
         "score": pa.array([float(scores[i]) for i in keep], pa.float64()),
         "position": table.column("position").take(idx),
     })
+    return _write_assembled(row, spec, pool, n, bad)
+
+
+def _assemble_columns(row: dict, spec: dict, table: pa.Table) -> dict:
+    """`_assemble_part` when labels and score are the ingest part's own columns (released
+    annotations) or a constant: a filter over columns, a Python row only for each unselectable one."""
+    labels, scores = table.column("labels"), table.column("score")
+    if spec["scorer"] == "constant":
+        scores = pa.chunked_array([pa.array(np.full(table.num_rows, float(spec["constant"])))])
+    label_bad = pc.is_null(labels)
+    bad_mask = pc.or_(label_bad, pc.is_null(scores))
+    no_labels, no_score = "missing labels: annotation.instag.content", "missing score: annotation.deita"
+    bad = [{"id": r["id"], "file": r["file"], "line": r["line"], "reason": no_labels if lb else no_score}
+           for r, lb in zip(table.select(["id", "file", "line"]).filter(bad_mask).to_pylist(),
+                            label_bad.filter(bad_mask).to_pylist(), strict=True)]
+    keep = pc.invert(bad_mask)
+    pool = pa.table({"id": table.column("id").filter(keep), "labels": labels.filter(keep),
+                     "score": scores.filter(keep), "position": table.column("position").filter(keep)})
+    return _write_assembled(row, spec, pool, table.num_rows, bad)
+
+
+def _write_assembled(row: dict, spec: dict, pool: pa.Table, n: int, bad: list[dict]) -> dict:
     name = f"part-{row['k']:06d}"
     write_parquet_atomic(pool, location(spec["pool"]) / f"{name}.parquet")
     bad_path = location(spec["unselectable"]) / f"{name}.jsonl"
@@ -562,7 +588,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
     for b in bad:
         key = b["reason"].split(":")[0]
         reasons[key] = reasons.get(key, 0) + 1
-    return {"k": row["k"], "ingested": n, "selectable": len(keep), "reasons": json.dumps(reasons),
+    return {"k": row["k"], "ingested": n, "selectable": pool.num_rows, "reasons": json.dumps(reasons),
             "unselectable": str(bad_path)}
 
 
@@ -570,9 +596,8 @@ def _manifest(path: str) -> list[dict]:
     return [orjson.loads(x) for x in location(path).read_bytes().splitlines()]
 
 
-def _match_part(row: dict, manifest: str, out: str) -> dict:
+def _match_part(row: dict, ids: pa.Array, out: str) -> dict:
     """In a Ray task: the selected rows (id, file, line, record) of one ingest part."""
-    ids = pa.array([m["id"] for m in _manifest(manifest)], pa.string())
     part = parquet_file(location(row["part"]))
     mask = pc.is_in(part.read(columns=["id"]).column("id"), value_set=ids)
     n = pc.sum(mask).as_py() or 0

@@ -91,6 +91,26 @@ def _text(v: Any, where: str) -> str:
 
 
 def _turns(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Messages:
+    """The turns as messages. Well-formed turns (a known role spelled as the table has it, a
+    non-blank string content) take a few dict lookups each; anything else goes through the checks
+    of `_turns_checked`, which give the same messages or name what is wrong."""
+    if type(turns) is list:
+        out: Messages = []
+        try:
+            for t in turns:
+                text = t[text_key]
+                if type(text) is not str or not text.strip():
+                    break
+                out.append({"role": roles[t[role_key]], "content": text})
+            else:
+                if out:
+                    return out
+        except (KeyError, TypeError):
+            pass
+    return _turns_checked(turns, key, role_key, text_key, roles)
+
+
+def _turns_checked(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Messages:
     if not isinstance(turns, list):
         raise BadRecord(f"conversation not a list: {key}")
     if not turns:
