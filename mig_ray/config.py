@@ -73,6 +73,9 @@ class SelectConfig(BaseModel):
                           "beside OUT); a job with its output on an object store keeps it there")
     records: bool = Field(True, description="write the selected records to OUT; a job turns this off: "
                                             "its write stage takes them from the ingest parts")
+    ids_unique: bool = Field(False, description="the pool's ids are known to be unique (a job's "
+                                                 "assembled pool: ingest dropped the duplicates), so the "
+                                                 "sharded engine skips its cross-block duplicate check")
     labels_field: str | None = None
     score_field: str | None = None
     id_field: str | None = None

@@ -4,9 +4,10 @@ write run as Ray tasks over blocks, and only per-block summaries come back.
 A spy in the driver process (the real functions still run) counts the rows of every Parquet read
 from the job's ingest or assemble folders, the rows of every Ray Data collection, and the size of
 everything `ray.get` hands the driver outside the select stage. With `shards: 2` the select
-stage's shard actors read the assembled pool themselves, so no stage of the job has a reason to
-read any of those rows on the driver. The pool (3,000 records in two files) is large enough that
-any per-record column of one part is far over the size a per-part summary needs.
+stage's shard actors read the assembled pool themselves and, its ids being unique, send no id
+hashes back, so no stage of the job has a reason to read any of those rows on the driver. The
+pool (3,000 records in two files) is large enough that any per-record column of one part is far
+over the size a per-part summary needs.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Spy:
         self.parquet_rows: list[tuple[str, int]] = []
         self.collected: list[int] = []
         self.got_bytes: list[int] = []
+        self.shard_loads: list[int] = []
         self.in_select = False
 
     def install(self, monkeypatch) -> None:
@@ -84,9 +86,11 @@ class Spy:
 
         def watched_get(refs, *a, **k):
             out = get(refs, *a, **k)
-            if not spy.in_select:
-                for x in out if isinstance(refs, list) else [out]:
+            for x in out if isinstance(refs, list) else [out]:
+                if not spy.in_select:
                     spy.got_bytes.append(len(pickle.dumps(x)))
+                elif isinstance(x, dict) and "hashes" in x:  # a shard actor's answer to `load`
+                    spy.shard_loads.append(len(pickle.dumps(x)))
             return out
 
         from mig_ray.job.pipeline import Pipeline
@@ -125,3 +129,6 @@ def test_no_stage_collects_per_record_rows_on_the_driver(tmp_path, ray_address, 
     # one small summary per input unit, hash bucket, part or write task
     assert spy.got_bytes and max(spy.got_bytes) <= SUMMARY_BYTES, spy.got_bytes
     assert all(n <= 2 for n in spy.collected), spy.collected
+    # the assembled pool's ids are unique (ingest dropped the duplicates): the shards send no id
+    # hashes or lines for a duplicate check, only their counts
+    assert len(spy.shard_loads) == 2 and max(spy.shard_loads) <= SUMMARY_BYTES, spy.shard_loads

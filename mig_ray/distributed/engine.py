@@ -263,7 +263,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             for plan, first in zip(plans, firsts, strict=True):
                 plan.block = Block(plan.block.start, plan.block.end, int(first))
             try:
-                loads = shards.call_each("load", [(p.block.first_line,) for p in plans])
+                loads = shards.call_each("load", [(p.block.first_line, not cfg.ids_unique) for p in plans])
             except ray.exceptions.RayTaskError as e:
                 cause = e.as_instanceof_cause()
                 if isinstance(cause, PoolError):
@@ -286,7 +286,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             rejects.sort(key=lambda r: r[where])
             counts = _sum_counts([x["counts"] for x in loads] + fixes, sum(len(d) for d in drops))
             for plan, x, d in zip(plans, loads, drops, strict=True):
-                plan.size = len(x["hashes"]) - len(d)
+                plan.size = x["n"] - len(d)
             offsets = np.concatenate([[0], np.cumsum([p.size for p in plans])[:-1]])
             for plan, off in zip(plans, offsets, strict=True):
                 plan.offset = int(off)

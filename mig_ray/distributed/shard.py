@@ -55,15 +55,17 @@ class ShardActor:
         """Lines of this block, so that the driver can number every block's lines globally."""
         return count_lines(self.path, self.block)
 
-    def load(self, first_line: int) -> dict:
-        """Read the block; returns counts, reject rows and id hashes for the global duplicate check."""
+    def load(self, first_line: int, check_ids: bool = True) -> dict:
+        """Read the block; returns its size, counts, reject rows and, with `check_ids`, the id
+        hashes and lines for the global duplicate check (a pool known to hold unique ids skips it)."""
         self.block = Block(self.block.start, self.block.end, first_line)
         rejects = Rejects(None, strict=self.strict)
         self.pool = read_annotated(self.path, self.spec, self.valid, rejects, block=self.block)
         self.keep = np.arange(len(self.pool))
-        hashes = id_hashes(self.pool.ids)
-        return {"counts": self.pool.counts, "rejects": rejects.rows, "hashes": hashes,
-                "lines": self.pool.lines}
+        none = np.zeros(0, np.uint64)
+        return {"n": len(self.pool), "counts": self.pool.counts, "rejects": rejects.rows,
+                "hashes": id_hashes(self.pool.ids) if check_ids else none,
+                "lines": self.pool.lines if check_ids else none}
 
     def ids(self, rows: np.ndarray) -> list[str]:
         """Ids of local rows (to confirm a hash collision is a real duplicate)."""

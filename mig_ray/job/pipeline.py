@@ -387,7 +387,7 @@ class Pipeline:
             norm=s.norm, gain=s.gain, shards=s.shards, ray_address=j.ray.address, batch=s.batch,
             shard_placement=j.ray.shard_actors, checkpoint_seconds=s.checkpoint_seconds,
             labels_field="labels", score_field="score", id_field="id", progress=j.progress,
-            previous_manifest=self._previous_manifest(), records=False)
+            previous_manifest=self._previous_manifest(), records=False, ids_unique=True)
 
     def _previous_manifest(self) -> Path | None:
         """Last night's manifest when this run is an increment over it: measured on this run's graph."""
