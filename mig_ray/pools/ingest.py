@@ -405,7 +405,7 @@ def _parse(row: dict, out: str, layout: str, id_field: str | None, buckets: int)
     rule = IdRule(id_field)
     ids: list[str] = []
     lines: list[int] = []
-    messages: list[bytes] = []
+    messages: list[str] = []
     texts: list[bytes] = []
     labels_of: list[list[str] | None] = []
     scores: list[float | None] = []
@@ -436,7 +436,8 @@ def _parse(row: dict, out: str, layout: str, id_field: str | None, buckets: int)
         layouts[lay] += 1
         ids.append(rid)
         lines.append(line)
-        messages.append(dumps(msgs))  # messages_json, inline: it runs once per record
+        # messages_json, inline; as str: orjson's bytes kept in a list held twice the memory
+        messages.append(dumps(msgs).decode())
         texts.append(raw)  # valid UTF-8: orjson parsed it
         labels_of.append(labels)
         scores.append(score)
