@@ -376,13 +376,15 @@ def _records(u: _Unit):
 
 
 def _dump(rec: Any) -> bytes:
-    return orjson.dumps(rec, default=str)
+    """A row's JSON text as bytes of its own size: an orjson result keeps orjson's larger write
+    buffer, and a list of them held ten times their text (measured)."""
+    return orjson.dumps(rec, default=str).decode().encode()
 
 
 @contextmanager
 def _no_gc() -> Iterator[None]:
     """The cyclic collector off while a unit is parsed: its records hold no cycles, and the
-    collector's passes over the growing per-row lists cost a third of the unit's time (measured)."""
+    collector's passes over the growing per-row lists cost about 5% of a unit's time (measured)."""
     was = gc.isenabled()
     gc.disable()
     try:
@@ -394,7 +396,7 @@ def _no_gc() -> Iterator[None]:
 
 def _utf8(rows: list[bytes]) -> pa.Array:
     """Rows known to be UTF-8 (orjson parsed or wrote each) as a string array, without Arrow's
-    validation pass (a sixth of a unit's time on a pool of long non-ASCII records)."""
+    validation pass (ten times the copy: 0.23 s against 0.02 s for a 143K-record unit)."""
     return pa.array(rows, pa.binary()).view(pa.string())
 
 
@@ -439,8 +441,7 @@ def _parse(row: dict, out: str, layout: str, id_field: str | None, buckets: int)
         layouts[lay] += 1
         ids.append(rid)
         lines.append(line)
-        # messages_json, inline; as str: orjson's bytes kept in a list held twice the memory
-        messages.append(dumps(msgs).decode())
+        messages.append(dumps(msgs).decode())  # messages_json, inline; str: see _dump
         texts.append(raw)  # valid UTF-8: orjson parsed it
         labels_of.append(labels)
         scores.append(score)
