@@ -160,3 +160,26 @@ def test_cache_lookups_and_duplicates(tmp_path):
     assert cache.load_annotations(tmp_path, "score", Ident(m=2)).num_rows == 0
     with pytest.raises(ValueError, match="unknown annotation kind"):
         cache.cache_folder(tmp_path, "quality", ident)
+
+
+def test_the_caches_ids_never_reach_the_driver(ray_address, tmp_path, monkeypatch):
+    """Which records the cache already holds is decided where the data is: the cache's ids are
+    read in a task and handed to the filtering tasks through the object store, so a cache of 10^8
+    ids costs the driver nothing. The driver's own `cached_ids` is made to fail to prove it."""
+    import mig_ray.annotate.runner as runner
+
+    cfg = Ident(model="fake", version=2)
+    first = annotate(ray.data.from_items(_items(20), override_num_blocks=2), FakeScorer, cfg, tmp_path,
+                     ONE_ACTOR, kind="score", progress=False)
+    assert first.annotated == 20
+
+    def on_the_driver(*a, **k):
+        raise AssertionError("the cache's ids were read on the driver")
+
+    monkeypatch.setattr(runner, "cached_ids", on_the_driver)
+    monkeypatch.setattr(cache, "cached_ids", on_the_driver)
+    second = annotate(ray.data.from_items(_items(30), override_num_blocks=3), FakeScorer, cfg, tmp_path,
+                      ONE_ACTOR, kind="score", progress=False)
+    assert (second.total, second.cached, second.annotated) == (30, 20, 10)
+    assert sorted(load_annotations(tmp_path, "score", cfg)["id"].to_pylist()) == sorted(
+        x["id"] for x in _items(30))

@@ -78,8 +78,10 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Lo
 
     _warn_if_starved(resources)
     prepare_folder(folder, kind, ident)
-    seen = cached_ids(folder)
-    seen_ref = ray.put(seen) if len(seen) else None
+    # the cache's ids are built in a task and stay in the object store: the driver sees their count
+    n_ref, seen_ref = ray.remote(num_cpus=AUX_CPUS, num_returns=2)(_cached_ids).remote(str(folder))
+    if not ray.get(n_ref):
+        seen_ref = None
     with ray_progress_bars(progress):
         stats.total = _read(source, ["id"]).count()
         todo = _read(source, ["id", "messages"])
@@ -128,6 +130,12 @@ def _warn_if_starved(res: ActorResources) -> None:
         warnings.warn(f"{res.concurrency} annotator actors x {res.num_cpus} CPUs leave less than {AUX_CPUS} "
                       f"of this cluster's {cpus:g} CPUs for reading and writing; the stage may hang "
                       "(use fractional num_cpus)", RuntimeWarning, stacklevel=3)
+
+
+def _cached_ids(folder: str) -> tuple[int, np.ndarray]:
+    """In a task: how many ids the cache holds, and their sorted array (see cache.cached_ids)."""
+    seen = cached_ids(location(folder))
+    return len(seen), seen
 
 
 def _drop_cached(batch: pa.Table, seen: Any) -> pa.Table:
