@@ -255,3 +255,24 @@ def test_blocks_keep_every_task_slot_busy_and_cover_the_input(tmp_path):
         assert [(u.start, u.end) for u in units] == list(zip([0] + [u.end for u in units[:-1]],
                                                              [u.end for u in units], strict=True))
         assert units[-1].end == pool.stat().st_size and units[-1].last
+
+
+def test_a_file_listed_twice_numbers_each_listing_from_line_one(ray_address, tmp_path):
+    """The second listing of the same file is a second input: its records are duplicates of the
+    first's and their rejects name the file's own lines, 1 to n, not n+1 to 2n; both listings
+    weigh the same in the plan."""
+    from mig_ray.pools.ingest import _even, _plan
+    from mig_ray.storage import location
+
+    pool = tmp_path / "p.jsonl"
+    pool.write_bytes(b"".join(orjson.dumps({"id": f"r{i}", **_record(i)}) + b"\n" for i in range(7)))
+    res = ingest([pool, pool], tmp_path / "out", id_field="id", progress=False)
+    assert (res.read, res.accepted, res.rejected) == (14, 7, 7)
+    rows = _rejects(res.rejects_path)
+    assert [r["line"] for r in rows] == list(range(1, 8))
+    assert all(r["file"] == str(pool) and r["reason"].startswith("duplicate id") for r in rows)
+    big = tmp_path / "big.jsonl"
+    big.write_bytes(b"".join(orjson.dumps({"id": f"r{i}", **_record(i)}) + b"\n" for i in range(40)))
+    units = _plan([location(big), location(big)], 1000, 10, 4)
+    assert len(units) == _even(2 * big.stat().st_size, 1000, 4)
+    assert sum(u.listing == 0 for u in units) == sum(u.listing == 1 for u in units)

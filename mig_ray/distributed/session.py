@@ -71,11 +71,12 @@ def ray_progress_bars(on: bool) -> Iterator[None]:
 
 
 def task_slots() -> int:
-    """How many tasks run at once: the cores of a local Ray this process started (see run_tasks),
-    else the CPUs of the cluster joined."""
+    """How many one-CPU tasks run at once: the CPUs of the cluster joined, and on a local Ray this
+    process started no more than its cores (see run_tasks)."""
     import ray
 
-    return _LOCAL_CORES or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return min(cpus, _LOCAL_CORES) if _LOCAL_CORES else cpus
 
 
 def run_tasks(items: list[dict], fn, kwargs: dict, num_cpus: float = 1.0) -> list[dict]:

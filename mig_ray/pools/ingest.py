@@ -22,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -100,6 +100,7 @@ class _Unit:
     last: bool = True  # last unit of its file (a JSONL file's last line may lack its newline)
     first_line: int = 1
     base: int = 0  # position of the unit's first record
+    listing: int = 0  # which of the inputs it comes from (a file listed twice is two inputs)
 
 
 def ingest(inputs: list[Location] | list[str], out_dir: Location | str, layout: str = "auto",
@@ -207,7 +208,8 @@ def _read_json(p: Location) -> dict:
 
 def _plan(inputs: list[Location], block_bytes: int, block_rows: int, slots: int = 1) -> list[_Unit]:
     """Units of work in input order; JSONL bytes and Parquet rows are cut so that `slots` tasks
-    running at once stay busy to the last wave (see _even)."""
+    running at once stay busy to the last wave (see _even; each file's share rounds up, so several
+    files may add a few units)."""
     formats = [(p, input_format(p)) for p in inputs]
     sizes = {str(p): p.stat().st_size for p, fmt in formats if fmt == "jsonl"}
     rows_of: dict[str, int] = {}
@@ -217,25 +219,28 @@ def _plan(inputs: list[Location], block_bytes: int, block_rows: int, slots: int 
                 rows_of[str(p)] = parquet_file(p).metadata.num_rows
             except Exception as e:  # pyarrow raises several types for a broken file
                 raise PoolError(f"{p}: not a readable Parquet file ({e})") from e
-    bytes_total, rows_total = sum(sizes.values()), sum(rows_of.values())
+    bytes_total = sum(sizes[str(p)] for p, fmt in formats if fmt == "jsonl")  # a file listed twice, twice
+    rows_total = sum(rows_of[str(p)] for p, fmt in formats if fmt == "parquet")
     byte_blocks, row_blocks = _even(bytes_total, block_bytes, slots), _even(rows_total, block_rows, slots)
     units: list[_Unit] = []
-    for path, fmt in formats:
+    for k, (path, fmt) in enumerate(formats):
         name = str(path)
         if fmt == "jsonl":
             blocks = split_blocks(path, _share(sizes[name], bytes_total, byte_blocks))
             for j, b in enumerate(blocks):
-                units.append(_Unit(len(units), "jsonl", name, name, b.start, b.end, j == len(blocks) - 1))
+                units.append(_Unit(len(units), "jsonl", name, name, b.start, b.end, j == len(blocks) - 1,
+                                   listing=k))
         elif fmt == "parquet":
             blocks = split_blocks(path, _share(rows_of[name], rows_total, row_blocks))
             for b in blocks:
-                units.append(_Unit(len(units), "parquet", name, name, b.start, b.end))
+                units.append(_Unit(len(units), "parquet", name, name, b.start, b.end, listing=k))
         elif fmt == "json":
-            units.append(_Unit(len(units), "json", name, name))
+            units.append(_Unit(len(units), "json", name, name, listing=k))
         else:
             for split_name, arrows in hf_shards(path):
                 for j, a in enumerate(arrows):
-                    units.append(_Unit(len(units), "arrow", str(a), split_name, last=j == len(arrows) - 1))
+                    units.append(_Unit(len(units), "arrow", str(a), split_name, last=j == len(arrows) - 1,
+                                       listing=k))
     return units
 
 
@@ -255,15 +260,15 @@ def _share(part: int, total: int, blocks: int) -> int:
 
 
 def _place(units: list[_Unit], counts: dict[int, int]) -> list[_Unit]:
-    """Give each unit its first line (within its `file` name) and its global first position."""
+    """Give each unit its first line (within its input and `file` name) and its global first position."""
     placed = []
     base = 0
     line = 1
-    prev_name = None
+    prev = None
     for u in units:
-        if u.name != prev_name:
-            line, prev_name = 1, u.name
-        placed.append(_Unit(u.idx, u.fmt, u.path, u.name, u.start, u.end, u.last, line, base))
+        if (u.listing, u.name) != prev:
+            line, prev = 1, (u.listing, u.name)
+        placed.append(replace(u, first_line=line, base=base))
         n = counts[u.idx]
         line += n
         base += n
@@ -394,10 +399,14 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _utf8(rows: list[bytes]) -> pa.Array:
+def _utf8(rows: list[bytes]) -> pa.Array | pa.ChunkedArray:
     """Rows known to be UTF-8 (orjson parsed or wrote each) as a string array, without Arrow's
-    validation pass (ten times the copy: 0.23 s against 0.02 s for a 143K-record unit)."""
-    return pa.array(rows, pa.binary()).view(pa.string())
+    validation pass (ten times the copy: 0.23 s against 0.02 s for a 143K-record unit). Past 2 GiB
+    of text Arrow returns chunks; each is viewed."""
+    arr = pa.array(rows, pa.binary())
+    if isinstance(arr, pa.ChunkedArray):
+        return pa.chunked_array([c.view(pa.string()) for c in arr.chunks], pa.string())
+    return arr.view(pa.string())
 
 
 def _parse_unit(row: dict, out: str, layout: str, id_field: str | None, buckets: int) -> dict:
