@@ -73,8 +73,9 @@ class ShardActor:
         return [p.ids[int(r)] for r in rows]
 
     def reload(self, first_line: int, drop_rows: np.ndarray) -> None:
-        """After a restart before the vectors exist: reread the block and drop the same rows."""
-        self.load(first_line)
+        """After a restart before the vectors exist: reread the block and drop the same rows (the
+        duplicate check is done: no hashes)."""
+        self.load(first_line, check_ids=False)
         self.keep = np.setdiff1d(np.arange(len(self.pool)), drop_rows)
 
     def drop(self, rows: np.ndarray, reasons: list[str]) -> tuple[list[dict], dict[str, int]]:
