@@ -119,6 +119,27 @@ def test_job_outputs_are_the_pinned_bytes(tmp_path, ray_address, fmt, shards):
     assert "selected" not in json.loads((out / "select" / "selected.summary.json").read_text())["outputs"]
 
 
+@pytest.mark.parametrize(("fmt", "shards"), sorted(PINNED))
+def test_a_write_cut_into_chunks_gives_the_pinned_bytes(tmp_path, ray_address, monkeypatch, fmt, shards):
+    """The write stage cuts the K = 25 selected records into chunks of 7 (JSONL; a Parquet output
+    stays one chunk, its schema inferred over all records) and joins them: the same bytes."""
+    from mig_ray.job import pipeline
+
+    monkeypatch.setattr(pipeline, "WRITE_ROWS", 7)
+    inputs, npz = _pool(tmp_path)
+    out = tmp_path / "out"
+    job = small_job(tmp_path, inputs[0], out, **{
+        "input.paths": [str(p) for p in inputs],
+        "annotate.tagger": {"kind": "from-data", "labels_field": "meta.tags"},
+        "annotate.scorer": {"kind": "field", "field": "meta.score"},
+        "graph.label_embeddings": str(npz), "selection.n": 25, "selection.shards": shards,
+        "output.format": fmt})
+    summary = run_job(load_job(job))
+    assert summary["stages"]["write"]["counts"]["written"] == 25
+    assert digests(out, fmt, tmp_path) == PINNED[(fmt, shards)]
+    assert not (out / "write" / "_chunks").exists() and not (out / "write" / "_matched").exists()
+
+
 def test_constant_scores_select_what_select_does_on_that_score(tmp_path, ray_address):
     """`scorer: constant` gives every record the configured score: the job selects what `mig-ray
     select` selects on the same records with that score written into them."""

@@ -36,6 +36,7 @@ from mig_ray.storage import (
     concat_files,
     copy_file,
     location,
+    open_read,
     parquet_file,
     read_parquet,
     rmtree,
@@ -45,6 +46,8 @@ from mig_ray.storage import (
 
 STAGES = ("ingest", "tag", "score", "assemble", "select", "write")
 RUN_FILE = "run.json"
+# selected records per write task (JSONL output): the write stage's memory does not grow with K
+WRITE_ROWS = 100_000
 
 
 def log(msg: str) -> None:
@@ -429,21 +432,30 @@ class Pipeline:
                 "greedy": summary["greedy"], "seconds": summary["seconds"]}
 
     def _run_write(self, path: Location) -> dict:
-        """The selected records unchanged, in selection order, and the manifest with their origin:
-        one Ray task per ingest part keeps its selected rows (the K selected ids, read here once, go
-        to every task), one more writes them in order."""
+        """The selected records unchanged, in selection order, and the manifest with their origin.
+        One Ray task per ingest part keeps its selected rows, cut by rank into chunks of
+        WRITE_ROWS; one task per chunk writes its rows in order; one more joins the chunks. The
+        driver reads the K selected ids and the manifest's chunk offsets, streaming. A Parquet
+        output is one chunk: its schema is inferred over every selected record."""
         from mig_ray.distributed.session import run_tasks
 
-        manifest = str(self.out / "select" / "selected.manifest.jsonl")
+        manifest = self.out / "select" / "selected.manifest.jsonl"
+        fmt = self.job.output.format
+        ids, offsets = _ids_and_offsets(manifest, WRITE_ROWS if fmt == "jsonl" else 0)
+        rows = WRITE_ROWS if fmt == "jsonl" else max(1, len(ids))
         matched = path / "_matched"
         matched.mkdir()
-        ids = pa.array([m["id"] for m in _manifest(manifest)], pa.string())  # the K selected ids, once
         run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
-                  _match_part, {"ids": ids, "out": str(matched)})
-        (res,) = run_tasks([{"out": str(path)}], _write_selected,
-                           {"manifest": manifest, "matched": str(matched), "fmt": self.job.output.format})
+                  _match_part, {"ids": ids, "out": str(matched), "chunk": rows})
+        chunks = [{"c": c, "lo": c * rows, "start": a, "end": b}
+                  for c, (a, b) in enumerate(zip(offsets, offsets[1:], strict=False))]
+        done = run_tasks(chunks, _write_chunk, {"manifest": str(manifest), "matched": str(matched),
+                                                "fmt": fmt, "out": str(path / "_chunks")})
+        run_tasks([{"out": str(path)}], _join_chunks, {"chunks": str(path / "_chunks"), "fmt": fmt,
+                                                       "n": len(chunks)})
         rmtree(matched)
-        return {"counts": {"written": res["written"]}}
+        rmtree(path / "_chunks")
+        return {"counts": {"written": sum(d["written"] for d in done)}}
 
     # -- final outputs --------------------------------------------------------------------------
     def _finish(self, fps: dict[str, str]) -> dict[str, Any]:
@@ -592,47 +604,82 @@ def _write_assembled(row: dict, spec: dict, pool: pa.Table, n: int, bad: list[di
             "unselectable": str(bad_path)}
 
 
-def _manifest(path: str) -> list[dict]:
-    return [orjson.loads(x) for x in location(path).read_bytes().splitlines()]
+def _ids_and_offsets(manifest: Location, chunk: int) -> tuple[pa.Array, list[int]]:
+    """The selected ids in rank order, and the byte offsets in the manifest where each chunk of
+    `chunk` rows starts (one chunk when `chunk` is 0), read line by line."""
+    ids: list[str] = []
+    offsets, at = [0], 0
+    with open_read(manifest) as f:
+        for line in f:
+            if chunk and ids and len(ids) % chunk == 0:
+                offsets.append(at)
+            ids.append(orjson.loads(line)["id"])
+            at += len(line)
+    offsets.append(at)
+    return pa.array(ids, pa.string()), offsets
 
 
-def _match_part(row: dict, ids: pa.Array, out: str) -> dict:
-    """In a Ray task: the selected rows (id, file, line, record) of one ingest part."""
+def _match_part(row: dict, ids: pa.Array, out: str, chunk: int) -> dict:
+    """In a Ray task: the selected rows (id, file, line, record, rank) of one ingest part, one file
+    per chunk of ranks they fall in."""
     part = parquet_file(location(row["part"]))
-    mask = pc.is_in(part.read(columns=["id"]).column("id"), value_set=ids)
+    rank = pc.index_in(part.read(columns=["id"]).column("id"), value_set=ids)
+    mask = pc.is_valid(rank)
     n = pc.sum(mask).as_py() or 0
     if n:
         table = part.read(columns=["id", "file", "line", "record"]).filter(mask)
-        write_parquet_atomic(table, location(out) / f"part-{row['k']:06d}.parquet")
+        ranks = rank.filter(mask).to_numpy(zero_copy_only=False).astype(np.int64)
+        table = table.append_column("rank", pa.array(ranks))
+        of = ranks // chunk
+        for c in np.unique(of):
+            write_parquet_atomic(table.filter(pa.array(of == c)),
+                                 location(out) / f"chunk-{c:06d}" / f"part-{row['k']:06d}.parquet")
     return {"k": row["k"], "matched": n}
 
 
-def _write_selected(row: dict, manifest: str, matched: str, fmt: str) -> dict:
-    """In a Ray task: the matched rows of every part, written in selection order."""
-    rows = _manifest(manifest)
-    parts = sorted(location(matched).glob("part-*.parquet"))
+def _write_chunk(row: dict, manifest: str, matched: str, fmt: str, out: str) -> dict:
+    """In a Ray task: one chunk's records in rank order, and its rows of the manifest with their
+    origin (the chunk's lines of the select manifest, read by byte range)."""
+    with open_read(location(manifest)) as f:
+        f.seek(row["start"])
+        rows = [orjson.loads(x) for x in f.read(row["end"] - row["start"]).splitlines()]
+    parts = sorted((location(matched) / f"chunk-{row['c']:06d}").glob("part-*.parquet"))
     table = pa.concat_tables([read_parquet(p) for p in parts]) if parts else pa.table(
-        {c: pa.array([], pa.string()) for c in ("id", "file", "record")} | {"line": pa.array([], pa.int64())})
-    where = {rid: i for i, rid in enumerate(table.column("id").to_pylist())}
-    take = pa.array([where[m["id"]] for m in rows], pa.int64())
-    records = table.column("record").take(take).to_pylist()
-    files = table.column("file").take(take).to_pylist()
-    lines = table.column("line").take(take).to_pylist()
-    out = location(row["out"])
+        {c: pa.array([], pa.string()) for c in ("id", "file", "record")}
+        | {"line": pa.array([], pa.int64()), "rank": pa.array([], pa.int64())})
+    table = table.take(pc.sort_indices(table.column("rank")))
+    if table.column("rank").to_pylist() != list(range(row["lo"], row["lo"] + len(rows))):
+        raise RuntimeError(f"write: chunk {row['c']} matched {table.num_rows} of its {len(rows)} "
+                           "selected records in the ingest parts")
+    records = table.column("record").to_pylist()
+    dst = location(out) / f"chunk-{row['c']:06d}"
     if fmt == "jsonl":
-        write_atomic(out / "selected.jsonl", b"".join(r.encode() + b"\n" for r in records))
+        write_atomic(dst / "selected.jsonl", b"".join(r.encode() + b"\n" for r in records))
     else:
         from mig_ray.pools.write import write_parquet_records
 
         with tempfile.TemporaryDirectory() as local:
             tmp = Path(local) / "selected.parquet"
             write_parquet_records([orjson.loads(r) for r in records], tmp)
-            copy_file(tmp, out / "selected.parquet")
+            copy_file(tmp, dst / "selected.parquet")
     out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
                      "labels": m["labels"], "file": f, "line": ln}
-                    for m, f, ln in zip(rows, files, lines, strict=True)]
-    write_atomic(out / "selected.manifest.jsonl", b"".join(orjson.dumps(m) + b"\n" for m in out_manifest))
+                    for m, f, ln in zip(rows, table.column("file").to_pylist(),
+                                        table.column("line").to_pylist(), strict=True)]
+    write_atomic(dst / "selected.manifest.jsonl", b"".join(orjson.dumps(m) + b"\n" for m in out_manifest))
     return {"written": len(records)}
+
+
+def _join_chunks(row: dict, chunks: str, fmt: str, n: int) -> dict:
+    """In a Ray task: the chunks' files one after another (bytes streamed, never held)."""
+    folders = [location(chunks) / f"chunk-{c:06d}" for c in range(n)]
+    out = location(row["out"])
+    for name in (f"selected.{fmt}", "selected.manifest.jsonl"):
+        if n == 1:
+            copy_file(folders[0] / name, out / name)
+        else:
+            concat_files([f / name for f in folders], out / name)
+    return {"files": 2}
 
 
 def _from_records(records: list[str], read: Any) -> tuple[list, list]:
