@@ -74,6 +74,7 @@ def test_vllm_tagger_and_scorer_job_end_to_end(tmp_path, ray_address, tiny_model
         assert (out / "selected.jsonl").read_bytes().splitlines(keepends=True)[m["rank"] - 1] == \
             lines[m["line"] - 1]
     assert (out / "assemble" / "unselectable.jsonl").read_bytes() == b""
+    assert not (out / "assemble" / "_join").exists()  # the cache join's files are removed
 
     # The same output folder, the tagger's max_tokens cut to 1: no JSON answer fits in one token, so
     # every answer stops at the length limit, is retried once and is counted as failed, never as

@@ -139,6 +139,7 @@ def test_job_on_s3_killed_mid_tag_then_rerun_matches_the_run_on_local_disk(s3_en
     assert {"out/run.json", "out/summary.json", "out/logs/ray.log",
             "out/select/selected.summary.json"} <= set(got)
     assert not any("checkpoint" in k or ".tmp" in k for k in got)  # a finished selection leaves none
+    assert not any(k.startswith("out/assemble/_join") for k in got)  # the cache join's files are gone
     assert not Path("s3-run").exists() and not Path("unused").exists()  # nothing went to local disk
 
 

@@ -341,6 +341,7 @@ class Pipeline:
         with no usable labels or score go to unselectable.jsonl with the reason, counted. The
         driver sees only each part's counts."""
         from mig_ray.distributed.session import run_tasks
+        from mig_ray.job.join import join_pool
 
         j = self.job
         spec = {
@@ -354,8 +355,14 @@ class Pipeline:
         }
         (path / "pool.parquet").mkdir()
         (path / "_unselectable").mkdir()
-        done = run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(self._ingest_parts())],
+        ingest_parts = self._ingest_parts()
+        kinds = {kind: spec[kind] for kind in ("tags", "score") if spec[kind] is not None}
+        if kinds:  # each task gets its ids' cache rows from a hash join, not the whole cache
+            joined = join_pool(spec["cache_dir"], kinds, ingest_parts, path / "_join", run_tasks)
+            spec["join"] = joined["files"]
+        done = run_tasks([{"k": k, "part": str(p)} for k, p in enumerate(ingest_parts)],
                          _assemble_part, {"spec": spec})
+        rmtree(path / "_join")
         concat_files([location(r["unselectable"]) for r in done], path / "unselectable.jsonl")
         rmtree(path / "_unselectable")
         reasons: dict[str, int] = {}
@@ -525,7 +532,7 @@ class Pipeline:
 
 def _assemble_part(row: dict, spec: dict) -> dict:
     """In a Ray task: one ingest part -> its part of the pool and its unselectable rows."""
-    from mig_ray.annotate.runner import load_annotations
+    from mig_ray.job.join import annotations_of_part
 
     need_record = bool(spec["labels_field"]) or (spec["scorer"] == "field" and bool(spec["score_field"]))
     cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
@@ -536,7 +543,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
     records = table.column("record").to_pylist() if need_record else None
     n = len(ids)
     if spec["tags"] is not None:
-        got = load_annotations(spec["cache_dir"], "tags", spec["tags"], ids, extras=False)
+        got = annotations_of_part(spec["join"]["tags"], row["k"], table.column("id"), "tags")
         labels, label_err = _column(got, ids, "labels")
     elif spec["labels_field"]:
         read = FieldSpec(labels_field=spec["labels_field"], score_field="_", id_field="_").labels
@@ -545,7 +552,7 @@ def _assemble_part(row: dict, spec: dict) -> dict:
         labels = table.column("labels").to_pylist()
         label_err = [None if v is not None else "missing labels: annotation.instag.content" for v in labels]
     if spec["score"] is not None:
-        got = load_annotations(spec["cache_dir"], "score", spec["score"], ids, extras=False)
+        got = annotations_of_part(spec["join"]["score"], row["k"], table.column("id"), "score")
         scores, score_err = _column(got, ids, "score")
     elif spec["scorer"] == "constant":
         scores, score_err = [spec["constant"]] * n, [None] * n
