@@ -172,3 +172,35 @@ def test_the_join_on_ray_over_s3(ray_address, s3_endpoint, tmp_path):
         assert _rows(new, "score") == _rows(old, "score")
     rmtree(out)
     assert not out.is_dir()
+
+
+def test_the_driver_gets_only_summaries_from_the_join(tmp_path):
+    """What the join's tasks hand back to the driver (paths, row counts, bucket numbers) does not
+    grow with the rows: on a pool of 18,000 ids and a cache of about 20,000 rows, every task's
+    answer and join_pool's own result stay a few hundred bytes each."""
+    import pickle
+
+    sizes: list[int] = []
+
+    def measured(items: list[dict], fn, kwargs: dict) -> list[dict]:
+        out = _in_order(items, fn, kwargs)
+        sizes.extend(len(pickle.dumps(x)) for x in out)
+        return out
+
+    rng = random.Random(5)
+    universe = [f"rec-{i:06d}" for i in range(20_000)]
+    cache_dir = tmp_path / "cache"
+    folder = cache_folder(cache_dir, "score", IDENT["score"])
+    prepare_folder(folder, "score", IDENT["score"])
+    for part in range(3):
+        ids = universe[part::3]
+        write_part(pa.table({"id": pa.array(ids, pa.string()), "status": pa.array(["ok"] * len(ids)),
+                             "error": pa.array([None] * len(ids), pa.string()),
+                             "calls": pa.array([1] * len(ids), pa.int64()),
+                             "score": pa.array([rng.random() for _ in ids], pa.float64())}), folder)
+    ingest = _ingest(tmp_path, rng, universe, n_parts=3)
+    got = join_pool(cache_dir, {"score": IDENT["score"]}, ingest, tmp_path / "_join", measured,
+                    rows_per_bucket=5_000)
+    assert got["buckets"] > 4 and len(sizes) == len(ingest) + 3 + got["buckets"]
+    assert max(sizes) < 400, sizes
+    assert len(pickle.dumps(got)) < 200 * got["buckets"]
