@@ -236,7 +236,7 @@ def open_write(path: Location) -> IO[bytes]:
     return open(path, "wb")
 
 
-def write_atomic(path: Location, data: bytes | str) -> None:
+def write_atomic(path: Location, data: bytes | memoryview | str) -> None:
     """The file with these bytes, never a half-written one under its name."""
     raw = data.encode() if isinstance(data, str) else data
     if isinstance(path, RemotePath):

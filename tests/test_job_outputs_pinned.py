@@ -101,16 +101,22 @@ def digests(out: Path, fmt: str, tmp: Path) -> dict[str, str]:
     return got
 
 
-@pytest.mark.parametrize(("fmt", "shards"), sorted(PINNED))
-def test_job_outputs_are_the_pinned_bytes(tmp_path, ray_address, fmt, shards):
-    inputs, npz = _pool(tmp_path)
-    out = tmp_path / "out"
-    job = small_job(tmp_path, inputs[0], out, **{
+def _pinned_job(tmp: Path, fmt: str, shards: int) -> tuple[Path, Path]:
+    """(the job file, its output folder) of the pinned job on _pool."""
+    inputs, npz = _pool(tmp)
+    out = tmp / "out"
+    job = small_job(tmp, inputs[0], out, **{
         "input.paths": [str(p) for p in inputs],
         "annotate.tagger": {"kind": "from-data", "labels_field": "meta.tags"},
         "annotate.scorer": {"kind": "field", "field": "meta.score"},
         "graph.label_embeddings": str(npz), "selection.n": 25, "selection.shards": shards,
         "output.format": fmt})
+    return job, out
+
+
+@pytest.mark.parametrize(("fmt", "shards"), sorted(PINNED))
+def test_job_outputs_are_the_pinned_bytes(tmp_path, ray_address, fmt, shards):
+    job, out = _pinned_job(tmp_path, fmt, shards)
     summary = run_job(load_job(job))
     assert summary["counts"]["rejected"] == 2 and summary["counts"]["unselectable"] == 2
     assert digests(out, fmt, tmp_path) == PINNED[(fmt, shards)]
@@ -126,14 +132,7 @@ def test_a_write_cut_into_chunks_gives_the_pinned_bytes(tmp_path, ray_address, m
     from mig_ray.job import pipeline
 
     monkeypatch.setattr(pipeline, "WRITE_ROWS", 7)
-    inputs, npz = _pool(tmp_path)
-    out = tmp_path / "out"
-    job = small_job(tmp_path, inputs[0], out, **{
-        "input.paths": [str(p) for p in inputs],
-        "annotate.tagger": {"kind": "from-data", "labels_field": "meta.tags"},
-        "annotate.scorer": {"kind": "field", "field": "meta.score"},
-        "graph.label_embeddings": str(npz), "selection.n": 25, "selection.shards": shards,
-        "output.format": fmt})
+    job, out = _pinned_job(tmp_path, fmt, shards)
     summary = run_job(load_job(job))
     assert summary["stages"]["write"]["counts"]["written"] == 25
     assert digests(out, fmt, tmp_path) == PINNED[(fmt, shards)]

@@ -17,10 +17,7 @@ Total work O(cache + pool); the driver holds only file paths and counts. The pur
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mig_ray.annotate.cache import RESULTS, cache_folder, parts
-from mig_ray.storage import Location, location, open_read, open_write, parquet_file, read_parquet
+from mig_ray.pools.ingest import blake_hashes, bucket_order
+from mig_ray.storage import Location, location, open_read, parquet_file, read_parquet, write_atomic
 
 # cache + pool rows per bucket: a join task holds about this many rows
 ROWS_PER_BUCKET = 2_000_000
@@ -43,9 +41,7 @@ def buckets_for(rows: int, rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
 def bucket_of(ids: pa.Array | pa.ChunkedArray | list[str], buckets: int) -> np.ndarray:
     """The bucket of each id: its 64-bit blake2b hash (as ingest's duplicate check) mod B."""
     values = ids.to_pylist() if isinstance(ids, pa.Array | pa.ChunkedArray) else ids
-    blake = hashlib.blake2b
-    h = np.frombuffer(b"".join(blake(rid.encode(), digest_size=8).digest() for rid in values), dtype="<u8")
-    return (h % np.uint64(buckets)).astype(np.int64)
+    return (blake_hashes(values) % np.uint64(buckets)).astype(np.int64)
 
 
 def _batch(table: pa.Table) -> pa.RecordBatch:
@@ -61,8 +57,7 @@ def _batch(table: pa.Table) -> pa.RecordBatch:
 
 def split_by_bucket(table: pa.Table, bucket: np.ndarray, buckets: int) -> list[pa.RecordBatch]:
     """Exactly `buckets` batches: batch b = the rows of bucket b in their order (empty ones too)."""
-    order = np.argsort(bucket, kind="stable")
-    bounds = np.searchsorted(bucket[order], np.arange(buckets + 1))
+    order, bounds = bucket_order(bucket, buckets)
     whole = _batch(table.take(pa.array(order, pa.int64())))
     return [whole.slice(int(bounds[b]), int(bounds[b + 1] - bounds[b])) for b in range(buckets)]
 
@@ -139,17 +134,11 @@ def part_annotations(batches: list[pa.RecordBatch], ids: pa.Array | pa.ChunkedAr
 
 def write_ipc(path: Location, schema: pa.Schema, batches: list[pa.RecordBatch]) -> None:
     """An Arrow IPC file of these batches, whole or not at all under its name."""
-    if isinstance(path, Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            for b in batches:
-                writer.write_batch(b)
-        os.replace(tmp, path)
-        return
-    with open_write(path) as sink, pa.ipc.new_file(sink, schema) as writer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, schema) as writer:
         for b in batches:
             writer.write_batch(b)
+    write_atomic(path, memoryview(sink.getvalue()))
 
 
 def read_batch(path: Location, index: int) -> pa.RecordBatch:

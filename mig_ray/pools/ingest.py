@@ -20,7 +20,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -462,15 +462,28 @@ def _parse(row: dict, out: str, layout: str, id_field: str | None, buckets: int)
                       "messages": messages, "record": _utf8(texts), "labels": labels_of, "score": scores},
                      schema=SCHEMA)
     write_parquet_atomic(table, part, compression=PART_COMPRESSION)
-    blake = hashlib.blake2b  # per id: a compiled hash costs each fresh worker more to load than it saves
-    h = np.frombuffer(b"".join(blake(rid.encode(), digest_size=8).digest() for rid in ids), dtype="<u8")
-    order = np.argsort(h % np.uint64(buckets), kind="stable")  # rows stay in order within a bucket
-    bounds = np.searchsorted((h % np.uint64(buckets))[order], np.arange(buckets + 1))
+    h = blake_hashes(ids)
+    order, bounds = bucket_order(h % np.uint64(buckets), buckets)
     (tmp / f"hashes-{u.idx:06d}.bin").write_bytes(h[order].tobytes())
     (tmp / f"rows-{u.idx:06d}.bin").write_bytes(order.astype("<i8").tobytes())
     return {"idx": u.idx, "read": read, "blank": blank, "accepted": len(ids),
             "reasons": json.dumps(reasons), "layouts": json.dumps(layouts), "bounds": bounds.tolist(),
             "part": str(part), "rejects": str(rej_file)}
+
+
+def blake_hashes(ids: Iterable[str]) -> np.ndarray:
+    """64-bit blake2b of each id's UTF-8, the hash that buckets ids across tasks (here and in the
+    job's cache join). Per id in Python: a compiled hash costs each fresh task worker more to load
+    than it saves."""
+    blake = hashlib.blake2b
+    return np.frombuffer(b"".join(blake(rid.encode(), digest_size=8).digest() for rid in ids), dtype="<u8")
+
+
+def bucket_order(bucket: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows grouped by bucket, each bucket's rows in their order, and the `buckets` + 1 bounds
+    of the groups in that order."""
+    order = np.argsort(bucket, kind="stable")
+    return order, np.searchsorted(bucket[order], np.arange(buckets + 1))
 
 
 # ---------------------------------------------------------------- duplicates and the final files
