@@ -60,7 +60,7 @@ def dense_reference(unit: np.ndarray, threshold: float):
 
 def child(n: int) -> dict:
     """One size in this process: build, target degree, propagation, dense reference if it fits."""
-    from mig_ray.graph import LabelGraph
+    from mig_ray.core.graph import LabelGraph
 
     labels, emb = embeddings(n)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import header, write_result  # noqa: E402
 from tulu3_shaped import SHARED, scores, tulu3_shaped, write_jsonl  # noqa: E402
 
+from mig_ray.core.graph import LabelGraph  # noqa: E402
+from mig_ray.core.greedy import lazy_greedy  # noqa: E402
+from mig_ray.core.objective import Phi  # noqa: E402
+from mig_ray.core.vectors import propagate, sample_matrix  # noqa: E402
 from mig_ray.embeddings import embed_labels  # noqa: E402
-from mig_ray.graph import LabelGraph  # noqa: E402
-from mig_ray.greedy import lazy_greedy  # noqa: E402
-from mig_ray.objective import Phi  # noqa: E402
-from mig_ray.vectors import propagate, sample_matrix  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data"
 

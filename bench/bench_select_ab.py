@@ -38,8 +38,8 @@ def child(root: Path) -> None:
     assert Path(mig_ray.__file__).resolve().is_relative_to(root.resolve()), mig_ray.__file__
     tags, indptr, codes, s = b.pool_arrays(1_000_000)
     emb = b.label_embeddings(tags)
-    from mig_ray.greedy import lazy_greedy
-    from mig_ray.objective import Phi
+    from mig_ray.core.greedy import lazy_greedy
+    from mig_ray.core.objective import Phi
 
     runs = []
     for t in THRESHOLDS:

@@ -33,12 +33,12 @@ from provenance import header  # noqa: E402
 from tulu3_shaped import SHARED, valid_tags, write_jsonl  # noqa: E402
 
 from mig_ray.config import SelectConfig  # noqa: E402
-from mig_ray.graph import LabelGraph  # noqa: E402
-from mig_ray.greedy import ShardGreedy, lazy_greedy  # noqa: E402
-from mig_ray.objective import Phi  # noqa: E402
+from mig_ray.core.certified import Commit, sharded_greedy  # noqa: E402
+from mig_ray.core.graph import LabelGraph  # noqa: E402
+from mig_ray.core.greedy import ShardGreedy, lazy_greedy  # noqa: E402
+from mig_ray.core.objective import Phi  # noqa: E402
+from mig_ray.core.vectors import propagate, sample_matrix  # noqa: E402
 from mig_ray.selection import run_select  # noqa: E402
-from mig_ray.sharded import Commit, sharded_greedy  # noqa: E402
-from mig_ray.vectors import propagate, sample_matrix  # noqa: E402
 
 PHASE = ("embed_labels", "graph", "vectors", "select")
 

@@ -13,7 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from mig_ray.embeddings import DEFAULT_MODEL
-from mig_ray.pools.rejects import PoolError
+from mig_ray.errors import PoolError
 
 app = typer.Typer(
     help="MIG data selection for instruction tuning: pick the subset of a pool that carries the most "
@@ -262,7 +262,8 @@ def run(
 
 def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address: str | None,
              shards: int | None, progress: bool, until: str) -> None:
-    from mig_ray.job.config import JobError, load_job
+    from mig_ray.errors import JobError
+    from mig_ray.job.config import load_job
     from mig_ray.job.pipeline import run_job
 
     overrides: dict = {}
@@ -323,7 +324,8 @@ def report(
                                                  "<stem>.report/ beside a selection).")] = None,
 ) -> None:
     """Write a self-contained HTML report of what a selection covers, and its numbers as JSON."""
-    from mig_ray.report.build import ReportError, write_report
+    from mig_ray.errors import ReportError
+    from mig_ray.report.build import write_report
     from mig_ray.storage import is_uri
 
     if is_uri(path):

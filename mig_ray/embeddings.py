@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mig_ray.errors import PoolError
 from mig_ray.guard import short
-from mig_ray.pools.rejects import PoolError
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 

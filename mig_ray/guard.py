@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from mig_ray.pools.rejects import PoolError
+from mig_ray.errors import PoolError
 from mig_ray.storage import RemotePath
 
 MAX_SHOWN = 200

@@ -21,11 +21,14 @@ from tqdm import tqdm
 
 from mig_ray import __version__
 from mig_ray.config import SelectConfig, output_paths
+from mig_ray.core.graph import LabelGraph
+from mig_ray.core.greedy import GreedyResult, lazy_greedy
+from mig_ray.core.objective import Phi, information, label_mass
+from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
+from mig_ray.core.vectors import propagate, sample_matrix
 from mig_ray.embeddings import LabelVectors
-from mig_ray.graph import LabelGraph
-from mig_ray.greedy import GreedyResult, lazy_greedy
+from mig_ray.errors import PoolError
 from mig_ray.guard import check_outputs_not_inputs, check_writable
-from mig_ray.objective import Phi, information, label_mass
 from mig_ray.pools.annotated import (
     AnnotatedPool,
     load_valid_tags,
@@ -35,10 +38,8 @@ from mig_ray.pools.annotated import (
     read_annotated,
 )
 from mig_ray.pools.fields import FieldSpec
-from mig_ray.pools.rejects import PoolError, Rejects
+from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
-from mig_ray.report.stats import ReportData, carriers, score_edges, score_hist
-from mig_ray.vectors import propagate, sample_matrix
 
 ISOLATED_WARNING = 0.5
 

@@ -17,7 +17,7 @@ from pools import random_pool
 from reference import reference_order
 
 from mig_ray.config import SelectConfig
-from mig_ray.graph import LabelGraph
+from mig_ray.core.graph import LabelGraph
 from mig_ray.selection import run_select
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,9 +120,9 @@ def test_restarted_actor_without_state_is_restored(tmp_path, ray_address):
     the driver restores the actor, instead of reading proposals from an empty shard."""
     import ray
 
+    from mig_ray.core.objective import Phi
     from mig_ray.distributed.engine import ShardPlan, Shards
     from mig_ray.distributed.shard import ShardActor
-    from mig_ray.objective import Phi
     from mig_ray.pools.annotated import split_blocks
     from mig_ray.pools.fields import FieldSpec
 

@@ -9,7 +9,7 @@ import pytest
 from fixtures import TULU3_TAGS
 
 from mig_ray.embeddings import BackgroundEmbedder, LabelVectors, embed_labels
-from mig_ray.pools.rejects import PoolError
+from mig_ray.errors import PoolError
 
 
 def test_background_embedder_equals_in_process():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from reference import EDGE_ULPS, dense_graph, reference_graph, unit_rows
 
-import mig_ray.graph as graph_mod
-from mig_ray.graph import LabelGraph, threshold_for_degree
+import mig_ray.core.graph as graph_mod
+from mig_ray.core.graph import LabelGraph, threshold_for_degree
 
 
 def random_embeddings(seed: int, n: int, d: int = 8) -> np.ndarray:

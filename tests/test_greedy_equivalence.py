@@ -10,10 +10,10 @@ import pytest
 from pools import random_pool
 from reference import naive_greedy, phi_grad, reference_order
 
-from mig_ray.graph import LabelGraph
-from mig_ray.greedy import LazyGreedy, lazy_greedy
-from mig_ray.objective import Phi, gains, label_mass
-from mig_ray.vectors import propagate, sample_matrix
+from mig_ray.core.graph import LabelGraph
+from mig_ray.core.greedy import LazyGreedy, lazy_greedy
+from mig_ray.core.objective import Phi, gains, label_mass
+from mig_ray.core.vectors import propagate, sample_matrix
 
 MODES = list(itertools.product(["target", "source"], ["gradient", "exact"], ["pow", "exp"], [False, True]))
 

@@ -11,10 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures import DATA
 
+from mig_ray.errors import PoolError
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.ingest import SCHEMA, ingest
 from mig_ray.pools.layouts import conversation_id, normalise
-from mig_ray.pools.rejects import PoolError
 
 
 def _table(out: Path) -> pa.Table:

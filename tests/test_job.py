@@ -20,7 +20,8 @@ import pytest
 import yaml
 from pools import random_pool
 
-from mig_ray.job.config import JobError, load_job
+from mig_ray.errors import JobError
+from mig_ray.job.config import load_job
 from mig_ray.job.pipeline import run_job
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,6 +7,7 @@ import json
 import pytest
 from fixtures import DATA
 
+from mig_ray.errors import BadRecord
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.layouts import (
     IdRule,
@@ -16,7 +17,6 @@ from mig_ray.pools.layouts import (
     normalise,
     released_annotations,
 )
-from mig_ray.pools.rejects import BadRecord
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"},
         {"role": "assistant", "content": "4"}]

@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from fixtures import DATA, TULU3_TAGS
 
+from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import load_valid_tags, read_annotated
 from mig_ray.pools.fields import FieldSpec, content_id
-from mig_ray.pools.rejects import PoolError, Rejects
+from mig_ray.pools.rejects import Rejects
 
 
 def released(rid, tags, q=(3.0, ), c=(2.0,)):
@@ -182,8 +183,8 @@ def _mutations(rng):
 
 
 def test_fast_released_path_agrees_with_the_general_accessors():
+    from mig_ray.errors import BadRecord
     from mig_ray.pools.fields import released_fast
-    from mig_ray.pools.rejects import BadRecord
 
     spec = FieldSpec()
     fast_hits = 0

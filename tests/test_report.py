@@ -19,7 +19,8 @@ import pytest
 from pools import random_pool
 
 from mig_ray.config import SelectConfig
-from mig_ray.report.build import ReportError, find_summary, render_html, report_numbers
+from mig_ray.errors import ReportError
+from mig_ray.report.build import find_summary, render_html, report_numbers
 from mig_ray.selection import run_select
 
 ROOT = Path(__file__).resolve().parents[1]

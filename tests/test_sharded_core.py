@@ -9,9 +9,9 @@ from pools import random_pool
 from reference import reference_order
 from test_greedy_equivalence import engine_vectors
 
-from mig_ray.greedy import ShardGreedy, lazy_greedy
-from mig_ray.objective import Phi
-from mig_ray.sharded import Commit, sharded_greedy
+from mig_ray.core.certified import Commit, sharded_greedy
+from mig_ray.core.greedy import ShardGreedy, lazy_greedy
+from mig_ray.core.objective import Phi
 
 
 def split_shards(vectors, n_shards, phi, mode, rng):

@@ -13,8 +13,8 @@ from test_distributed import config, manifest_ids
 from test_greedy_equivalence import engine_vectors
 from test_sharded_core import run_local, split_shards
 
-from mig_ray.greedy import ShardGreedy, lazy_greedy
-from mig_ray.objective import Phi
+from mig_ray.core.greedy import ShardGreedy, lazy_greedy
+from mig_ray.core.objective import Phi
 from mig_ray.selection import run_select
 
 KINDS = ["constant", "integer", "duplicated"]

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import read_tag_list
-from mig_ray.pools.rejects import PoolError
 
 _WS = re.compile(r"\s+")
 _STRIP = " \t\n\r\"'`.,;:!?()[]{}<>*-_/\\|"

@@ -24,9 +24,9 @@ import scipy.sparse as sp
 
 from mig_ray.compare.keys import smallest_keys
 from mig_ray.compare.pool import ComparePool, unit_rows
-from mig_ray.greedy import _gain
-from mig_ray.objective import GAIN_EXACT, Phi, information
-from mig_ray.report.stats import information_curve
+from mig_ray.core.greedy import row_gain
+from mig_ray.core.objective import GAIN_EXACT, Phi, information
+from mig_ray.core.stats import information_curve
 
 VENDI_MAX = 5000  # on sample embeddings (a d x d eigenproblem, d the embedding size)
 VENDI_MAX_LABELS = 1000  # on label vectors: up to min(n, labels) squared, so a smaller subsample
@@ -38,7 +38,7 @@ def _marginal(ptr, idx, val, n_labels, family, a, b, alpha):
     x = np.zeros(n_labels, dtype=np.float64)
     out = np.empty(len(ptr) - 1, dtype=np.float64)
     for r in range(len(ptr) - 1):
-        out[r] = _gain(ptr, idx, val, r, x, family, a, b, alpha, GAIN_EXACT)
+        out[r] = row_gain(ptr, idx, val, r, x, family, a, b, alpha, GAIN_EXACT)
         for p in range(ptr[r], ptr[r + 1]):
             x[idx[p]] += val[p]
     return out

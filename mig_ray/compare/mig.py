@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mig_ray.compare.pool import ComparePool
-from mig_ray.greedy import lazy_greedy
+from mig_ray.core.greedy import lazy_greedy
 
 NAME = "mig"
 NEEDS_EMBEDDINGS = False

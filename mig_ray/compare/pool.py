@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from mig_ray.graph import LabelGraph
-from mig_ray.objective import GainMode, Phi
+from mig_ray.core.graph import LabelGraph
+from mig_ray.core.objective import GainMode, Phi
 
 
 @dataclass

@@ -19,12 +19,13 @@ from mig_ray.compare import metrics as M
 from mig_ray.compare.methods import DEFAULT, METHODS
 from mig_ray.compare.pool import ComparePool, unit_rows
 from mig_ray.config import SelectConfig
+from mig_ray.core.vectors import propagate, sample_matrix
+from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags
-from mig_ray.pools.rejects import PoolError, Rejects
+from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import write_jsonl
 from mig_ray.report.browse import BROWSER_ROWS, first_user_turn
 from mig_ray.selection import Timer, build_graph, label_vectors, log, phi_of, read_pool
-from mig_ray.vectors import propagate, sample_matrix
 
 EMBED_CHARS = 2000  # --embed-samples: user turns joined and cut to this many characters
 COMPARE_FILE = "compare.json"
@@ -69,8 +70,8 @@ def pool_records(pool: AnnotatedPool) -> Callable[[np.ndarray], list[dict]]:
 
 
 def messages_of_records(records: Callable[[np.ndarray], list[dict]]) -> Messages:
+    from mig_ray.errors import BadRecord
     from mig_ray.pools.layouts import normalise
-    from mig_ray.pools.rejects import BadRecord
 
     def get(positions: np.ndarray, ids: list[str]) -> list[list[dict] | None]:
         out = []

@@ -2,7 +2,7 @@
 
 The driver reads nothing but what it must: shard actors read their own block of the pool and
 report labels, counts and id hashes; the driver builds the one global label graph, puts P in the
-object store once and then runs the certified rounds of mig_ray.sharded against the actors.
+object store once and then runs the certified rounds of mig_ray.core.certified against the actors.
 A shard actor that dies is restarted by Ray and rebuilt from its block and the committed history;
 the committed order is checkpointed so that a re-run of a killed driver resumes.
 """
@@ -22,14 +22,14 @@ from typing import Any
 import numpy as np
 
 from mig_ray.config import SelectConfig
+from mig_ray.core.certified import Commit, RoundLog, sharded_greedy
+from mig_ray.core.graph import LabelGraph
+from mig_ray.core.greedy import add_rows
+from mig_ray.core.stats import pool_stats
 from mig_ray.distributed.session import ray_up
-from mig_ray.graph import LabelGraph
-from mig_ray.greedy import _add_rows
+from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
 from mig_ray.pools.fields import FieldSpec
-from mig_ray.pools.rejects import PoolError
-from mig_ray.report.stats import pool_stats
-from mig_ray.sharded import Commit, RoundLog, sharded_greedy
 from mig_ray.storage import Location, write_atomic
 
 RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
@@ -335,7 +335,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
                                             resume=resume, on_round=after_round)
             select_seconds = time.perf_counter() - t0
         x = np.zeros(graph.n_labels)
-        _add_rows(x, committed.ptr, committed.idx, committed.val)
+        add_rows(x, committed.ptr, committed.idx, committed.val)
         owner = np.searchsorted(offsets, committed.positions, side="right") - 1
         records: list = [None] * len(committed.positions)
         manifest: list = [None] * len(committed.positions)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from mig_ray.greedy import Proposal, ShardGreedy
-from mig_ray.objective import GainMode, Phi
+from mig_ray.core.certified import Commit
+from mig_ray.core.greedy import Proposal, ShardGreedy
+from mig_ray.core.objective import GainMode, Phi
+from mig_ray.core.stats import score_hist
+from mig_ray.core.vectors import propagate, sample_matrix
 from mig_ray.pools.annotated import AnnotatedPool, Block, count_lines, parquet_rows, read_annotated
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.hashes import id_hashes
 from mig_ray.pools.rejects import Rejects
-from mig_ray.report.stats import score_hist
-from mig_ray.sharded import Commit
 from mig_ray.storage import location
-from mig_ray.vectors import propagate, sample_matrix
 
 
 class ShardLost(RuntimeError):

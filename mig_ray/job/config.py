@@ -21,15 +21,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from mig_ray.annotate.resources import ActorResources
 from mig_ray.config import ShardPlacement
 from mig_ray.embeddings import DEFAULT_MODEL
+from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
 from mig_ray.storage import Location, RemotePath, is_uri, location
 
 BUNDLED = "bundled:"
 Layout = Literal["auto", "annotated", "sharegpt", "openai", "alpaca"]
-
-
-class JobError(Exception):
-    """A job file that cannot run; the message names the file and the key."""
 
 
 def resolve_path(value: str | Path) -> Path:
@@ -242,8 +239,8 @@ class JobConfig(_Strict):
             if val is not None and not resolve_path(val).is_file():
                 raise ValueError(f"{key}: {val} is not a file")
         if self.graph.valid_tags is not None:  # a bad list fails now, not after hours of tagging
+            from mig_ray.errors import PoolError
             from mig_ray.pools.annotated import read_tag_list
-            from mig_ray.pools.rejects import PoolError
 
             try:
                 read_tag_list(resolve_path(self.graph.valid_tags))

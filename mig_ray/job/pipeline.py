@@ -25,11 +25,11 @@ import pyarrow.compute as pc
 
 from mig_ray import __version__
 from mig_ray.distributed.session import RayLogs
+from mig_ray.errors import BadRecord, JobError
 from mig_ray.guard import clip
-from mig_ray.job.config import JobConfig, JobError, resolve_path
+from mig_ray.job.config import JobConfig, resolve_path
 from mig_ray.job.stages import StageDir, StageLog, file_identity, fingerprint
 from mig_ray.pools.fields import FieldSpec
-from mig_ray.pools.rejects import BadRecord
 from mig_ray.storage import (
     Location,
     RemotePath,
@@ -193,8 +193,8 @@ class Pipeline:
     def _check_outputs(self) -> None:
         """No file the run may write (anything under OUTDIR or the annotation cache, the final
         outputs) is one of its inputs, by file identity: a hard link into OUTDIR counts."""
+        from mig_ray.errors import PoolError
         from mig_ray.guard import check_outputs_not_inputs, check_writable, input_files
-        from mig_ray.pools.rejects import PoolError
 
         j = self.job
         inputs: dict[str, Path] = {f"input {p}": p for p in j.input.resolved()}

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from mig_ray.errors import BadRecord, PoolError
 from mig_ray.pools.fields import FieldSpec, released_fast
-from mig_ray.pools.rejects import BadRecord, PoolError, Rejects
+from mig_ray.pools.rejects import Rejects
 from mig_ray.storage import Location, location, open_read, parquet_file, read_parquet
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from mig_ray.pools.rejects import BadRecord
+from mig_ray.errors import BadRecord
 
 RELEASED_LABELS = "annotation.instag.content"
 RELEASED_SCORE = "annotation.deita"

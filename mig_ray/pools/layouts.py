@@ -12,8 +12,8 @@ from typing import Any
 
 import orjson
 
+from mig_ray.errors import BadRecord
 from mig_ray.pools.fields import RELEASED_LABELS, FieldSpec, released_fast, released_score, split_path
-from mig_ray.pools.rejects import BadRecord
 
 # layout name -> the field that holds its conversation (detection order matters: first match wins)
 LAYOUT_FIELDS: dict[str, str] = {

@@ -8,17 +8,7 @@ from typing import Any
 
 import orjson
 
-
-class BadRecord(Exception):
-    """A record that cannot be used; `reason` is short and names the field."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class PoolError(Exception):
-    """A fatal input problem (strict mode, unreadable file); the message names file:line."""
+from mig_ray.errors import PoolError
 
 
 class Rejects:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import AnnotatedPool, parquet_rows
-from mig_ray.pools.rejects import PoolError
 
 
 def output_format(path: Path) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 
 import orjson
 
+from mig_ray.errors import BadRecord
 from mig_ray.pools.layouts import normalise
-from mig_ray.pools.rejects import BadRecord
 
 BROWSER_ROWS = 1000  # rows per selection (per method in a comparison) the page carries
 TURN_CHARS = 400

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mig_ray import __version__
+from mig_ray.errors import ReportError
 from mig_ray.report import svg
 
 TOP_LABELS = 15
@@ -19,10 +20,6 @@ BAR_LABELS = 25
 SCATTER_LABELS = 5000  # one SVG dot each: keeps the page a few MB at most
 SUMMARY_SUFFIX = ".summary.json"
 JOB_SELECTION_DIRS = ("select", "selection")  # where `mig-ray run` keeps its selection stage
-
-
-class ReportError(Exception):
-    """The path holds no selection to report on (or several, ambiguously)."""
 
 
 def find_summary(path: Path) -> tuple[Path, Path]:
@@ -377,8 +374,8 @@ def write_report(path: Path, out_dir: Path | None = None) -> dict[str, Path]:
         inputs = {"selection summary": summary_path, "labels file": labels_path, "job summary": job,
                   "comparison": compare_path}
     paths = {"html": out / "report.html", "summary": out / "summary.json"}
+    from mig_ray.errors import PoolError
     from mig_ray.guard import check_outputs_not_inputs, check_writable
-    from mig_ray.pools.rejects import PoolError
 
     try:  # e.g. `-o OUTDIR` of a job would replace the job's own summary.json
         check_outputs_not_inputs(paths, inputs)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mig_ray.greedy import _add_rows
-from mig_ray.objective import Phi, information
+from mig_ray.core.greedy import add_rows
+from mig_ray.core.objective import Phi, information
 
 CURVE_POINTS = 200
 SCORE_BINS = 30
@@ -35,7 +35,7 @@ def information_curve(phi: Phi, ptr: np.ndarray, idx: np.ndarray, val: np.ndarra
     values, done = [], 0
     for k in ks.tolist():
         if k > done:
-            _add_rows(x, ptr[done:k + 1], idx, val)
+            add_rows(x, ptr[done:k + 1], idx, val)
             done = k
         values.append(information(phi, x))
     return {"k": ks.tolist(), "information": values}

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from mig_ray.greedy import LazyGreedy, Proposal, _add_rows
-from mig_ray.objective import GainMode, Phi
+from mig_ray.core.greedy import LazyGreedy, Proposal, add_rows
+from mig_ray.core.objective import GainMode, Phi
 
 
 @dataclass
@@ -135,7 +135,7 @@ def sharded_greedy(propose: Callable[[int], list[Proposal]], apply: Callable[[Co
     done: list[Commit] = []
     if resume is not None and len(resume.positions):
         apply(resume)
-        _add_rows(x, resume.ptr, resume.idx, resume.val)
+        add_rows(x, resume.ptr, resume.idx, resume.val)
         done.append(resume)
     n_done = len(resume.positions) if resume is not None else 0
     log = RoundLog()

@@ -30,7 +30,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from mig_ray.objective import GAIN_GRADIENT, PHI_POW, GainMode, Phi, gain_code
+from mig_ray.core.objective import GAIN_GRADIENT, PHI_POW, GainMode, Phi, gain_code
 
 TIE = 1e-9  # relative width of the tie window below the round's best gain
 
@@ -102,7 +102,7 @@ def _rekey_top(hkey, hpos, meta, key, rrow):
 
 
 @numba.njit(cache=True)
-def _gain(indptr, indices, data, row, x, family, a, b, alpha, mode):
+def row_gain(indptr, indices, data, row, x, family, a, b, alpha, mode):
     s = 0.0
     for p in range(indptr[row], indptr[row + 1]):
         xl = x[indices[p]]
@@ -123,7 +123,7 @@ def _gain(indptr, indices, data, row, x, family, a, b, alpha, mode):
 def _initial_gains(indptr, indices, data, n, x, family, a, b, alpha, mode):
     out = np.empty(n, dtype=np.float64)
     for i in range(n):
-        out[i] = _gain(indptr, indices, data, i, x, family, a, b, alpha, mode)
+        out[i] = row_gain(indptr, indices, data, i, x, family, a, b, alpha, mode)
     return out
 
 
@@ -158,7 +158,7 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
         r = meta[1]
         pos = hpos[0]
         if stamp[pos] != r:
-            g = _gain(indptr, indices, data, pos, x, family, a, b, alpha, mode)
+            g = row_gain(indptr, indices, data, pos, x, family, a, b, alpha, mode)
             meta[2] += 1
             stamp[pos] = r
             _rekey_top(hkey, hpos, meta, g, rrow)
@@ -176,7 +176,7 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
             while meta[0] > 0 and hkey[0] >= floor:
                 k2, p2 = _pop(hkey, hpos, meta, rrow)
                 if stamp[p2] != r:
-                    k2 = _gain(indptr, indices, data, p2, x, family, a, b, alpha, mode)
+                    k2 = row_gain(indptr, indices, data, p2, x, family, a, b, alpha, mode)
                     meta[2] += 1
                     stamp[p2] = r
                 tmp_key[n_tmp] = k2
@@ -316,7 +316,7 @@ def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a
             if not (last > 0.0 and top_key >= last - last * TIE):
                 break
         if stamp[top_pos] != r:
-            g = _gain(indptr, indices, data, top_pos, x, family, a, b, alpha, mode)
+            g = row_gain(indptr, indices, data, top_pos, x, family, a, b, alpha, mode)
             meta[2] += 1
             stamp[top_pos] = r
             _rekey_top(hkey, hpos, meta, g, rrow)
@@ -355,7 +355,7 @@ def _gather_rows(indptr, indices, data, rows):
 
 
 @numba.njit(cache=True)
-def _add_rows(x, ptr, idx, val):
+def add_rows(x, ptr, idx, val):
     for i in range(len(ptr) - 1):
         for p in range(ptr[i], ptr[i + 1]):
             x[idx[p]] += val[p]
@@ -401,7 +401,7 @@ class ShardGreedy(LazyGreedy):
 
     def apply(self, positions: np.ndarray, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
         """Add committed vectors (global commit order) to x; mark the ones this shard owns."""
-        _add_rows(self.x, ptr, idx, val)
+        add_rows(self.x, ptr, idx, val)
         rows = np.searchsorted(self.positions, positions)
         mine = rows < self.n
         mine[mine] = self.positions[rows[mine]] == positions[mine]
