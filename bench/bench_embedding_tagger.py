@@ -53,7 +53,7 @@ def main() -> None:
     from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig
     from mig_ray.annotate.resources import ActorResources
     from mig_ray.annotate.runner import annotate
-    from mig_ray.distributed.session import ray_up
+    from mig_ray.runtime.session import ray_up
 
     rows = pool(args.records)
     runs = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import sys
-from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -25,21 +24,6 @@ app = typer.Typer(
 )
 
 EXIT_USAGE = 2
-
-
-class PropagationMode(StrEnum):
-    target = "target"
-    source = "source"
-
-
-class PhiFamily(StrEnum):
-    pow = "pow"
-    exp = "exp"
-
-
-class GainMode(StrEnum):
-    gradient = "gradient"
-    exact = "exact"
 
 
 def _fail(msg: str) -> None:
@@ -65,15 +49,23 @@ def _print_summary(s: dict) -> None:
                f"summary:  {out['summary']}")
 
 
-def _run(**kwargs) -> dict:
-    from mig_ray.config import SelectConfig
-    from mig_ray.selection import run_select
+def _flag(loc: tuple, flags: dict[str, str]) -> str:
+    """The CLI flag a validation error's location names ('options' for the model as a whole)."""
+    name = ".".join(map(str, loc))
+    return flags.get(name, name.replace("_", "-")) or "options"
 
+
+def _run(**kwargs) -> dict:
+    from mig_ray.core.options import option_fields
+    from mig_ray.selection.config import SelectConfig
+    from mig_ray.selection.run import run_select
+
+    flags = option_fields()
     try:
         cfg = SelectConfig(**kwargs)
     except ValidationError as e:
-        _fail("; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-') or 'options'}: "
-                        f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()))
+        _fail("; ".join(f"--{_flag(err['loc'], flags)}: {err['msg'].removeprefix('Value error, ')}"
+                        for err in e.errors()))
     try:
         summary = run_select(cfg)
     except PoolError as e:
@@ -82,7 +74,6 @@ def _run(**kwargs) -> dict:
     return summary
 
 
-@app.command()
 def select(
     pool: Annotated[Path, typer.Argument(help="Annotated pool: .jsonl (one record per line) or .parquet.")],
     n: Annotated[int, typer.Option("-n", "--n", help="How many samples to select (K).")],
@@ -105,36 +96,9 @@ def select(
     embedding_cache_dir: Annotated[Path | None, typer.Option(help="Folder of that cache (default "
                                                              "~/.cache/mig_ray/label-embeddings or "
                                                              "under $XDG_CACHE_HOME).")] = None,
-    sim_threshold: Annotated[float, typer.Option(help="Cosine threshold T for label-graph edges. "
-                                                 "Model-relative: 0.9 leaves most MiniLM labels "
-                                                 "isolated.")] = 0.9,
-    target_degree: Annotated[float | None, typer.Option(help="Choose the threshold that gives this "
-                                                        "mean degree (overrides --sim-threshold).")] = None,
-    prop_weight: Annotated[float, typer.Option(help="Weight alpha of off-diagonal edges in "
-                                               "propagation.")] = 1.0,
-    propagation: Annotated[PropagationMode, typer.Option(help="target: P = W'/colsum (released code); "
-                                                         "source: P = W'/rowsum (each label spreads "
-                                                         "one unit).")] = PropagationMode.target,
-    phi: Annotated[PhiFamily, typer.Option(help="Concave phi: pow (x+a)^b or exp "
-                                           "1-exp(-alpha x).")] = PhiFamily.pow,
-    phi_a: Annotated[float, typer.Option(help="a of phi pow.")] = 1e-6,
-    phi_b: Annotated[float, typer.Option(help="b of phi pow (0 < b < 1).")] = 0.8,
-    phi_alpha: Annotated[float, typer.Option(help="alpha of phi exp.")] = 1.0,
-    norm: Annotated[bool, typer.Option(help="Spread a sample's score over its labels (s/|L|) instead of "
-                                       "s on each label.")] = False,
-    gain: Annotated[GainMode, typer.Option(help="gradient: phi'(x)·ê (paper); exact: "
-                                           "E(D+i) - E(D).")] = GainMode.gradient,
-    shards: Annotated[int, typer.Option(help="Shard actors for distributed selection "
-                                        "(1: in process).")] = 1,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto' or an address); "
                                                     "default starts a local one (loopback, no dashboard) "
                                                     "when --shards > 1.")] = None,
-    batch: Annotated[int, typer.Option(help="Sharded: candidates each shard proposes per round; a round "
-                                       "commits only picks proven identical to naive greedy (0: one pick "
-                                       "per round).")] = 256,
-    checkpoint_every: Annotated[float, typer.Option(help="Sharded: seconds between checkpoints of the "
-                                                    "committed order (<stem>.checkpoint.npz); a re-run "
-                                                    "resumes from it.")] = 5.0,
     labels_field: Annotated[str | None, typer.Option(help="Dotted path to the label list (default "
                                                      "annotation.instag.content).")] = None,
     score_field: Annotated[str | None, typer.Option(help="Dotted path to a numeric score (default: "
@@ -149,16 +113,47 @@ def select(
                                                            "yesterday's <stem>.manifest.jsonl): its "
                                                            "information on this run's graph goes into "
                                                            "the summary beside this one's.")] = None,
+    **options,
 ) -> None:
     """Select the N most informative samples of an annotated POOL (MIG greedy, exact)."""
     _run(pool=pool, n=n, out=out, valid_tags=valid_tags, embedding_model=embedding_model,
          label_embeddings=label_embeddings, embedding_cache=embedding_cache,
-         embedding_cache_dir=embedding_cache_dir, sim_threshold=sim_threshold, target_degree=target_degree,
-         prop_weight=prop_weight, propagation=propagation.value, phi=phi.value, phi_a=phi_a, phi_b=phi_b,
-         phi_alpha=phi_alpha, norm=norm, gain=gain.value, shards=shards, ray_address=ray_address,
-         batch=batch, checkpoint_seconds=checkpoint_every,
-         labels_field=labels_field, score_field=score_field, id_field=id_field, strict=strict,
-         progress=progress, previous_manifest=previous_manifest)
+         embedding_cache_dir=embedding_cache_dir, ray_address=ray_address, labels_field=labels_field,
+         score_field=score_field, id_field=id_field, strict=strict, progress=progress,
+         previous_manifest=previous_manifest, **options)
+
+
+def option_parameters() -> list[inspect.Parameter]:
+    """One typer option per selection option (mig_ray.core.options): its flag, default, bounds in
+    the help and choices all come from the model, so the CLI cannot drift from the job file."""
+    from mig_ray.core.options import SelectionOptions, option_fields
+
+    params = []
+    for name, flag in option_fields().items():
+        f = SelectionOptions.model_fields[name]
+        decls = () if flag == name.replace("_", "-") else (f"--{flag}",)
+        bounds = ", ".join(f"{op} {getattr(m, attr)}" for m in f.metadata for attr, op in _BOUNDS
+                           if hasattr(m, attr))
+        help_text = f"{f.description} [{bounds}]" if bounds else f.description
+        params.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
+            annotation=Annotated[f.annotation, typer.Option(*decls, help=help_text)]))
+    return params
+
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def _with_options(fn, before: str) -> inspect.Signature:
+    """fn's own parameters with the selection options inserted before the parameter `before`."""
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+           for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "options"]
+    at = [p.name for p in own].index(before)
+    return inspect.Signature(own[:at] + option_parameters() + own[at:])
+
+
+select.__signature__ = _with_options(select, "ray_address")
+app.command()(select)
 
 
 COMPARE_OWN = ("out", "previous_manifest")  # select options compare does not take
@@ -172,16 +167,13 @@ def compare(pool: Path, n: int, out_dir: Path, methods: str, seed: int, sample_e
     print a table. Takes every `select` option (graph, phi, gain, fields, valid tags, embeddings)."""
     from mig_ray.compare.methods import parse_methods
     from mig_ray.compare.run import CompareOptions, run_compare, table
-    from mig_ray.config import SelectConfig
+    from mig_ray.selection.config import SelectConfig
 
     try:
         names = parse_methods(methods)
     except ValueError as e:
         _fail(f"--methods: {e}")
     kw = dict(select_options)
-    kw["checkpoint_seconds"] = kw.pop("checkpoint_every")
-    for key in ("propagation", "phi", "gain"):
-        kw[key] = kw[key].value
     try:
         cfg = SelectConfig(pool=pool, n=n, out=out_dir / "mig" / "selected.jsonl", **kw)
     except ValidationError as e:
@@ -362,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_USAGE)
     except click.UsageError as e:
         cmd = f" {e.ctx.command_path.removeprefix('mig-ray').strip()}" if e.ctx else ""
-        msg = e.format_message().removeprefix("Value error, ").replace("\n", " ")
+        msg = e.format_message().replace("Value error, ", "").replace("\n", " ")
         typer.echo(f"error: {msg} (see mig-ray{cmd.rstrip()} --help)", err=True)
         sys.exit(EXIT_USAGE)
     except (typer.Abort, KeyboardInterrupt):

@@ -20,7 +20,7 @@ from test_report import chromium, mig_ray
 
 from mig_ray.compare import uniform
 from mig_ray.compare.run import CompareOptions, run_compare
-from mig_ray.config import SelectConfig
+from mig_ray.selection.config import SelectConfig
 
 MASK = (1 << 64) - 1
 THRESHOLD = 0.7
@@ -130,7 +130,7 @@ def test_baselines_match_direct_implementations(tmp_path, seed):
 
 
 def test_mig_is_the_select_order_local_and_sharded(tmp_path, ray_address):
-    from mig_ray.selection import run_select
+    from mig_ray.selection.run import run_select
 
     pool, lemb, *_ = write_pool(tmp_path, 5, 150, 20)
     cfg = config(tmp_path, pool, lemb, 40)
@@ -436,7 +436,7 @@ def positions_in(manifest: Path, ids: list[str]) -> list[int]:
 def test_selection_report_browser_is_capped_and_reads_manifest_and_records(tmp_path, monkeypatch):
     from mig_ray.report import browse
     from mig_ray.report.build import write_report
-    from mig_ray.selection import run_select
+    from mig_ray.selection.run import run_select
 
     monkeypatch.setattr(browse, "BROWSER_ROWS", 7)
     pool, lemb, *_ = write_pool(tmp_path, 6, 50, 10, [f"text <b>{i}</b> " + "x" * 500 for i in range(50)])

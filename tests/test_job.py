@@ -308,8 +308,8 @@ def test_yaml_is_safe_loaded(tmp_path):
 @pytest.mark.parametrize("name", ["demo.yaml", "tulu3-cluster.yaml", "nightly.yaml"])
 def test_example_jobs_are_valid_job_files(tmp_path, name):
     """The shipped jobs validate, annotator options included, once their cluster paths exist."""
+    from mig_ray.job.annotators import annotators
     from mig_ray.job.config import parse_job
-    from mig_ray.job.pipeline import check_annotators
 
     data = yaml.safe_load((ROOT / "jobs" / name).read_text())
     model = tmp_path / "model"
@@ -326,7 +326,7 @@ def test_example_jobs_are_valid_job_files(tmp_path, name):
         if "valid_tags" in opts:
             opts["valid_tags"] = data["graph"]["valid_tags"]
     job = parse_job(data, name)
-    check_annotators(job, name)
+    annotators(job, name)
     assert job.selection.k(1000) > 0
 
 
@@ -377,7 +377,7 @@ def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_
     `mig-ray report` on the output shows the diff."""
     from test_distributed import naive_ids
 
-    from mig_ray.job.pipeline import Pipeline
+    from mig_ray.job import summary as job_summary
 
     vocab, emb, labels, scores = random_pool(21, n=120, n_labels=24)
     np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
@@ -416,11 +416,11 @@ def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_
     want3 = night(range(50, 120))  # shrinks: the first 50 records are gone
     assert set(want2) - set(want3), "the shrink must drop some of the second night's selection"
 
-    def crash(self, fps):
+    def crash(ctx, stage_log):
         raise RuntimeError("crash after the last stage, before the final outputs")
 
     with monkeypatch.context() as m:
-        m.setattr(Pipeline, "_finish", crash)
+        m.setattr(job_summary, "finish", crash)
         with pytest.raises(RuntimeError, match="crash after the last stage"):
             run_job(load_job(job, {"incremental": True}))
     assert manifest_ids(out / "previous") == want2  # archived before the crash

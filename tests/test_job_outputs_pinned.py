@@ -129,9 +129,9 @@ def test_job_outputs_are_the_pinned_bytes(tmp_path, ray_address, fmt, shards):
 def test_a_write_cut_into_chunks_gives_the_pinned_bytes(tmp_path, ray_address, monkeypatch, fmt, shards):
     """The write stage cuts the K = 25 selected records into chunks of 7 (JSONL; a Parquet output
     stays one chunk, its schema inferred over all records) and joins them: the same bytes."""
-    from mig_ray.job import pipeline
+    from mig_ray.job import write
 
-    monkeypatch.setattr(pipeline, "WRITE_ROWS", 7)
+    monkeypatch.setattr(write, "WRITE_ROWS", 7)
     job, out = _pinned_job(tmp_path, fmt, shards)
     summary = run_job(load_job(job))
     assert summary["stages"]["write"]["counts"]["written"] == 25
@@ -142,8 +142,8 @@ def test_a_write_cut_into_chunks_gives_the_pinned_bytes(tmp_path, ray_address, m
 def test_constant_scores_select_what_select_does_on_that_score(tmp_path, ray_address):
     """`scorer: constant` gives every record the configured score: the job selects what `mig-ray
     select` selects on the same records with that score written into them."""
-    from mig_ray.config import SelectConfig
-    from mig_ray.selection import run_select
+    from mig_ray.selection.config import SelectConfig
+    from mig_ray.selection.run import run_select
 
     inputs, npz = _pool(tmp_path)
     out = tmp_path / "out"

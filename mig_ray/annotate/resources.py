@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig_ray.distributed.placement import CustomResources
+from mig_ray.runtime.placement import CustomResources
 
 
 class ActorResources(BaseModel):

@@ -32,7 +32,7 @@ from mig_ray.annotate.cache import (
     write_part,
 )
 from mig_ray.annotate.resources import ActorResources
-from mig_ray.distributed.session import ensure_ray, ray_progress_bars
+from mig_ray.runtime.session import ensure_ray, ray_progress_bars
 from mig_ray.storage import Location, RemotePath, location
 
 __all__ = ["AnnotateStats", "annotate", "load_annotations"]

@@ -18,14 +18,14 @@ from mig_ray import __version__
 from mig_ray.compare import metrics as M
 from mig_ray.compare.methods import DEFAULT, METHODS
 from mig_ray.compare.pool import ComparePool, unit_rows
-from mig_ray.config import SelectConfig
 from mig_ray.core.vectors import propagate, sample_matrix
 from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import write_jsonl
 from mig_ray.report.browse import BROWSER_ROWS, first_user_turn
-from mig_ray.selection import Timer, build_graph, label_vectors, log, phi_of, read_pool
+from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.run import Timer, build_graph, label_vectors, log, phi_of, read_pool
 
 EMBED_CHARS = 2000  # --embed-samples: user turns joined and cut to this many characters
 COMPARE_FILE = "compare.json"
@@ -204,7 +204,7 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
     pool = ComparePool(apool.ids, apool.scores, e_lab, vectors, graph, phi, cfg.gain, emb, emb_source)
     mig_from, mig_seconds = "the lazy greedy of select, in process", 0.0
     if "mig" in methods and mig_manifest is None and (cfg.shards > 1 or cfg.ray_address):
-        from mig_ray.selection import run_select
+        from mig_ray.selection.run import run_select
 
         t = time.perf_counter()
         mig_manifest = Path(run_select(cfg.model_copy(update={"out": out_dir / "mig" / "selected.jsonl"}))

@@ -19,10 +19,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mig_ray.annotate.resources import ActorResources
-from mig_ray.config import ShardPlacement
+from mig_ray.core.options import EngineOptions, GraphOptions, ObjectiveOptions
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
+from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import Location, RemotePath, is_uri, location
 
 BUNDLED = "bundled:"
@@ -118,29 +119,29 @@ class AnnotateSpec(_Strict):
                            "the parts it finished, and a re-run annotates only the rest")
 
 
-class GraphSpec(_Strict):
-    embedding_model: str = DEFAULT_MODEL
-    label_embeddings: str | None = None
-    valid_tags: str | None = None
-    sim_threshold: float = Field(0.9, ge=-1.0, le=1.0)
-    target_degree: float | None = Field(None, gt=0)
-    propagation: Literal["target", "source"] = "target"
-    prop_weight: float = Field(1.0, ge=0.0)
+class GraphInputs(_Strict):
+    embedding_model: str = Field(DEFAULT_MODEL, description="sentence-transformers model (a local folder) "
+                                 "that embeds the labels; the default is the bundled offline "
+                                 "all-MiniLM-L6-v2")
+    label_embeddings: str | None = Field(None, description=".npz with `labels` (str [L]) and `embeddings` "
+                                         "(float [L,d]); skips the model")
+    valid_tags: str | None = Field(None, description="keep only these labels, matched exactly: a JSON "
+                                   "list (or object: its keys) or one tag per line; "
+                                   "`bundled:valid_tags_tulu3.json` is the released Tulu3 list")
 
 
-class SelectionSpec(_Strict):
+class GraphSpec(GraphOptions, GraphInputs):
+    """The label graph: where label embeddings come from, which labels count, and the graph options
+    (the same as `mig-ray select`'s flags)."""
+
+
+class SelectionSize(_Strict):
     n: int | None = Field(None, gt=0, description="how many samples to select")
     fraction: float | None = Field(None, gt=0, le=1, description="or this share of the selectable pool")
-    phi: Literal["pow", "exp"] = "pow"
-    phi_a: float = Field(1e-6, gt=0)
-    phi_b: float = Field(0.8, gt=0, lt=1)
-    phi_alpha: float = Field(1.0, gt=0)
-    norm: bool = False
-    gain: Literal["gradient", "exact"] = "gradient"
-    shards: int = Field(1, ge=1)
-    batch: int = Field(256, ge=0)
-    checkpoint_seconds: float = Field(5.0, ge=0, description="sharded: seconds between checkpoints of "
-                                      "the committed order, kept across re-runs of the job")
+
+
+class SelectionSpec(EngineOptions, ObjectiveOptions, SelectionSize):
+    """How many samples, the objective and the engine (the same options as `mig-ray select`'s flags)."""
 
     @model_validator(mode="after")
     def _one_size(self) -> SelectionSpec:

@@ -20,6 +20,22 @@ from mig_ray.storage import Location, rmtree, write_atomic
 MARKER = "_DONE.json"
 
 
+@dataclass
+class StageResult:
+    """What a stage reports: counts for the summary table, and details kept in its marker (what a
+    later stage or the summary reads when this stage is skipped on a re-run)."""
+
+    counts: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_marker(self) -> dict[str, Any]:
+        return {"counts": self.counts, **self.details}
+
+    @classmethod
+    def from_marker(cls, stats: dict[str, Any]) -> StageResult:
+        return cls(dict(stats.get("counts", {})), {k: v for k, v in stats.items() if k != "counts"})
+
+
 def fingerprint(*parts: Any) -> str:
     """sha256 of the parts as canonical JSON: what a stage's output depends on."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()

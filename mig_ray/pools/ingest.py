@@ -29,11 +29,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from mig_ray.distributed.session import ensure_ray, task_slots
-from mig_ray.distributed.session import run_tasks as _run
 from mig_ray.errors import BadRecord, PoolError
 from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, normalise, released_annotations
+from mig_ray.runtime.session import ensure_ray, task_slots
+from mig_ray.runtime.session import run_tasks as _run
 from mig_ray.storage import (
     Location,
     RemotePath,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 _BUILT_IN = ("CPU", "GPU", "memory", "object_store_memory")
 
@@ -23,6 +23,30 @@ def _check(value: dict[str, float]) -> dict[str, float]:
 
 
 CustomResources = Annotated[dict[str, float], AfterValidator(_check)]
+
+
+class ShardPlacement(BaseModel):
+    """Where Ray puts the shard actors of a sharded selection. A shard whose node dies is restarted
+    by Ray on another node that has these resources, so name resources that more than one node
+    carries: a resource only the dead node had leaves its shard nowhere to go."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_cpus: float = Field(1.0, ge=0, description="logical CPUs per shard actor")
+    custom_resources: CustomResources = Field(
+        default_factory=dict, description="custom Ray resources per shard actor (e.g. {selection: 1}: only "
+                                          "nodes started with --resources '{\"selection\": N}' take one)")
+    spread: bool = Field(True, description="spread the shard actors over the nodes that fit (Ray's SPREAD "
+                                           "strategy) rather than packing them onto few")
+
+    def actor_options(self) -> dict:
+        """Keyword arguments of ray.remote / .options for a shard actor."""
+        kw: dict = {"num_cpus": self.num_cpus}
+        if self.custom_resources:
+            kw["resources"] = dict(self.custom_resources)
+        if self.spread:
+            kw["scheduling_strategy"] = "SPREAD"
+        return kw
 
 
 def unplaceable(requested: dict[str, float]) -> bool:

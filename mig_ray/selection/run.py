@@ -20,7 +20,6 @@ import orjson
 from tqdm import tqdm
 
 from mig_ray import __version__
-from mig_ray.config import SelectConfig, output_paths
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import GreedyResult, lazy_greedy
 from mig_ray.core.objective import Phi, information, label_mass
@@ -40,6 +39,7 @@ from mig_ray.pools.annotated import (
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
+from mig_ray.selection.config import SelectConfig, output_paths
 
 ISOLATED_WARNING = 0.5
 
@@ -68,7 +68,8 @@ def label_vectors(cfg: SelectConfig, valid: set[str] | None) -> LabelVectors:
 
 def build_graph(cfg: SelectConfig, labels: list[str], vectors: LabelVectors) -> LabelGraph:
     emb = vectors.embeddings(labels)
-    return LabelGraph.build(labels, emb, threshold=cfg.sim_threshold, target_degree=cfg.target_degree)
+    threshold, degree, _ = cfg.graph_rule()
+    return LabelGraph.build(labels, emb, threshold=threshold, target_degree=degree)
 
 
 def phi_of(cfg: SelectConfig) -> Phi:
@@ -105,9 +106,9 @@ class Selection:
     report: ReportData | None = None
 
 
-def _log_graph(graph: LabelGraph) -> None:
+def _log_graph(graph: LabelGraph, rule: str) -> None:
     stats = graph.stats()
-    log(stats.line())
+    log(f"{stats.line()} [{rule}]")
     if stats.labels and stats.isolated_share > ISOLATED_WARNING:
         log(f"warning: {stats.isolated_share:.0%} of labels have no neighbour at cos >= "
             f"{stats.threshold:.3f}; propagation changes little. The threshold is model-relative: "
@@ -194,7 +195,7 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     labels, codes = pool.node_labels()
     with timer.stage("embed_labels"):
         graph = build_graph(cfg, labels, label_vecs)
-    _log_graph(graph)
+    _log_graph(graph, cfg.graph_rule()[2])
     with timer.stage("graph"):
         p = graph.propagation(cfg.propagation, cfg.prop_weight)
     with timer.stage("vectors"):
@@ -218,11 +219,11 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
                 label_vecs: LabelVectors, on_round: Callable | None) -> Selection:
-    from mig_ray.distributed.engine import select_on_ray
+    from mig_ray.selection.engine import select_on_ray
 
     def embed(labels: list[str]) -> LabelGraph:
         graph = build_graph(cfg, labels, label_vecs)
-        _log_graph(graph)
+        _log_graph(graph, cfg.graph_rule()[2])
         return graph
 
     out = select_on_ray(cfg, timer.stage, embed, phi, paths["checkpoint"], cfg.checkpoint_seconds,
@@ -323,7 +324,7 @@ def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: d
         "counts": {**sel.counts, "selected": len(sel.order), "requested": cfg.n},
         "selected_all": cfg.n >= sel.counts["selectable"],
         "approximate": False,
-        "graph": vars(sel.graph.stats()),
+        "graph": vars(sel.graph.stats()) | {"threshold_rule": cfg.graph_rule()[2]},
         "information": {"selected": info, "empty": empty, "gain": info - empty},
         "greedy": sel.extra,
         "seconds": timer.seconds,

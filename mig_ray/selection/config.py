@@ -3,42 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from mig_ray.distributed.placement import CustomResources
+from mig_ray.core.options import SelectionOptions, graph_defaults
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.pools.fields import split_path
+from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import RemotePath, location
 
 
-class ShardPlacement(BaseModel):
-    """Where Ray puts the shard actors of a sharded selection. A shard whose node dies is restarted
-    by Ray on another node that has these resources, so name resources that more than one node
-    carries: a resource only the dead node had leaves its shard nowhere to go."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_cpus: float = Field(1.0, ge=0, description="logical CPUs per shard actor")
-    custom_resources: CustomResources = Field(
-        default_factory=dict, description="custom Ray resources per shard actor (e.g. {selection: 1}: only "
-                                          "nodes started with --resources '{\"selection\": N}' take one)")
-    spread: bool = Field(True, description="spread the shard actors over the nodes that fit (Ray's SPREAD "
-                                           "strategy) rather than packing them onto few")
-
-    def actor_options(self) -> dict:
-        """Keyword arguments of ray.remote / .options for a shard actor."""
-        kw: dict = {"num_cpus": self.num_cpus}
-        if self.custom_resources:
-            kw["resources"] = dict(self.custom_resources)
-        if self.spread:
-            kw["scheduling_strategy"] = "SPREAD"
-        return kw
-
-
-class SelectConfig(BaseModel):
-    """Everything `mig-ray select` needs; defaults follow the paper's released runs."""
+class SelectConfig(SelectionOptions):
+    """Everything `mig-ray select` needs: the selection options plus the pool, the output and how
+    the pool is read; defaults follow the paper's released runs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -52,22 +29,9 @@ class SelectConfig(BaseModel):
     embedding_batch_size: int = Field(256, gt=0)
     embedding_cache: bool = Field(True, description="reuse embeddings of the valid-tag list from disk")
     embedding_cache_dir: Path | None = Field(None, description="None: ~/.cache/mig_ray/label-embeddings")
-    sim_threshold: float = Field(0.9, ge=-1.0, le=1.0)
-    target_degree: float | None = Field(None, gt=0)
-    prop_weight: float = Field(1.0, ge=0.0)
-    propagation: Literal["target", "source"] = "target"
-    phi: Literal["pow", "exp"] = "pow"
-    phi_a: float = Field(1e-6, gt=0)
-    phi_b: float = Field(0.8, gt=0, lt=1)
-    phi_alpha: float = Field(1.0, gt=0)
-    norm: bool = False
-    gain: Literal["gradient", "exact"] = "gradient"
-    shards: int = Field(1, ge=1)
     ray_address: str | None = None
     shard_placement: ShardPlacement = Field(default_factory=ShardPlacement,
                                             description="Ray resources and strategy of the shard actors")
-    batch: int = Field(256, ge=0, description="candidates per shard per round; 0: one pick per round")
-    checkpoint_seconds: float = Field(5.0, ge=0)
     checkpoint: Path | RemotePath | None = Field(
         None, description="where the sharded engine keeps its checkpoint (default <stem>.checkpoint.npz "
                           "beside OUT); a job with its output on an object store keeps it there")
@@ -96,6 +60,11 @@ class SelectConfig(BaseModel):
         if v is not None:
             split_path(v)  # a malformed path fails before the read
         return v
+
+    def graph_rule(self) -> tuple[float, float | None, str]:
+        """The threshold, target degree and the rule that chose them (see graph_defaults)."""
+        bundled = self.label_embeddings is None and self.embedding_model == DEFAULT_MODEL
+        return graph_defaults(self, bundled)
 
     @model_validator(mode="after")
     def _outputs_not_input(self) -> SelectConfig:

@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from mig_ray.config import SelectConfig
 from mig_ray.core.certified import Commit, RoundLog, sharded_greedy
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import add_rows
 from mig_ray.core.stats import pool_stats
-from mig_ray.distributed.session import ray_up
 from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
 from mig_ray.pools.fields import FieldSpec
+from mig_ray.runtime.session import ray_up
+from mig_ray.selection.config import SelectConfig
 from mig_ray.storage import Location, write_atomic
 
 RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
@@ -197,7 +197,7 @@ def _shard_failure(e: BaseException) -> bool:
     """Is `e` an actor that died, is unreachable, or came back from a restart without its state?"""
     from ray.exceptions import RayActorError, RayTaskError
 
-    from mig_ray.distributed.shard import ShardLost
+    from mig_ray.selection.shard import ShardLost
 
     if isinstance(e, RayActorError):
         return True
@@ -241,7 +241,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
     committed round."""
     import ray
 
-    from mig_ray.distributed.shard import ShardActor
+    from mig_ray.selection.shard import ShardActor
 
     started = ray_up(cfg.ray_address, max(os.cpu_count() or 1, cfg.shards + 1))
     actors = []

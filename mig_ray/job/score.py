@@ -1,0 +1,24 @@
+"""Stage `score`: a quality score for every ingested record from the job's vLLM scorers (DEITA
+quality x complexity), into the annotation cache. A score field of the data or a constant needs
+no work here: the assemble stage reads it."""
+
+from __future__ import annotations
+
+from mig_ray.job.annotators import run_annotator
+from mig_ray.job.context import RunContext
+from mig_ray.job.stages import StageResult
+from mig_ray.job.stages import fingerprint as digest
+
+NAME = "score"
+
+
+def fingerprint(ctx: RunContext) -> str:
+    return digest("score", ctx.fingerprints["ingest"],
+                  ctx.job.annotate.scorer.model_dump(exclude={"resources"}),
+                  None if ctx.scorer is None else ctx.scorer.identity())
+
+
+def run(ctx: RunContext) -> StageResult:
+    if ctx.scorer is None:
+        return StageResult({ctx.job.annotate.scorer.kind: 1})
+    return run_annotator(ctx.job, ctx.out, "score", ctx.scorer, ctx.job.annotate.scorer.resources)
