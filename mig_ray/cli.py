@@ -232,7 +232,8 @@ app.command("compare")(compare)
 @app.command()
 def run(
     job_file: Annotated[Path, typer.Argument(help="The job file (YAML): input, annotate, graph, selection, "
-                                             "output, ray. See jobs/ for examples.")],
+                                             "output, ray. Every key, its default and bounds: "
+                                             "docs/job-file.md; examples: jobs/.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (overrides "
                                                 "output.dir).")] = None,
     incremental: Annotated[bool, typer.Option(help="Nightly curation: the pool may have grown since the "
@@ -255,7 +256,7 @@ def run(
 def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address: str | None,
              shards: int | None, progress: bool, until: str) -> None:
     from mig_ray.errors import JobError
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
 
     overrides: dict = {}

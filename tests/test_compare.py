@@ -314,7 +314,7 @@ def test_job_compare_key_runs_after_select_and_shows_in_the_report(tmp_path, ray
     import pyarrow.parquet as pq
     from test_job import DEMO_POOL, manifest_ids, small_job
 
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
     from mig_ray.report.build import write_report
 
@@ -371,7 +371,7 @@ def test_job_compare_reads_the_embedding_taggers_cached_vectors_or_falls_back(tm
 
     from mig_ray.annotate.cache import cache_folder, parts
     from mig_ray.annotate.embedding_tagger import SAMPLE_VECTOR, EmbeddingTaggerConfig
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
 
     lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:70]  # demo-0058 and -0066: two user turns

@@ -21,7 +21,7 @@ import yaml
 from pools import random_pool
 
 from mig_ray.errors import JobError
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -309,7 +309,7 @@ def test_yaml_is_safe_loaded(tmp_path):
 def test_example_jobs_are_valid_job_files(tmp_path, name):
     """The shipped jobs validate, annotator options included, once their cluster paths exist."""
     from mig_ray.job.annotators import annotators
-    from mig_ray.job.config import parse_job
+    from mig_ray.job.jobfile import parse_job
 
     data = yaml.safe_load((ROOT / "jobs" / name).read_text())
     model = tmp_path / "model"

@@ -22,7 +22,7 @@ import ray
 import ray.data
 from test_job import small_job
 
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 
 SUMMARY_BYTES = 2048  # a per-part summary is well under this; 1,500 ids of a part are ~ 20 KB

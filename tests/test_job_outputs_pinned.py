@@ -22,7 +22,7 @@ import orjson
 import pytest
 from test_job import DEMO_POOL, small_job
 
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 
 FILES = ("selected.{fmt}", "selected.manifest.jsonl", "ingest/rejects.jsonl", "assemble/unselectable.jsonl",

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from test_job import DEMO_POOL, small_job, stage_status, start_then_kill_when
 
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 from mig_ray.storage import (
     RemotePath,

@@ -48,7 +48,7 @@ class ObjectiveOptions(_Options):
         "gradient", description="gradient: phi'(x)·ê (paper); exact: E(D+i) - E(D).")
 
 
-class EngineOptions(_Options):
+class ShardingOptions(_Options):
     """How the exact greedy is spread over shard actors; none of these changes the order."""
 
     shards: int = Field(1, ge=1, description="Shard actors for distributed selection (1: in process).")
@@ -61,7 +61,7 @@ class EngineOptions(_Options):
                     "a re-run resumes from it.")
 
 
-class SelectionOptions(EngineOptions, ObjectiveOptions, GraphOptions):
+class SelectionOptions(ShardingOptions, ObjectiveOptions, GraphOptions):
     """Every selection option: the graph, the objective and the engine."""
 
 

@@ -3,13 +3,14 @@ score stages run them; the fingerprints and the annotation cache key use their i
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
 from mig_ray.errors import JobError
-from mig_ray.job.config import JobConfig
+from mig_ray.job.jobfile import JobConfig
 from mig_ray.job.stages import StageResult
 from mig_ray.storage import Location
 
@@ -26,41 +27,56 @@ class Annotator:
         return self.config.identity()
 
 
+# kind -> (module, annotator class, config class): a new annotator is a module and one line here
+TAGGERS = {
+    "embedding": ("mig_ray.annotate.embedding_tagger", "EmbeddingTagger", "EmbeddingTaggerConfig"),
+    "vllm": ("mig_ray.annotate.vllm_tagger", "VLLMTagger", "VLLMTaggerConfig"),
+}
+SCORERS = {
+    "vllm": ("mig_ray.annotate.vllm_scorer", "VLLMScorer", "VLLMScorerConfig"),
+}
+
+
+def config_class(registry: dict[str, tuple[str, str, str]], kind: str) -> type:
+    """The options model of an annotator kind (imports its module: vllm ones need vllm's package
+    only when they run, not to be described)."""
+    module, _, config = registry[kind]
+    return getattr(importlib.import_module(module), config)
+
+
+def _build(registry: dict[str, tuple[str, str, str]], kind: str, options: dict) -> Annotator | None:
+    if kind not in registry:
+        return None
+    module, cls, config = registry[kind]
+    mod = importlib.import_module(module)
+    return Annotator(getattr(mod, cls), getattr(mod, config)(**options))
+
+
 def tagger_of(job: JobConfig) -> Annotator | None:
     """The job's tagger (None: labels come from the data)."""
-    spec = job.annotate.tagger
-    if spec.kind == "embedding":
-        from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig
-
-        return Annotator(EmbeddingTagger, EmbeddingTaggerConfig(**spec.options))
-    if spec.kind == "vllm":
-        from mig_ray.annotate.vllm_tagger import VLLMTagger, VLLMTaggerConfig
-
-        return Annotator(VLLMTagger, VLLMTaggerConfig(**spec.options))
-    return None
+    return _build(TAGGERS, job.annotate.tagger.kind, job.annotate.tagger.options)
 
 
 def scorer_of(job: JobConfig) -> Annotator | None:
     """The job's scorer (None: a score field of the data, or a constant)."""
-    spec = job.annotate.scorer
-    if spec.kind == "vllm":
-        from mig_ray.annotate.vllm_scorer import VLLMScorer, VLLMScorerConfig
-
-        return Annotator(VLLMScorer, VLLMScorerConfig(**spec.options))
-    return None
+    return _build(SCORERS, job.annotate.scorer.kind, job.annotate.scorer.options)
 
 
 def annotators(job: JobConfig, source: str) -> tuple[Annotator | None, Annotator | None]:
     """The tagger and scorer, their own options validated now, so that a bad key fails before
     anything is written."""
     built = []
-    for name, build in (("annotate.tagger.options", tagger_of), ("annotate.scorer.options", scorer_of)):
+    for name, build, registry, kind in (
+            ("annotate.tagger.options", tagger_of, TAGGERS, job.annotate.tagger.kind),
+            ("annotate.scorer.options", scorer_of, SCORERS, job.annotate.scorer.kind)):
         try:
             built.append(build(job))
         except ValidationError as e:
+            keys = ", ".join(config_class(registry, kind).model_fields)
+            unknown = f"unknown key (allowed here: {keys}; see docs/job-file.md)"
             raise JobError("; ".join(
                 f"{source}: {name}.{'.'.join(map(str, err['loc']))}: "
-                + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
+                + (unknown if err["type"] == "extra_forbidden" else err["msg"])
                 for err in e.errors())) from None
         except ImportError as e:
             if (e.name or "").startswith("mig_ray"):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from mig_ray.errors import JobError, PoolError
 from mig_ray.guard import check_outputs_not_inputs, check_writable, clip, input_files
-from mig_ray.job.config import resolve_path
 from mig_ray.job.context import RunContext, log
+from mig_ray.job.jobfile import resolve_path
 from mig_ray.job.nightly import RUN_FILE
 from mig_ray.runtime.placement import unplaceable
 from mig_ray.storage import RemotePath

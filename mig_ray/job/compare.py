@@ -15,8 +15,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mig_ray.compare.run import COMPARE_FILE, CachedVectors, CompareOptions, Messages, run_compare
-from mig_ray.job.config import resolve_path
 from mig_ray.job.context import RunContext
+from mig_ray.job.jobfile import resolve_path
 from mig_ray.job.select import select_config
 from mig_ray.job.stages import StageDir, fingerprint
 from mig_ray.storage import read_parquet

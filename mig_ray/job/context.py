@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mig_ray.job.annotators import Annotator
-from mig_ray.job.config import JobConfig
+from mig_ray.job.jobfile import JobConfig
 from mig_ray.job.stages import StageResult
 from mig_ray.runtime.session import RayLogs
 from mig_ray.storage import Location, copy_file

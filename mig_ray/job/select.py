@@ -11,8 +11,8 @@ from mig_ray.core.options import graph_defaults, options_of
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.job import nightly
-from mig_ray.job.config import resolve_path
 from mig_ray.job.context import RunContext, log
+from mig_ray.job.jobfile import resolve_path
 from mig_ray.job.stages import StageResult, file_identity
 from mig_ray.job.stages import fingerprint as digest
 from mig_ray.job.tag import LABEL_EMBEDDINGS

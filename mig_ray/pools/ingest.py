@@ -1,5 +1,5 @@
 """Ingest: raw pools (JSONL, JSON array, Parquet, Hugging Face `save_to_disk` dirs) -> one Parquet
-table of normalised conversations with stable ids, on Ray Data.
+table of normalised conversations with stable ids, in Ray tasks (one per block of input).
 
 Why two passes: positions must be the exact global input order (greedy ties go to the lowest), so
 every input is cut into units (byte ranges of JSONL cut at line starts, row ranges of Parquet,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mig_ray.annotate.resources import ActorResources
-from mig_ray.core.options import EngineOptions, GraphOptions, ObjectiveOptions
+from mig_ray.core.options import GraphOptions, ObjectiveOptions, ShardingOptions
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
@@ -65,7 +66,7 @@ class InputSpec(_Strict):
 
     paths: list[str] = Field(min_length=1, description="JSONL, JSON, Parquet files or datasets dirs, "
                              "local or s3://...; a glob (`incoming/*.jsonl`) expands to its matches, sorted")
-    layout: Layout = "auto"
+    layout: Layout = Field("auto", description="record layout of every file; auto detects it per file")
     id_field: str | None = Field(None, description="dotted path of the record id (default _id, id, "
                                  "else a content hash of the conversation)")
 
@@ -92,7 +93,10 @@ class TaggerSpec(_Strict):
     """Where labels come from. `from-data` reads them from the pool (`labels_field`, default the
     released layout's annotation.instag.content); `embedding` and `vllm` annotate."""
 
-    kind: Literal["embedding", "vllm", "from-data"] = "embedding"
+    kind: Literal["embedding", "vllm", "from-data"] = Field(
+        "embedding", description="embedding: the bundled MiniLM matched against the tag vocabulary (CPU, "
+                                 "offline); vllm: an InsTag-style chat model; from-data: labels already in "
+                                 "the pool")
     labels_field: str | None = Field(None, description="from-data: dotted path of the label list")
     options: dict[str, Any] = Field(default_factory=dict, description="the tagger's own settings")
     resources: ActorResources = ActorResources(concurrency=1, num_cpus=0.5, batch_size=64)
@@ -101,7 +105,9 @@ class TaggerSpec(_Strict):
 class ScorerSpec(_Strict):
     """Where scores come from: `field` (already in the pool), `constant`, or `vllm` (DEITA scorers)."""
 
-    kind: Literal["vllm", "field", "constant"] = "field"
+    kind: Literal["vllm", "field", "constant"] = Field(
+        "field", description="field: a score in the pool; constant: `value` for every sample; vllm: the "
+                             "DEITA quality and complexity scorers")
     field: str | None = Field(None, description="field: dotted path of a numeric score (default: the "
                               "released layout's mean over turns of quality x complexity)")
     value: float = Field(1.0, gt=0, description="constant: the score of every sample")
@@ -140,7 +146,7 @@ class SelectionSize(_Strict):
     fraction: float | None = Field(None, gt=0, le=1, description="or this share of the selectable pool")
 
 
-class SelectionSpec(EngineOptions, ObjectiveOptions, SelectionSize):
+class SelectionSpec(ShardingOptions, ObjectiveOptions, SelectionSize):
     """How many samples, the objective and the engine (the same options as `mig-ray select`'s flags)."""
 
     @model_validator(mode="after")
@@ -157,7 +163,8 @@ class SelectionSpec(EngineOptions, ObjectiveOptions, SelectionSize):
 
 class OutputSpec(_Strict):
     dir: str = Field(description="output folder, local or on an object store (s3://bucket/prefix)")
-    format: Literal["jsonl", "parquet"] = "jsonl"
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="format of selected.* (the "
+                                                "records unchanged, in selection order)")
 
 
 class RaySpec(_Strict):
@@ -165,7 +172,7 @@ class RaySpec(_Strict):
                                 "local Ray on loopback")
     num_cpus: int | None = Field(None, gt=0, description="logical CPUs of a local Ray (default: enough "
                                  "that actor stages and read tasks never wait on each other)")
-    include_dashboard: bool = False
+    include_dashboard: bool = Field(False, description="a local Ray with its dashboard (and Jobs API)")
     shard_actors: ShardPlacement = Field(default_factory=ShardPlacement, description="where the "
                                          "selection's shard actors run (selection.shards > 1)")
 
@@ -174,12 +181,13 @@ class CompareSpec(_Strict):
     """`mig-ray compare` after the selection, into OUTDIR/compare/ (shown by `mig-ray report OUTDIR`)."""
 
     methods: list[str] = Field(default_factory=lambda: ["mig", "random", "score", "instag", "deita",
-                                                        "kcenter"])
-    seed: int = 0
+                                                        "kcenter"], description="methods to run, by name")
+    seed: int = Field(0, description="seed of random, kcenter's first pick and the Vendi subsample")
     sample_embeddings: str | None = Field(None, description=".npz with `ids` and `embeddings` (deita, "
                                           "kcenter, Vendi)")
     embed_samples: bool = Field(False, description="or embed the user turns with graph.embedding_model")
-    deita_threshold: float = Field(0.9, gt=0, le=1)
+    deita_threshold: float = Field(0.9, gt=0, le=1, description="deita: take a sample only when its "
+                                   "cosine to every taken one is below this")
 
     @model_validator(mode="after")
     def _known(self) -> CompareSpec:
@@ -194,17 +202,17 @@ class CompareSpec(_Strict):
 class JobConfig(_Strict):
     """A whole `mig-ray run`: input -> annotate -> graph -> selection -> output."""
 
-    name: str = "mig-ray-job"
+    name: str = Field("mig-ray-job", description="the job's name (echoed in the summary)")
     input: InputSpec
-    annotate: AnnotateSpec = AnnotateSpec()
+    annotate: AnnotateSpec = Field(AnnotateSpec(), description="where labels and scores come from")
     graph: GraphSpec = GraphSpec()
     selection: SelectionSpec
-    output: OutputSpec
-    ray: RaySpec = RaySpec()
+    output: OutputSpec = Field(description="where the outputs go")
+    ray: RaySpec = Field(RaySpec(), description="which Ray runs the job, and where the shard actors go")
     compare: CompareSpec | None = Field(None, description="compare MIG with baselines after select")
     incremental: bool = Field(False, description="nightly: allow a grown pool in an existing output "
                               "directory; only new ids are annotated and a diff is written")
-    progress: bool = True
+    progress: bool = Field(True, description="progress bars on stderr")
 
     @model_validator(mode="after")
     def _paths(self) -> JobConfig:
@@ -263,7 +271,9 @@ def _describe(err: dict, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{source}: unknown key {short(loc, 120)}"
+        allowed = keys_at(JobConfig, err["loc"][:-1])
+        where = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"{source}: unknown key {short(loc, 120)}{where}; see docs/job-file.md"
     if kind == "missing":
         return f"{source}: missing key {short(loc, 120)}"
     msg = err["msg"]
@@ -273,6 +283,28 @@ def _describe(err: dict, source: str) -> str:
     return f"{source}: {loc}: {clip(msg, 300)} (got {short(err.get('input'), 80)})" \
         if "input" in err and kind != "value_error" \
         else f"{source}: {loc}: {clip(msg.removeprefix('Value error, '), 400)}"
+
+
+def keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a job file may hold at `loc` (a path of keys from the top), [] when `loc` is not a
+    mapping of the schema."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        sub = _model_in(field.annotation) if field is not None else None
+        if sub is None:
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_job(data: Any, source: str = "job") -> JobConfig:
