@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mig_ray import __version__
+from mig_ray import __version__, metrics
 from mig_ray.distributed.session import RayLogs
 from mig_ray.errors import BadRecord, JobError
 from mig_ray.guard import clip
@@ -462,6 +462,7 @@ class Pipeline:
                                                        "n": len(chunks)})
         rmtree(matched)
         rmtree(path / "_chunks")
+        metrics.bytes_written("write", sum(f.stat().st_size for f in path.glob("selected.*")))
         return {"counts": {"written": sum(d["written"] for d in done)}}
 
     # -- final outputs --------------------------------------------------------------------------
