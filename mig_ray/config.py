@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mig_ray.bundled import resolve_bundled
-from mig_ray.distributed.placement import CustomResources
+from mig_ray.distributed.placement import CustomResources, MemoryBytes
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.pools.fields import split_path
 from mig_ray.storage import RemotePath, location
@@ -27,6 +27,8 @@ class ShardPlacement(BaseModel):
                                           "nodes started with --resources '{\"selection\": N}' take one)")
     spread: bool = Field(True, description="spread the shard actors over the nodes that fit (Ray's SPREAD "
                                            "strategy) rather than packing them onto few")
+    memory: MemoryBytes | None = Field(None, gt=0, description="memory Ray reserves per shard actor "
+                                       "('16GiB' or bytes): no more shards on a node than its memory holds")
 
     def actor_options(self) -> dict:
         """Keyword arguments of ray.remote / .options for a shard actor."""
@@ -35,6 +37,8 @@ class ShardPlacement(BaseModel):
             kw["resources"] = dict(self.custom_resources)
         if self.spread:
             kw["scheduling_strategy"] = "SPREAD"
+        if self.memory:
+            kw["memory"] = self.memory
         return kw
 
 
