@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from mig_ray.annotate.cache import cache_folder, parts
+from mig_ray.bundled import resolve_bundled
 from mig_ray.embeddings import DEFAULT_MODEL, cache_root, load_cached, resolve_model, save_cached
 from mig_ray.pools.annotated import load_valid_tags
 from mig_ray.storage import Location, parquet_file, read_parquet
@@ -47,7 +48,7 @@ OUTPUT_SCHEMA = pa.schema([
 
 def default_vocabulary() -> Path:
     """The released Tulu3 valid tags, shipped in the package (mig_ray/data/valid_tags_tulu3.json)."""
-    return Path(str(resources.files("mig_ray") / "data" / "valid_tags_tulu3.json"))
+    return resolve_bundled("bundled:valid_tags_tulu3.json")
 
 
 def default_vocab_cache() -> Path:
@@ -77,7 +78,8 @@ class EmbeddingTaggerConfig(BaseModel):
 
     def vocabulary_tags(self) -> list[str]:
         """The vocabulary, sorted, so its order never depends on the file."""
-        return sorted(load_valid_tags(self.vocabulary or default_vocabulary()))
+        path = resolve_bundled(self.vocabulary) if self.vocabulary else default_vocabulary()
+        return sorted(load_valid_tags(path))
 
     def model_identity(self) -> str:
         """The bundled model with its package version, or the resolved local folder."""

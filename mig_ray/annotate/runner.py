@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from mig_ray import metrics
 from mig_ray.annotate.cache import (
     cache_folder,
     cached_ids,
@@ -105,7 +106,9 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Lo
                 stats.failed += int(row["failed"])
                 stats.model_calls += int(row["calls"])
                 stats.parts_written += 1
+                metrics.annotated(kind, int(row["rows"]), int(row["failed"]))
     stats.cached = stats.total - stats.annotated
+    metrics.cached(kind, stats.cached)
     stats.seconds = round(time.perf_counter() - t0, 3)
     return stats
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +29,7 @@ from mig_ray.annotate.vllm_engine import (
     object_column,
     parse_messages,
 )
+from mig_ray.bundled import resolve_bundled
 
 
 class VLLMTaggerConfig(EngineOptions):
@@ -58,12 +58,12 @@ class VLLMTaggerConfig(EngineOptions):
 
     @model_validator(mode="after")
     def _check(self) -> VLLMTaggerConfig:
-        if self.valid_tags is not None and not Path(self.valid_tags).expanduser().is_file():
+        if self.valid_tags is not None and not resolve_bundled(self.valid_tags).is_file():
             raise ValueError(f"valid_tags {self.valid_tags!r} is not a file")
         return self
 
     def vocabulary(self) -> list[str] | None:
-        return load_vocabulary(Path(self.valid_tags).expanduser()) if self.valid_tags else None
+        return load_vocabulary(resolve_bundled(self.valid_tags)) if self.valid_tags else None
 
     def identity(self) -> dict[str, Any]:
         """What decides the labels: model, prompt, schema, vocabulary content, generation bounds."""

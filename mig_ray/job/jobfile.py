@@ -12,7 +12,6 @@ import fnmatch
 import glob
 import os
 import typing
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mig_ray.annotate.resources import ActorResources
+from mig_ray.bundled import resolve_bundled
 from mig_ray.core.options import GraphOptions, ObjectiveOptions, ShardingOptions
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
@@ -27,21 +27,12 @@ from mig_ray.guard import clip, short
 from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import Location, RemotePath, is_uri, location
 
-BUNDLED = "bundled:"
 Layout = Literal["auto", "annotated", "sharegpt", "openai", "alpaca"]
 
 
 def resolve_path(value: str | Path) -> Path:
     """`bundled:NAME` -> the file shipped in mig_ray/demo or mig_ray/data; else the path as given."""
-    text = str(value)
-    if text.startswith(BUNDLED):
-        name = text[len(BUNDLED):]
-        for folder in ("demo", "data"):
-            p = Path(str(resources.files("mig_ray") / folder / name))
-            if p.exists():
-                return p
-        raise ValueError(f"no bundled file {name!r} (bundled files live in mig_ray/demo and mig_ray/data)")
-    return Path(text).expanduser()
+    return resolve_bundled(value)
 
 
 def glob_reaches(pattern: str, out: Path) -> bool:

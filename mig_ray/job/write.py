@@ -15,6 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from mig_ray import metrics
 from mig_ray.job.context import RunContext
 from mig_ray.job.stages import StageResult
 from mig_ray.job.stages import fingerprint as digest
@@ -66,6 +67,7 @@ def run(ctx: RunContext) -> StageResult:
     run_tasks([str(path)], join_chunks, {"chunks": str(path / "_chunks"), "fmt": fmt, "n": len(chunks)})
     rmtree(matched)
     rmtree(path / "_chunks")
+    metrics.bytes_written("write", sum(f.stat().st_size for f in path.glob("selected.*")))
     return StageResult({"written": sum(written)})
 
 

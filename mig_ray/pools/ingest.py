@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
+from mig_ray import metrics
 from mig_ray.errors import BadRecord, PoolError
 from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, normalise, released_annotations
@@ -146,6 +147,8 @@ def ingest(inputs: list[Location] | list[str], out_dir: Location | str, layout: 
         rej_path.write_bytes(b"")
     rmtree(tmp_rej)
     result.seconds = round(time.perf_counter() - t0, 3)
+    metrics.ingested(result.accepted, result.rejected, result.reasons.get("duplicate id", 0),
+                     sum(location(p).stat().st_size for p in result.parts))
     return result
 
 

@@ -3,9 +3,10 @@ has them. Nothing here imports Ray at module level (job files are validated with
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 _BUILT_IN = ("CPU", "GPU", "memory", "object_store_memory")
 
@@ -24,6 +25,21 @@ def _check(value: dict[str, float]) -> dict[str, float]:
 
 CustomResources = Annotated[dict[str, float], AfterValidator(_check)]
 
+_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?)?b?\s*", re.IGNORECASE)
+
+
+def _bytes(value: object) -> object:
+    """`16GiB`, `16Gi` (Kubernetes' spelling), `500MB` or a number of bytes -> bytes, as Ray's
+    `memory` resource counts them; anything else is left for pydantic to reject."""
+    if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
+        return int(float(m.group(1)) * _UNITS[(m.group(2) or "").lower()])
+    return value
+
+
+MemoryBytes = Annotated[int, BeforeValidator(_bytes)]
+
 
 class ShardPlacement(BaseModel):
     """Where Ray puts the shard actors of a sharded selection. A shard whose node dies is restarted
@@ -38,6 +54,8 @@ class ShardPlacement(BaseModel):
                                           "nodes started with --resources '{\"selection\": N}' take one)")
     spread: bool = Field(True, description="spread the shard actors over the nodes that fit (Ray's SPREAD "
                                            "strategy) rather than packing them onto few")
+    memory: MemoryBytes | None = Field(None, gt=0, description="memory Ray reserves per shard actor "
+                                       "('16GiB' or bytes): no more shards on a node than its memory holds")
 
     def actor_options(self) -> dict:
         """Keyword arguments of ray.remote / .options for a shard actor."""
@@ -46,6 +64,8 @@ class ShardPlacement(BaseModel):
             kw["resources"] = dict(self.custom_resources)
         if self.spread:
             kw["scheduling_strategy"] = "SPREAD"
+        if self.memory:
+            kw["memory"] = self.memory
         return kw
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
+from mig_ray.bundled import resolve_bundled
 from mig_ray.core.options import SelectionOptions, graph_defaults
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.pools.fields import split_path
@@ -53,6 +54,11 @@ class SelectConfig(SelectionOptions):
     @classmethod
     def _location(cls, v: object) -> object:
         return location(v) if isinstance(v, str) else v
+
+    @field_validator("valid_tags", "label_embeddings", mode="before")
+    @classmethod
+    def _bundled(cls, v: object) -> object:
+        return resolve_bundled(v) if isinstance(v, str | Path) else v  # `bundled:valid_tags_tulu3.json`
 
     @field_validator("labels_field", "score_field", "id_field")
     @classmethod

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mig_ray import metrics
 from mig_ray.core.certified import Commit, RoundLog, sharded_greedy
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import add_rows
@@ -320,6 +321,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
                 pending[0] = ray.put(c)
 
             def after_round(r: int, c: Commit) -> None:
+                metrics.round_committed(len(c.positions))
                 ckpt.maybe_save(shards.history)
                 if on_round is not None:
                     on_round(r, shards.actors)
