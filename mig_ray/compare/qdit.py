@@ -104,9 +104,13 @@ def qdit_order(emb: np.ndarray, scores: np.ndarray, k: int, alpha: float = 0.7,
     k = min(k, n)
     if k == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    g = coverage_graph(emb, n_neighbours)
-    return _lazy(g.indptr.astype(np.int64), g.indices.astype(np.int64), g.data.astype(np.float64),
-                 quality(scores), float(alpha), k)
+    return greedy(coverage_graph(emb, n_neighbours), scores, k, alpha)
+
+
+def greedy(graph: sp.csc_matrix, scores: np.ndarray, k: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The lazy greedy on a coverage graph (`coverage_graph`): (order, gains)."""
+    return _lazy(graph.indptr.astype(np.int64), graph.indices.astype(np.int64), graph.data.astype(np.float64),
+                 quality(scores), float(alpha), min(k, graph.shape[0]))
 
 
 def select(pool: ComparePool, k: int, seed: int = 0, alpha: float = 0.7, neighbours: int = 10) -> np.ndarray:
