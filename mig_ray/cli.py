@@ -159,20 +159,24 @@ app.command()(select)
 COMPARE_OWN = ("out", "previous_manifest")  # select options compare does not take
 
 
-def compare(pool: Path, n: int, out_dir: Path, methods: str, seed: int, sample_embeddings: Path | None,
+def compare(pool: Path, n: int, out_dir: Path, methods: str | None, seed: int, sample_embeddings: Path | None,
             sample_embeddings_field: str | None, embed_samples: bool, deita_threshold: float,
-            **select_options) -> None:
-    """Run MIG and the baselines (random, score, instag, deita, kcenter) on the same selectable records
-    of POOL; measure each the same way; write OUTDIR/compare.json, OUTDIR/<method>.manifest.jsonl and
-    print a table. Takes every `select` option (graph, phi, gain, fields, valid tags, embeddings)."""
-    from mig_ray.compare.methods import parse_methods
+            method_option: list[str] | None = None, **select_options) -> None:
+    """Run MIG and the baselines (see --methods) on the same selectable records of POOL; measure each the
+    same way; write OUTDIR/compare.json, OUTDIR/<method>.manifest.jsonl and print a table. Takes every
+    `select` option (graph, phi, gain, fields, valid tags, embeddings)."""
+    from mig_ray.compare.methods import DEFAULT, parse_method_options, parse_methods
     from mig_ray.compare.run import CompareOptions, run_compare, table
     from mig_ray.selection.config import SelectConfig
 
     try:
-        names = parse_methods(methods)
+        names = parse_methods(methods or DEFAULT)
     except ValueError as e:
         _fail(f"--methods: {e}")
+    try:
+        given = parse_method_options(method_option or [])
+    except ValueError as e:
+        _fail(f"--method-option: {e}")
     kw = dict(select_options)
     try:
         cfg = SelectConfig(pool=pool, n=n, out=out_dir / "mig" / "selected.jsonl", **kw)
@@ -181,7 +185,11 @@ def compare(pool: Path, n: int, out_dir: Path, methods: str, seed: int, sample_e
     if not 0.0 < deita_threshold <= 1.0:
         _fail(f"--deita-threshold must be in (0, 1], got {deita_threshold}")
     opts = CompareOptions(tuple(names), seed, sample_embeddings, sample_embeddings_field, embed_samples,
-                          deita_threshold)
+                          deita_threshold, method_options=given)
+    try:
+        opts.options()
+    except ValueError as e:
+        _fail(f"--method-option: {e}")
     try:
         result = run_compare(cfg, out_dir, opts)
     except PoolError as e:
@@ -205,8 +213,8 @@ def _compare_signature() -> inspect.Signature:
             "-n", "--n", help="How many samples each method selects (K).")]),
         par("out_dir", annotation=Annotated[Path, typer.Option(
             "-o", "--out-dir", help="Where compare.json, <method>.manifest.jsonl and samples.jsonl go.")]),
-        par("methods", default="mig,random,score,instag,deita,kcenter",
-            annotation=Annotated[str, typer.Option(help="Comma list of methods.")]),
+        par("methods", default=None, annotation=Annotated[opt_str, typer.Option(
+            help="Comma list of methods (default: every method mig_ray.compare.methods registers).")]),
         par("seed", default=0, annotation=Annotated[int, typer.Option(
             help="Seed of random, kcenter's first pick and the Vendi subsample.")]),
         par("sample_embeddings", default=None, annotation=Annotated[opt_path, typer.Option(
@@ -218,6 +226,9 @@ def _compare_signature() -> inspect.Signature:
             help="Or embed the user turns with --embedding-model (slow on large pools).")]),
         par("deita_threshold", default=0.9, annotation=Annotated[float, typer.Option(
             help="deita: take a sample only when its cosine similarity to every taken one is below this.")]),
+        par("method_option", default=None, annotation=Annotated[list[str] | None, typer.Option(
+            help="A method's option as NAME.KEY=VALUE, repeatable (e.g. qdit.alpha=0.7); each method's "
+                 "options and defaults are in compare.json and the README.")]),
     ]
     params = inspect.signature(select, eval_str=True).parameters
     skip = ("pool", "n", *COMPARE_OWN)

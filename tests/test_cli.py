@@ -46,7 +46,7 @@ def test_real_example_with_bundled_model(tmp_path):
     m = manifest(out)
     assert [r["rank"] for r in m] == [1, 2, 3, 4]
     assert out.read_bytes() == b"".join(lines[r["line"] - 1] for r in m)
-    assert all(a["gain"] >= b["gain"] for a, b in zip(m, m[1:], strict=False))  # submodular: gains fall
+    assert all(a["greedy_key"] >= b["greedy_key"] for a, b in zip(m, m[1:], strict=False))  # keys only fall
     summary = json.loads((tmp_path / "sel.summary.json").read_text())
     # the graph's nodes: the valid labels the 9 selectable records carry, counted from the file
     valid = set(json.loads(TULU3_TAGS.read_text()))

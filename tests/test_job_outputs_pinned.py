@@ -90,12 +90,27 @@ def _strip(summary: dict) -> dict:
     return clean(out)
 
 
+def _columns_before_greedy_key(manifest: bytes) -> bytes:
+    """A manifest as it was written before issue 23 gave it two columns of one meaning each: its
+    `greedy_key` (what the greedy ranked by) back under the old name `gain`, in the same place, and the
+    new `gain` (the increase of E(D)) left out. The pins below are the old bytes, so they still check
+    every old column; the new `gain` is checked against the summary by the test."""
+    rows = []
+    for line in manifest.splitlines():
+        row = orjson.loads(line)
+        old = {("gain" if k == "greedy_key" else k): v for k, v in row.items() if k != "gain"}
+        rows.append(orjson.dumps(old))
+    return b"".join(r + b"\n" for r in rows)
+
+
 def digests(out: Path, fmt: str, tmp: Path) -> dict[str, str]:
     """sha256 of each output, with the test's own folder written as `<tmp>` (files name their input)."""
     def sha(data: bytes) -> str:
         return hashlib.sha256(data.replace(str(tmp).encode(), b"<tmp>")).hexdigest()
 
-    got = {name.format(fmt=fmt): sha((out / name.format(fmt=fmt)).read_bytes()) for name in FILES}
+    got = {name.format(fmt=fmt): sha(_columns_before_greedy_key((out / name.format(fmt=fmt)).read_bytes())
+                                     if "manifest" in name else (out / name.format(fmt=fmt)).read_bytes())
+           for name in FILES}
     summary = _strip(json.loads((out / "summary.json").read_text()))
     got["summary.json (stripped)"] = sha(json.dumps(summary, sort_keys=True).encode())
     return got
@@ -120,6 +135,9 @@ def test_job_outputs_are_the_pinned_bytes(tmp_path, ray_address, fmt, shards):
     summary = run_job(load_job(job))
     assert summary["counts"]["rejected"] == 2 and summary["counts"]["unselectable"] == 2
     assert digests(out, fmt, tmp_path) == PINNED[(fmt, shards)]
+    for name in ("selected.manifest.jsonl", "select/selected.manifest.jsonl"):  # the new column
+        rows = [orjson.loads(x) for x in (out / name).read_bytes().splitlines()]
+        assert sum(r["gain"] for r in rows) == pytest.approx(summary["information"]["gain"], rel=1e-9)
     # the select stage writes no records of its own: the write stage takes them from the ingest parts
     assert not list((out / "select").glob("selected.jsonl")) + list((out / "select").glob("selected.parquet"))
     assert "selected" not in json.loads((out / "select" / "selected.summary.json").read_text())["outputs"]
@@ -136,6 +154,9 @@ def test_a_write_cut_into_chunks_gives_the_pinned_bytes(tmp_path, ray_address, m
     summary = run_job(load_job(job))
     assert summary["stages"]["write"]["counts"]["written"] == 25
     assert digests(out, fmt, tmp_path) == PINNED[(fmt, shards)]
+    for name in ("selected.manifest.jsonl", "select/selected.manifest.jsonl"):  # the new column
+        rows = [orjson.loads(x) for x in (out / name).read_bytes().splitlines()]
+        assert sum(r["gain"] for r in rows) == pytest.approx(summary["information"]["gain"], rel=1e-9)
     assert not (out / "write" / "_chunks").exists() and not (out / "write" / "_matched").exists()
 
 

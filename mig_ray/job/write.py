@@ -130,8 +130,8 @@ def write_chunk(chunk: Chunk, manifest: str, matched: str, fmt: str, out: str) -
             tmp = Path(local) / "selected.parquet"
             write_parquet_records([orjson.loads(r) for r in records], tmp)
             copy_file(tmp, dst / "selected.parquet")
-    out_manifest = [{"rank": m["rank"], "id": m["id"], "gain": m["gain"], "score": m["score"],
-                     "labels": m["labels"], "file": f, "line": ln}
+    out_manifest = [{"rank": m["rank"], "id": m["id"], "greedy_key": m["greedy_key"], "gain": m["gain"],
+                     "score": m["score"], "labels": m["labels"], "file": f, "line": ln}
                     for m, f, ln in zip(rows, table.column("file").to_pylist(),
                                         table.column("line").to_pylist(), strict=True)]
     write_atomic(dst / "selected.manifest.jsonl", b"".join(orjson.dumps(m) + b"\n" for m in out_manifest))

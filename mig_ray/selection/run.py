@@ -22,6 +22,7 @@ from tqdm import tqdm
 from mig_ray import __version__
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import GreedyResult, lazy_greedy
+from mig_ray.core.increments import keys_and_gains
 from mig_ray.core.objective import Phi, information, label_mass
 from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.core.vectors import propagate, sample_matrix
@@ -173,8 +174,10 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     with timer.stage("write"):
         if cfg.records:
             sel.write_records(paths["selected"])
-        write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
-                                        in enumerate(zip(sel.manifest, sel.gains, strict=True), 1)))
+        increase = information_increase(sel, phi)
+        rows = zip(sel.manifest, sel.gains, increase, strict=True)
+        write_jsonl(paths["manifest"], ({"rank": r, **row, "greedy_key": float(key), "gain": float(g)}
+                                        for r, (row, key, g) in enumerate(rows, 1)))
     summary = _summary(cfg, sel, phi, timer, paths)
     if previous is not None:
         summary["information"]["previous_selection"] = {
@@ -185,6 +188,13 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
         paths["labels"].write_text(json.dumps(label_counts) + "\n")
     paths["summary"].write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def information_increase(sel: Selection, phi: Phi) -> np.ndarray:
+    """E(D + i) - E(D) of each selected sample in order (the manifest's `gain`; the engines' gains
+    are the greedy's keys, its `greedy_key`)."""
+    r = sel.report
+    return keys_and_gains(phi, "exact", r.ptr, r.idx, r.val, sel.graph.n_labels)[1]
 
 
 def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
