@@ -177,7 +177,13 @@ def test_n_larger_than_pool_selects_all(tmp_path):
                    "--no-progress")
     assert "is more than the 9 selectable records: selecting all of them" in proc.stderr
     assert len(manifest(out)) == 9
-    assert json.loads((tmp_path / "all.summary.json").read_text())["selected_all"] is True
+    summary = json.loads((tmp_path / "all.summary.json").read_text())
+    assert summary["selected_all"] is True
+    # no threshold given and the bundled model: the graph is built to mean degree 5, not at 0.9
+    graph = summary["graph"]
+    assert graph["threshold_rule"] == "default for the bundled model: target_degree 5"
+    assert 5 <= graph["mean_degree"] < 6 and graph["threshold"] < 0.9
+    assert "[default for the bundled model: target_degree 5]" in proc.stderr
 
 
 def test_refuses_to_overwrite_input_and_strict_exit_code(tmp_path):
