@@ -113,6 +113,8 @@ def select(
                                                            "yesterday's <stem>.manifest.jsonl): its "
                                                            "information on this run's graph goes into "
                                                            "the summary beside this one's.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace the outputs of a job (mig-ray run) found at --out "
+                                        "(its selected.* and manifest have the same names).")] = False,
     **options,
 ) -> None:
     """Select the N most informative samples of an annotated POOL (MIG greedy, exact)."""
@@ -120,7 +122,7 @@ def select(
          label_embeddings=label_embeddings, embedding_cache=embedding_cache,
          embedding_cache_dir=embedding_cache_dir, ray_address=ray_address, labels_field=labels_field,
          score_field=score_field, id_field=id_field, strict=strict, progress=progress,
-         previous_manifest=previous_manifest, **options)
+         previous_manifest=previous_manifest, force=force, **options)
 
 
 def option_parameters() -> list[inspect.Parameter]:
@@ -156,7 +158,7 @@ select.__signature__ = _with_options(select, "ray_address")
 app.command()(select)
 
 
-COMPARE_OWN = ("out", "previous_manifest")  # select options compare does not take
+COMPARE_OWN = ("out", "previous_manifest", "force")  # select options compare does not take
 
 
 def compare(pool: Path, n: int, out_dir: Path, methods: str | None, seed: int, sample_embeddings: Path | None,
@@ -344,13 +346,16 @@ def report(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where to write the demo "
-                                          "output.")] = Path("demo_out"),
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where to write the demo's "
+                                          "selection (not demo_out/: the demo job writes "
+                                          "there).")] = Path("demo_select"),
     n: Annotated[int, typer.Option("-n", help="How many samples to select.")] = 30,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    force: Annotated[bool, typer.Option(help="Replace a job's outputs found in --out-dir.")] = False,
 ) -> None:
     """Select from the bundled demo pool (synthetic, see mig_ray/demo/README.md) with the defaults."""
     pool = Path(str(resources.files("mig_ray") / "demo" / "demo_pool.jsonl"))
-    _run(pool=pool, n=n, out=out_dir / "selected.jsonl", target_degree=5.0)
+    _run(pool=pool, n=n, out=out_dir / "selected.jsonl", progress=progress, force=force)
 
 
 def main(argv: list[str] | None = None) -> None:

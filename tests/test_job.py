@@ -354,6 +354,12 @@ def test_from_data_labels_and_field_scores_at_dotted_paths(tmp_path, ray_address
         "annotate.scorer": {"kind": "field", "field": "meta.score"}, "selection.n": 12})
     summary = run_job(load_job(job))
     assert summary["counts"]["selectable"] == 58 and summary["counts"]["unselectable"] == 2
+    # the summary table says where labels and scores came from, and the resolved job the threshold
+    assert summary["stages"]["score"]["source"] == "field: meta.score"
+    assert summary["stages"]["tag"]["source"] == "from the data: meta.tags"
+    last = (out / "job.resolved.yaml").read_text().splitlines()[-1]
+    assert last.startswith(f"# graph as built by this run: sim_threshold {summary['graph']['threshold']:.6g} "
+                           "(from target_degree 5; target_degree given)")
     bad = (out / "assemble" / "unselectable.jsonl").read_bytes().splitlines()
     reasons = sorted(orjson.loads(x)["reason"] for x in bad)
     assert reasons[0].startswith("missing labels: meta.tags")

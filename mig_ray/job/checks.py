@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from mig_ray.errors import JobError, PoolError
-from mig_ray.guard import check_outputs_not_inputs, check_writable, clip, input_files
+from mig_ray.guard import SELECT_SIDECAR, check_outputs_not_inputs, check_writable, clip, input_files
 from mig_ray.job.context import RunContext, log
 from mig_ray.job.jobfile import resolve_path
 from mig_ray.job.nightly import RUN_FILE
@@ -32,6 +32,10 @@ def check_outputs(ctx: RunContext) -> None:
     outputs = {f"{folder.name}/{p.relative_to(folder)}": p for folder in (ctx.out, j.cache_dir())
                if isinstance(folder, Path) and folder.is_dir() for p in input_files(folder)}
     outputs.update({name: ctx.out / name for name in FINAL_OUTPUTS})
+    if isinstance(ctx.out, Path) and (ctx.out / SELECT_SIDECAR).exists():
+        raise JobError(f"{ctx.source}: output.dir {ctx.out} holds the outputs of `mig-ray select` "
+                       f"({SELECT_SIDECAR}); a job would replace its selected.* and manifest: choose another "
+                       "output.dir or remove them")
     try:
         check_outputs_not_inputs(outputs, inputs)
         check_writable([ctx.out / "summary.json"])

@@ -24,10 +24,12 @@ from mig_ray.core.options import GraphOptions, ObjectiveOptions, ShardingOptions
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
+from mig_ray.pools.layouts import LAYOUTS
 from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import Location, RemotePath, is_uri, location
 
-Layout = Literal["auto", "annotated", "sharegpt", "openai", "alpaca"]
+# the layout names ingest knows, one list (mig_ray.pools.layouts), so the schema cannot drift from it
+Layout = Literal[("auto", *LAYOUTS)]  # type: ignore[valid-type]
 
 
 def resolve_path(value: str | Path) -> Path:

@@ -71,6 +71,8 @@ def run_stages(ctx: RunContext, stage_log: StageLog, until: str = "write") -> di
                     result = stage.run(ctx)
                     marker.finish(fp, result.to_marker())
                 row["counts"] = result.counts
+                if "source" in result.details:  # where labels or scores came from, for the table
+                    row["source"] = result.details["source"]
                 ctx.results[stage.NAME] = result
     finally:
         if started:

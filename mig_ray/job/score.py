@@ -8,8 +8,20 @@ from mig_ray.job.annotators import run_annotator
 from mig_ray.job.context import RunContext
 from mig_ray.job.stages import StageResult
 from mig_ray.job.stages import fingerprint as digest
+from mig_ray.pools.fields import RELEASED_SCORE
 
 NAME = "score"
+
+
+def score_source(ctx: RunContext) -> str:
+    """Where the scores come from, for the summary table: `field: annotation.deita (...)`."""
+    spec = ctx.job.annotate.scorer
+    if spec.kind == "constant":
+        return f"constant: {spec.value:g} for every sample"
+    if spec.kind == "field":
+        return f"field: {spec.field}" if spec.field else \
+            f"field: {RELEASED_SCORE} (mean over turns of quality x complexity)"
+    return f"{spec.kind} scorer"
 
 
 def fingerprint(ctx: RunContext) -> str:
@@ -20,5 +32,5 @@ def fingerprint(ctx: RunContext) -> str:
 
 def run(ctx: RunContext) -> StageResult:
     if ctx.scorer is None:
-        return StageResult({ctx.job.annotate.scorer.kind: 1})
+        return StageResult({ctx.job.annotate.scorer.kind: 1}, {"source": score_source(ctx)})
     return run_annotator(ctx.job, ctx.out, "score", ctx.scorer, ctx.job.annotate.scorer.resources)

@@ -145,7 +145,7 @@ class StageLog:
     def table(self) -> str:
         lines = [f"{'stage':<10} {'status':<8} {'seconds':>9} {'peak MB':>9}  counts"]
         for name, row in self.rows.items():
-            counts = ", ".join(f"{k} {v}" for k, v in row.get("counts", {}).items())
+            counts = row.get("source") or ", ".join(f"{k} {v}" for k, v in row.get("counts", {}).items())
             lines.append(f"{name:<10} {row['status']:<8} {row['seconds']:>9.2f} {row['peak_memory_mb']:>9.0f}"
                          f"  {counts}")
         return "\n".join(lines)

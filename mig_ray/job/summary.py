@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from mig_ray import __version__
-from mig_ray.job import nightly
+from mig_ray.job import nightly, select
 from mig_ray.job.context import RunContext
 from mig_ray.job.stages import StageLog
 from mig_ray.storage import copy_file, write_atomic
@@ -43,8 +43,18 @@ def finish(ctx: RunContext, log: StageLog) -> dict[str, Any]:
         summary["diff"] = nightly.write_diff(ctx, previous, sel["information"])
         summary["outputs"]["diff"] = str(ctx.out / "diff.json")
     write_summary(ctx, summary)
+    write_atomic(ctx.out / "job.resolved.yaml", ctx.job.resolved_yaml() + graph_comment(ctx, sel["graph"]))
     nightly.record_run(ctx, sel["information"])
     return summary
+
+
+def graph_comment(ctx: RunContext, graph: dict[str, Any]) -> str:
+    """What the run's graph used, as a comment after the resolved job (an unset threshold, or one
+    chosen by target degree, is known only once the graph is built)."""
+    _, degree, rule = select.graph_rule(ctx)
+    how = f"from target_degree {degree:g}" if degree is not None else "as given"
+    return (f"# graph as built by this run: sim_threshold {graph['threshold']:.6g} ({how}; {rule}), "
+            f"{graph['labels']} labels, mean degree {graph['mean_degree']:.3g}\n")
 
 
 def write_summary(ctx: RunContext, summary: dict[str, Any]) -> None:

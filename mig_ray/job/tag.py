@@ -12,6 +12,7 @@ from mig_ray.job.annotators import run_annotator
 from mig_ray.job.context import RunContext
 from mig_ray.job.stages import StageResult
 from mig_ray.job.stages import fingerprint as digest
+from mig_ray.pools.fields import RELEASED_LABELS
 from mig_ray.storage import write_atomic
 
 NAME = "tag"
@@ -26,7 +27,8 @@ def fingerprint(ctx: RunContext) -> str:
 
 def run(ctx: RunContext) -> StageResult:
     if ctx.tagger is None:
-        return StageResult({"from_data": 1})
+        field = ctx.job.annotate.tagger.labels_field or RELEASED_LABELS
+        return StageResult({"from_data": 1}, {"source": f"from the data: {field}"})
     result = run_annotator(ctx.job, ctx.out, "tags", ctx.tagger, ctx.job.annotate.tagger.resources)
     save_vocab_embeddings(ctx)
     return result

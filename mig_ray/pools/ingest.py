@@ -119,6 +119,8 @@ def ingest(inputs: list[Location] | list[str], out_dir: Location | str, layout: 
     out = location(out_dir)
     rej_path = location(rejects_path) if rejects_path is not None \
         else out.with_name(out.name + ".rejects.jsonl")
+    for p in inputs:  # a missing or unknown input fails before Ray starts
+        input_format(location(p))
     if inputs:
         ensure_ray()
     units = _plan([location(p) for p in inputs], block_bytes, block_rows, task_slots() if inputs else 1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from mig_ray.bundled import resolve_bundled
 from mig_ray.core.options import SelectionOptions, graph_defaults
@@ -46,6 +46,7 @@ class SelectConfig(SelectionOptions):
     id_field: str | None = None
     strict: bool = False
     progress: bool = True
+    force: bool = Field(False, description="replace the outputs of a job (mig-ray run) found at OUT")
     previous_manifest: Path | None = Field(
         None, description="manifest of an earlier selection: its information on this run's graph is "
                           "reported beside this selection's, so the two compare on one measure")
@@ -72,13 +73,16 @@ class SelectConfig(SelectionOptions):
         bundled = self.label_embeddings is None and self.embedding_model == DEFAULT_MODEL
         return graph_defaults(self, bundled)
 
-    @model_validator(mode="after")
-    def _outputs_not_input(self) -> SelectConfig:
-        pool = self.pool.expanduser().resolve()
-        for p in output_paths(self.out).values():
-            if p.expanduser().resolve() == pool:
-                raise ValueError(f"output {p} would overwrite the input pool {self.pool}")
-        return self
+    @field_validator("out")
+    @classmethod
+    def _outputs_not_input(cls, out: Path, info: ValidationInfo) -> Path:
+        """Checked on `out` (not the whole model), so the error names the flag: --out."""
+        pool = info.data.get("pool")
+        if pool is not None:
+            for p in output_paths(out).values():
+                if p.expanduser().resolve() == pool.expanduser().resolve():
+                    raise ValueError(f"output {p} would overwrite the input pool {pool}")
+        return out
 
 
 def output_paths(out: Path) -> dict[str, Path]:

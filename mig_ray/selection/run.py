@@ -28,7 +28,7 @@ from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.core.vectors import propagate, sample_matrix
 from mig_ray.embeddings import LabelVectors
 from mig_ray.errors import PoolError
-from mig_ray.guard import check_outputs_not_inputs, check_writable
+from mig_ray.guard import check_not_a_jobs_outputs, check_outputs_not_inputs, check_writable
 from mig_ray.pools.annotated import (
     AnnotatedPool,
     load_valid_tags,
@@ -79,9 +79,12 @@ def phi_of(cfg: SelectConfig) -> Phi:
 
 def read_pool(cfg: SelectConfig, rejects: Rejects, valid: set[str] | None) -> AnnotatedPool:
     spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
-    size = cfg.pool.stat().st_size
-    bar = tqdm(total=size if cfg.pool.suffix != ".parquet" else None, unit="B", unit_scale=True,
-               desc="read pool", disable=not cfg.progress, file=sys.stderr)
+    if pool_format(cfg.pool) == "parquet":  # the reader reports rows read (over every part)
+        total, unit = sum(n for _, n in parquet_parts(cfg.pool)), " records"
+    else:  # bytes read
+        total, unit = cfg.pool.stat().st_size, "B"
+    bar = tqdm(total=total, unit=unit, unit_scale=True, desc="read pool", disable=not cfg.progress,
+               file=sys.stderr)
 
     def progress(done: int) -> None:
         bar.update(done - bar.n)
@@ -118,8 +121,10 @@ def _log_graph(graph: LabelGraph, rule: str) -> None:
 
 def _log_read(cfg: SelectConfig, counts: dict[str, int], rejects_path: Path) -> None:
     see = f" (see {rejects_path})" if counts["rejected"] else ""
+    dropped = counts.get("labels_dropped_by_valid_tags", 0)
+    filtered = f" ({dropped} labels not in {cfg.valid_tags} dropped)" if cfg.valid_tags is not None else ""
     log(f"read {counts['read']} records from {cfg.pool}: {counts['selectable']} selectable, "
-        f"{counts['rejected']} rejected{see}, {counts['no_valid_label']} with no valid label")
+        f"{counts['rejected']} rejected{see}, {counts['no_valid_label']} with no valid label{filtered}")
     if cfg.n > counts["selectable"]:
         log(f"-n {cfg.n} is more than the {counts['selectable']} selectable records: selecting all of them")
 
@@ -144,6 +149,7 @@ def check_before_write(cfg: SelectConfig, paths: dict[str, Path]) -> None:
                                      "label embeddings": cfg.label_embeddings,
                                      "previous manifest": cfg.previous_manifest})
     check_writable(paths.values())
+    check_not_a_jobs_outputs(paths.values(), cfg.force)
 
 
 def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str, Any]:
