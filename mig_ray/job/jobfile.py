@@ -283,18 +283,19 @@ def keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
     mapping of the schema."""
     for part in loc:
         field = model.model_fields.get(str(part))
-        sub = _model_in(field.annotation) if field is not None else None
+        sub = model_in(field.annotation) if field is not None else None
         if sub is None:
             return []
         model = sub
     return list(model.model_fields)
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field's type holds (itself, or inside an Optional or Union), else None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _model_in(arg)
+        found = model_in(arg)
         if found is not None:
             return found
     return None

@@ -14,7 +14,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from mig_ray.job.annotators import SCORERS, TAGGERS, config_class
-from mig_ray.job.jobfile import JobConfig
+from mig_ray.job.jobfile import JobConfig, model_in
 
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
@@ -55,25 +55,11 @@ def bounds_text(field: FieldInfo) -> str:
                      if hasattr(m, attr))
 
 
-def nested_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = nested_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def model_keys(model: type[BaseModel]) -> list[str]:
-    return list(model.model_fields)
-
-
 def _table(model: type[BaseModel], prefix: str, out: list[str], sections: list[tuple[str, type]]) -> None:
     out += ["| key | type | default | bounds | what it is |", "|---|---|---|---|---|"]
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
-        sub = nested_model(field.annotation)
+        sub = model_in(field.annotation)
         if sub is not None:
             sections.append((key, sub))
         desc = field.description or ((sub.__doc__ or "").strip().split("\n\n")[0] if sub else "")
