@@ -20,14 +20,14 @@ LABEL_EMBEDDINGS = "label_embeddings.npz"
 
 def fingerprint(ctx: RunContext) -> str:
     spec = ctx.job.annotate.tagger
-    return digest("tag", ctx.fingerprints["ingest"], spec.kind, spec.labels_field,
+    return digest("tag", ctx.fingerprints["dedup"], spec.kind, spec.labels_field,
                   None if ctx.tagger is None else ctx.tagger.identity())
 
 
 def run(ctx: RunContext) -> StageResult:
     if ctx.tagger is None:
         return StageResult({"from_data": 1})
-    result = run_annotator(ctx.job, ctx.out, "tags", ctx.tagger, ctx.job.annotate.tagger.resources)
+    result = run_annotator(ctx.job, ctx.parts_dir(), "tags", ctx.tagger, ctx.job.annotate.tagger.resources)
     save_vocab_embeddings(ctx)
     return result
 
