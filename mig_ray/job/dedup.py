@@ -7,7 +7,7 @@ ingest's schema under dedup/parts/, which `RunContext.ingest_parts()` hands to e
 
 The work runs in Ray tasks where the data is (dedup_tasks.py); the driver sees counts and the
 verified duplicate edges (21 bytes each: at 10^8 records with 1% near duplicates, about 21 MB).
-With --incremental the kept records' signatures go to the annotation cache, keyed by id, and
+The kept records' signatures go to the annotation cache, keyed by id; with --incremental
 tonight's records are also compared with every earlier night's: a re-crawled prompt is dropped
 tonight and not annotated again.
 """
@@ -112,7 +112,7 @@ def run(ctx: RunContext) -> StageResult:
         write_ipc(twin_file, PAIR_SCHEMA, split_by_source(table, "a", np.asarray(starts)))
         twins = run_tasks(list(range(len(sources))), attach, {"pair_files": [str(twin_file)], **common,
                                                               "tag": "twins"})
-    night = night_folder(ctx) if incremental else None
+    night = night_folder(ctx) if on else None  # every run keeps its signatures for the nights after it
     items = [(s.k, str(parts[s.k]), source_of_part.get(s.k, -1), s.sig_file) for s in signed]
     done = run_tasks(items, finish_part, {"attach_files": [t["file"] for t in twins], "num_perm": width,
                                           "parts": str(path / "parts"),

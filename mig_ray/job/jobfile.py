@@ -199,7 +199,8 @@ class DedupSpec(_Strict):
 
     enabled: bool = Field(True, description="run it (`false`: later stages read every ingested record)")
     turns: Literal["all", "user", "first-user"] = Field(
-        "all", description="which turns make a record's text: every turn, the user turns, or the first user turn")
+        "all", description="which turns make a record's text: every turn, the user turns, or the first "
+        "user turn")
     exact: bool = Field(True, description="drop records whose normalised text (NFKC, case-folded, "
                         "whitespace collapsed) equals an earlier one's")
     near: bool = Field(True, description="drop near duplicates: MinHash over word n-gram shingles, LSH "
