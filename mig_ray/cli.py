@@ -306,9 +306,9 @@ OutOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Output dire
 
 @app.command()
 def dedup(job_file: JobArg, output: OutOpt = None,
-          incremental: Annotated[bool, typer.Option("--incremental", help="Also drop tonight's records that "
-                                                    "duplicate an earlier night's kept ones (their signatures "
-                                                    "are in the cache).")] = False,
+          incremental: Annotated[bool, typer.Option(
+              "--incremental", help="Also drop tonight's records that duplicate an earlier night's kept "
+              "ones (their signatures are in the cache).")] = False,
           progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True) -> None:
     """Ingest the job's pool and remove duplicates and benchmark-contaminated records only (the job's
     `dedup:` and `decontaminate:`); the lists land in OUTDIR/dedup/."""

@@ -186,7 +186,8 @@ def test_clusters_keep_the_lowest_position(edges):
     a = np.array([min(e) for e in edges], np.int64)
     b = np.array([max(e) for e in edges], np.int64)
     kept, dropped = keep_lowest(a, b)
-    assert dict(zip(dropped.tolist(), kept.tolist(), strict=True)) == union_find_lowest(a.tolist(), b.tolist())
+    want = union_find_lowest(a.tolist(), b.tolist())
+    assert dict(zip(dropped.tolist(), kept.tolist(), strict=True)) == want
     assert list(dropped) == sorted(dropped)
 
 

@@ -39,8 +39,8 @@ def write_files(tmp: Path, records: list[dict], files: int) -> list[Path]:
 
 
 def dedup_job(tmp: Path, paths: list[Path], out: Path, **extra) -> Path:
-    return small_job(tmp, paths[0], out, **{"input.paths": [str(p) for p in paths], "dedup": {"enabled": True},
-                                           **extra})
+    return small_job(tmp, paths[0], out, **{"input.paths": [str(p) for p in paths],
+                                           "dedup": {"enabled": True}, **extra})
 
 
 def test_same_duplicates_for_1_2_7_parts_and_the_in_memory_reference(tmp_path, ray_address):
@@ -72,8 +72,9 @@ def test_decontamination_drops_13_gram_overlaps_only(tmp_path, ray_address):
     limerick = bench[1]["prompt"].split()
     library = bench[2]["turns"][0].split()  # no hyphens: its words are its whitespace-separated parts
     records = [
-        {"id": "hit-13", "messages": [{"role": "user", "content": "Tell me: " + " ".join(library[1:14]).upper()
-                                       + "!!"}, {"role": "assistant", "content": "ok"}]},
+        {"id": "hit-13", "messages": [{"role": "user",
+                                       "content": "Tell me: " + " ".join(library[1:14]).upper() + "!!"},
+                                      {"role": "assistant", "content": "ok"}]},
         {"id": "miss-12", "messages": [{"role": "user", "content": "Tell me: " + " ".join(library[1:13])},
                                        {"role": "assistant", "content": "ok"}]},
         {"id": "assistant-only", "messages": [{"role": "user", "content": "hello there"},
