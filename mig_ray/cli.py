@@ -307,6 +307,17 @@ OutOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Output dire
 
 
 @app.command()
+def dedup(job_file: JobArg, output: OutOpt = None,
+          incremental: Annotated[bool, typer.Option(
+              "--incremental", help="Also drop tonight's records that duplicate an earlier night's kept "
+              "ones (their signatures are in the cache).")] = False,
+          progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True) -> None:
+    """Ingest the job's pool and remove duplicates and benchmark-contaminated records only (the job's
+    `dedup:` and `decontaminate:`); the lists land in OUTDIR/dedup/."""
+    _run_job(job_file, output, incremental, None, None, progress, "dedup")
+
+
+@app.command()
 def tag(job_file: JobArg, output: OutOpt = None,
         progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True) -> None:
     """Ingest and tag the job's pool only (annotate.tagger); results land in the annotation cache."""

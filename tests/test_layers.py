@@ -3,7 +3,7 @@ goes down or sideways, never up; no two packages import each other, directly or 
 no module imports another module's underscore names. The floors, ground first:
 
   0  core (the method), errors, storage, guard, runtime (Ray session, placement), bundled, metrics
-  1  pools, annotate, embeddings
+  1  pools, annotate, embeddings, curate
   2  selection (select's config and driver, the sharded engine)
   3  report, then compare, then job
   4  cli
@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mig_ray"
 FLOORS = {
     "mig_ray": 0, "mig_ray.core": 0, "mig_ray.errors": 0, "mig_ray.storage": 0, "mig_ray.guard": 0,
     "mig_ray.runtime": 0, "mig_ray.bundled": 0, "mig_ray.metrics": 0,
-    "mig_ray.pools": 1, "mig_ray.annotate": 1, "mig_ray.embeddings": 1,
+    "mig_ray.pools": 1, "mig_ray.annotate": 1, "mig_ray.embeddings": 1, "mig_ray.curate": 1,
     "mig_ray.selection": 2,
     "mig_ray.report": 3, "mig_ray.compare": 3.1, "mig_ray.job": 3.2,
     "mig_ray.cli": 4, "mig_ray.__main__": 4, "mig_ray.demo": 4,

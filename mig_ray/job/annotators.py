@@ -86,12 +86,13 @@ def annotators(job: JobConfig, source: str) -> tuple[Annotator | None, Annotator
     return built[0], built[1]
 
 
-def run_annotator(job: JobConfig, out: Location, kind: str, annotator: Annotator, resources) -> StageResult:
-    """Run one annotator over the job's ingest parts into the annotation cache (the tag and score
-    stages): only ids the cache lacks for this annotator's identity are annotated."""
+def run_annotator(job: JobConfig, parts: Location, kind: str, annotator: Annotator, resources) -> StageResult:
+    """Run one annotator over the records of `parts` (the folder of the run's parts: ingest's, or
+    dedup's kept ones) into the annotation cache (the tag and score stages): only ids the cache
+    lacks for this annotator's identity are annotated."""
     from mig_ray.annotate.runner import annotate
 
-    stats = annotate(out / "ingest" / "parts", annotator.cls, annotator.config, job.cache_dir(), resources,
+    stats = annotate(parts, annotator.cls, annotator.config, job.cache_dir(), resources,
                      kind=kind, progress=job.progress, part_rows=job.annotate.part_rows).to_dict()
     return StageResult({k: stats[k] for k in ("total", "cached", "annotated", "failed", "model_calls")},
                        {"cache": stats["cache_path"], "identity": annotator.identity()})

@@ -68,7 +68,7 @@ def run(ctx: RunContext) -> StageResult:
         pool=str(path / "pool.parquet"), unselectable=str(path / "_unselectable"))
     (path / "pool.parquet").mkdir()
     (path / "_unselectable").mkdir()
-    parts = ctx.ingest_parts()
+    parts = ctx.record_parts()
     kinds = {kind: ident for kind, ident in (("tags", spec.tags), ("score", spec.score)) if ident is not None}
     if kinds:  # each task gets its ids' cache rows from a hash join, not the whole cache
         joined = join_pool(str(j.cache_dir()), kinds, parts, path / "_join", run_tasks)

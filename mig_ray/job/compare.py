@@ -27,7 +27,7 @@ def _ingested_messages(ctx: RunContext) -> Messages:
     def get(positions: np.ndarray, ids: list[str]) -> list[list[dict] | None]:
         wanted = pa.array(ids, pa.string())
         by_id: dict[str, str] = {}
-        for part in ctx.ingest_parts():
+        for part in ctx.record_parts():
             table = read_parquet(part, columns=["id", "messages"])
             table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
             by_id.update(zip(table.column("id").to_pylist(), table.column("messages").to_pylist(),

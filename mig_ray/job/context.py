@@ -51,9 +51,14 @@ class RunContext:
     def counts(self, stage: str) -> dict[str, Any]:
         return self.results[stage].counts
 
-    def ingest_parts(self) -> list[Location]:
-        """The ingest stage's Parquet parts, in input order."""
-        return sorted((self.out / "ingest" / "parts").glob("part-*.parquet"))
+    def record_parts(self) -> list[Location]:
+        """The records later stages read, as Parquet parts in input order: the dedup stage's kept
+        records when the job curates (dedup or decontaminate), else the ingest stage's parts."""
+        return sorted(self.record_parts_dir().glob("part-*.parquet"))
+
+    def record_parts_dir(self) -> Location:
+        """The folder of `record_parts()`."""
+        return self.out / ("dedup" if self.job.curates() else "ingest") / "parts"
 
     def local(self, path: Location, folder: str) -> Path:
         """A driver-side copy of a small file of OUTDIR (the file itself when OUTDIR is local)."""

@@ -192,6 +192,50 @@ class CompareSpec(_Strict):
         return self
 
 
+class DedupSpec(_Strict):
+    """Exact and near-duplicate removal between ingest and tag (stage `dedup`): of each cluster of
+    duplicates the lowest input position stays; the others go to dedup/duplicates.jsonl with their
+    kept twin and the estimated Jaccard. With bands 16 x rows 8 (the default), a pair of Jaccard 0.7 /
+    0.8 / 0.9 becomes a candidate with probability 0.61 / 0.95 / 0.9999; candidates are then verified
+    on their full signatures against `threshold`."""
+
+    enabled: bool = Field(True, description="run it (`false`: later stages read every ingested record)")
+    turns: Literal["all", "user", "first-user"] = Field(
+        "all", description="which turns make a record's text: every turn, the user turns, or the first "
+        "user turn")
+    exact: bool = Field(True, description="drop records whose normalised text (NFKC, case-folded, "
+                        "whitespace collapsed) equals an earlier one's")
+    near: bool = Field(True, description="drop near duplicates: MinHash over word n-gram shingles, LSH "
+                       "banding, candidates verified on their signatures, clusters by connected components")
+    ngram: int = Field(5, ge=1, le=64, description="words per shingle")
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (signature length)")
+    bands: int = Field(16, ge=1, description="LSH bands; num_perm / bands values per band (must divide)")
+    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard at or above which a "
+                             "candidate pair is a duplicate")
+    seed: int = Field(1, ge=0, description="seed of the MinHash permutations (datasketch's)")
+    rows_per_bucket: int = Field(2_000_000, ge=1, description="band rows per hash bucket: each bucket "
+                                 "task holds about this many rows (26 bytes each)")
+
+    @model_validator(mode="after")
+    def _banding(self) -> DedupSpec:
+        if self.num_perm % self.bands:
+            raise ValueError(f"bands: {self.bands} does not divide num_perm {self.num_perm}")
+        return self
+
+
+class DecontaminateSpec(_Strict):
+    """Drop records whose user turns share a word n-gram with a benchmark prompt (stage `dedup`),
+    listed in dedup/contaminated.jsonl with the benchmark file and the n-gram. No benchmark ships
+    with mig_ray: name the files."""
+
+    paths: list[str] = Field(min_length=1, description="benchmark prompt files, local or s3://: plain "
+                             "text (.txt, one prompt a line), or JSONL / JSON / Parquet records in any "
+                             "layout ingest reads (their user turns), or with a `prompt` or `turns` field")
+    ngram: int = Field(13, ge=1, le=64, description="words an overlap must share (after normalising "
+                       "case, punctuation and spacing)")
+    layout: Layout = Field("auto", description="record layout of the benchmark files (auto: per record)")
+
+
 class JobConfig(_Strict):
     """A whole `mig-ray run`: input -> annotate -> graph -> selection -> output."""
 
@@ -203,6 +247,9 @@ class JobConfig(_Strict):
     output: OutputSpec = Field(description="where the outputs go")
     ray: RaySpec = Field(RaySpec(), description="which Ray runs the job, and where the shard actors go")
     compare: CompareSpec | None = Field(None, description="compare MIG with baselines after select")
+    dedup: DedupSpec = Field(DedupSpec(), description="exact and near-duplicate removal before tagging")
+    decontaminate: DecontaminateSpec | None = Field(None, description="drop records that quote a "
+                                                    "benchmark prompt, before tagging")
     incremental: bool = Field(False, description="nightly: allow a grown pool in an existing output "
                               "directory; only new ids are annotated and a diff is written")
     progress: bool = Field(True, description="progress bars on stderr")
@@ -249,6 +296,10 @@ class JobConfig(_Strict):
             except PoolError as e:
                 raise ValueError(f"graph.valid_tags: {e}") from e
         return self
+
+    def curates(self) -> bool:
+        """Whether the dedup stage filters the records (later stages then read its parts)."""
+        return self.dedup.enabled or self.decontaminate is not None
 
     def output_dir(self) -> Location:
         return location(self.output.dir)

@@ -15,14 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from mig_ray.errors import JobError
-from mig_ray.job import assemble, checks, ingest, nightly, score, select, summary, tag, write
+from mig_ray.job import assemble, checks, dedup, ingest, nightly, score, select, summary, tag, write
 from mig_ray.job.annotators import annotators
 from mig_ray.job.context import RunContext, log
 from mig_ray.job.jobfile import JobConfig
 from mig_ray.job.stages import StageDir, StageLog, StageResult
 from mig_ray.storage import RemotePath, copy_file, write_atomic
 
-STAGES = (ingest, tag, score, assemble, select, write)
+STAGES = (ingest, dedup, tag, score, assemble, select, write)
 STAGE_NAMES = tuple(stage.NAME for stage in STAGES)
 
 

@@ -25,7 +25,7 @@ def score_source(ctx: RunContext) -> str:
 
 
 def fingerprint(ctx: RunContext) -> str:
-    return digest("score", ctx.fingerprints["ingest"],
+    return digest("score", ctx.fingerprints["dedup"],
                   ctx.job.annotate.scorer.model_dump(exclude={"resources"}),
                   None if ctx.scorer is None else ctx.scorer.identity())
 
@@ -33,4 +33,5 @@ def fingerprint(ctx: RunContext) -> str:
 def run(ctx: RunContext) -> StageResult:
     if ctx.scorer is None:
         return StageResult({ctx.job.annotate.scorer.kind: 1}, {"source": score_source(ctx)})
-    return run_annotator(ctx.job, ctx.out, "score", ctx.scorer, ctx.job.annotate.scorer.resources)
+    return run_annotator(ctx.job, ctx.record_parts_dir(), "score", ctx.scorer,
+                         ctx.job.annotate.scorer.resources)

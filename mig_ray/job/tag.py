@@ -21,7 +21,7 @@ LABEL_EMBEDDINGS = "label_embeddings.npz"
 
 def fingerprint(ctx: RunContext) -> str:
     spec = ctx.job.annotate.tagger
-    return digest("tag", ctx.fingerprints["ingest"], spec.kind, spec.labels_field,
+    return digest("tag", ctx.fingerprints["dedup"], spec.kind, spec.labels_field,
                   None if ctx.tagger is None else ctx.tagger.identity())
 
 
@@ -29,7 +29,8 @@ def run(ctx: RunContext) -> StageResult:
     if ctx.tagger is None:
         field = ctx.job.annotate.tagger.labels_field or RELEASED_LABELS
         return StageResult({"from_data": 1}, {"source": f"from the data: {field}"})
-    result = run_annotator(ctx.job, ctx.out, "tags", ctx.tagger, ctx.job.annotate.tagger.resources)
+    result = run_annotator(ctx.job, ctx.record_parts_dir(), "tags", ctx.tagger,
+                           ctx.job.annotate.tagger.resources)
     save_vocab_embeddings(ctx)
     return result
 

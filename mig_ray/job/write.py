@@ -59,7 +59,7 @@ def run(ctx: RunContext) -> StageResult:
     rows = WRITE_ROWS if fmt == "jsonl" else max(1, len(ids))
     matched = path / "_matched"
     matched.mkdir()
-    run_tasks([(k, str(p)) for k, p in enumerate(ctx.ingest_parts())], match_part,
+    run_tasks([(k, str(p)) for k, p in enumerate(ctx.record_parts())], match_part,
               {"ids": ids, "out": str(matched), "chunk": rows})
     chunks = [Chunk(c, c * rows, a, b) for c, (a, b) in enumerate(zip(offsets, offsets[1:], strict=False))]
     written = run_tasks(chunks, write_chunk, {"manifest": str(manifest), "matched": str(matched),
