@@ -39,7 +39,8 @@ def stopped_at(cfg, share: float) -> int:
 
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10_000), share=st.floats(0.3, 0.95), gain=st.sampled_from(["gradient", "exact"]))
-def test_a_stopped_local_select_resumes_with_less_work_and_the_naive_order(tmp_path_factory, seed, share, gain):
+def test_a_stopped_local_select_resumes_with_less_work_and_the_naive_order(tmp_path_factory, seed, share,
+                                                                           gain):
     tmp = tmp_path_factory.mktemp("ckpt")
     pool, emb, vocab, e, labels, scores = write_pool(tmp, seed, n=400, n_labels=30, dup_every=0)
     k = 200

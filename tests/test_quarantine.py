@@ -127,7 +127,8 @@ def test_a_damaged_nightly_archive_is_moved_aside_and_the_run_goes_on(tmp_path, 
     job = small_job(tmp_path, DEMO_POOL, out, **SETTINGS, **{"annotate.cache_dir": str(ref_cache)})
     summary = run_job(load_job(job))
     assert (out / FOLDER / "run.json").read_text() == '{"ingest_fingerprint": '
-    assert (out / FOLDER / "previous" / "selected.manifest.jsonl").read_bytes() == manifest[: len(manifest) // 2]
+    cut = manifest[: len(manifest) // 2]
+    assert (out / FOLDER / "previous" / "selected.manifest.jsonl").read_bytes() == cut
     assert summary["counts"]["quarantined"] == 2
     assert summary["diff"]["previous_selected"] == 0
     same_outputs(out, ref)

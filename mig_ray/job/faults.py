@@ -24,7 +24,7 @@ def unreadable_outputs(folder: Location) -> list[tuple[Location, str]]:
     or replaced part), with why; cheap: one footer per file, no data."""
     bad = []
     for p in sorted(folder.rglob("*.parquet")) if folder.is_dir() else []:
-        if p.name.startswith("."):
+        if p.name.startswith(".") or not p.is_file():  # a temp file; a folder named *.parquet
             continue
         try:
             _ = parquet_file(p).metadata.num_rows

@@ -62,7 +62,7 @@ def previous_manifest(ctx: RunContext) -> Path | None:
     try:
         read_manifest(local)
     except PoolError as e:  # last night's manifest is damaged: tonight runs without the comparison
-        ctx.quarantined.append(quarantine(path, ctx.out, str(e).removeprefix(f"{local}").lstrip(": "),
+        ctx.quarantined.append(quarantine(path, ctx.out, str(e).replace(f"{local}:", "line "),
                                           "tonight's diff goes without it").to_dict())
         return None
     return local
