@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import sys
 from importlib import resources
@@ -375,8 +376,17 @@ def main(argv: list[str] | None = None) -> None:
 
     from typer._click import exceptions as click  # typer vendors its own click
 
+    from mig_ray.errors import JobError, ReportError
+    from mig_ray.runtime.errors import task_cause
+
     try:
-        code = app(args=argv, prog_name="mig-ray", standalone_mode=False)
+        try:
+            code = app(args=argv, prog_name="mig-ray", standalone_mode=False)
+        except Exception as e:  # a Ray task's own error, out of Ray's wrappers (its message is one line)
+            cause = task_cause(e)
+            if cause is e:
+                raise
+            raise cause from e
     except click.NoArgsIsHelpError as e:
         typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
         sys.exit(EXIT_USAGE)
@@ -388,12 +398,13 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
-    except PoolError as e:  # raised outside a command body
+    except (PoolError, JobError, ReportError) as e:  # raised outside a command body, or in a Ray task
         typer.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     except OSError as e:  # a file the checks could not foresee (disk full, permissions changed)
         where = f"{e.filename}: " if e.filename else ""
-        typer.echo(f"error: {where}{e.strerror or e}", err=True)
+        full = " (the disk is full: free space and run again)" if e.errno == errno.ENOSPC else ""
+        typer.echo(f"error: {where}{e.strerror or e}{full}", err=True)
         sys.exit(EXIT_USAGE)
     except Exception as e:
         if os.environ.get("MIG_RAY_DEBUG"):

@@ -20,6 +20,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mig_ray"
 
 FLOORS = {
     "mig_ray": 0, "mig_ray.core": 0, "mig_ray.errors": 0, "mig_ray.storage": 0, "mig_ray.guard": 0,
+    "mig_ray.quarantine": 0,
     "mig_ray.runtime": 0, "mig_ray.bundled": 0, "mig_ray.metrics": 0,
     "mig_ray.pools": 1, "mig_ray.annotate": 1, "mig_ray.embeddings": 1, "mig_ray.curate": 1,
     "mig_ray.selection": 2,

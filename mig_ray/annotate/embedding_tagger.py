@@ -24,10 +24,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig_ray.annotate.cache import cache_folder, parts
+from mig_ray.annotate.cache import cache_folder, parts, quarantine_parts
 from mig_ray.bundled import resolve_bundled
 from mig_ray.embeddings import DEFAULT_MODEL, cache_root, load_cached, resolve_model, save_cached
 from mig_ray.pools.annotated import load_valid_tags
+from mig_ray.quarantine import one_line
 from mig_ray.storage import Location, parquet_file, read_parquet
 
 PROMPT_VERSION = 1
@@ -252,9 +253,13 @@ def cached_sample_vectors(cache_dir: Location | str, cfg: EmbeddingTaggerConfig,
     have = np.zeros(len(ids), dtype=bool)
     out: np.ndarray | None = None
     for part in parts(cache_folder(cache_dir, "tags", cfg)):
-        if SAMPLE_VECTOR not in parquet_file(part).schema_arrow.names:
+        try:
+            if SAMPLE_VECTOR not in parquet_file(part).schema_arrow.names:
+                continue
+            table = read_parquet(part, columns=["id", SAMPLE_VECTOR])
+        except (pa.ArrowException, OSError) as e:  # moved aside: its ids count as without vectors
+            quarantine_parts(cache_dir, [(str(part), one_line(e))])
             continue
-        table = read_parquet(part, columns=["id", SAMPLE_VECTOR])
         table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
         table = table.filter(pc.is_valid(table.column(SAMPLE_VECTOR)))
         if table.num_rows == 0:

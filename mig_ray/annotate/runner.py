@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,15 @@ import pyarrow as pa
 from mig_ray import metrics
 from mig_ray.annotate.cache import (
     cache_folder,
-    cached_ids,
     check_kind,
     contains,
     identity_hash,
     identity_of,
     load_annotations,
     prepare_folder,
+    quarantine_parts,
     result_table,
+    scan_ids,
     write_part,
 )
 from mig_ray.annotate.resources import ActorResources
@@ -56,6 +57,7 @@ class AnnotateStats:
     failed: int = 0
     model_calls: int = 0
     parts_written: int = 0
+    quarantined: list[dict] = field(default_factory=list)  # unreadable parts moved aside, annotated again
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -80,7 +82,10 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Lo
     _warn_if_starved(resources)
     prepare_folder(folder, kind, ident)
     # the cache's ids are built in a task and stay in the object store: the driver sees their count
-    n_ref, seen_ref = ray.remote(num_cpus=AUX_CPUS, num_returns=2)(_cached_ids).remote(str(folder))
+    n_ref, seen_ref, bad_ref = ray.remote(num_cpus=AUX_CPUS, num_returns=3)(_cached_ids).remote(
+        str(folder), kind)
+    # a part that cannot be read is moved aside, never trusted: its ids are annotated again
+    stats.quarantined = [q.to_dict() for q in quarantine_parts(cache_dir, ray.get(bad_ref))]
     if not ray.get(n_ref):
         seen_ref = None
     with ray_progress_bars(progress):
@@ -135,10 +140,11 @@ def _warn_if_starved(res: ActorResources) -> None:
                       "(use fractional num_cpus)", RuntimeWarning, stacklevel=3)
 
 
-def _cached_ids(folder: str) -> tuple[int, np.ndarray]:
-    """In a task: how many ids the cache holds, and their sorted array (see cache.cached_ids)."""
-    seen = cached_ids(location(folder))
-    return len(seen), seen
+def _cached_ids(folder: str, kind: str) -> tuple[int, np.ndarray, list[tuple[str, str]]]:
+    """In a task: how many ids the readable parts hold, their sorted array, and the parts that
+    cannot be read, with why (see cache.scan_ids)."""
+    seen, bad = scan_ids(location(folder), kind)
+    return len(seen), seen, bad
 
 
 def _drop_cached(batch: pa.Table, seen: Any) -> pa.Table:

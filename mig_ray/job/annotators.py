@@ -94,5 +94,8 @@ def run_annotator(job: JobConfig, parts: Location, kind: str, annotator: Annotat
 
     stats = annotate(parts, annotator.cls, annotator.config, job.cache_dir(), resources,
                      kind=kind, progress=job.progress, part_rows=job.annotate.part_rows).to_dict()
-    return StageResult({k: stats[k] for k in ("total", "cached", "annotated", "failed", "model_calls")},
-                       {"cache": stats["cache_path"], "identity": annotator.identity()})
+    counts = {k: stats[k] for k in ("total", "cached", "annotated", "failed", "model_calls")}
+    if stats["quarantined"]:  # unreadable cache parts moved aside; their records were annotated again
+        counts["quarantined"] = len(stats["quarantined"])
+    return StageResult(counts, {"cache": stats["cache_path"], "identity": annotator.identity(),
+                                "quarantined": stats["quarantined"]})

@@ -37,6 +37,7 @@ class RunContext:
     on_round: Callable | None = None  # the sharded selection's test hook (select_on_ray)
     fingerprints: dict[str, str] = field(default_factory=dict)
     results: dict[str, StageResult] = field(default_factory=dict)
+    quarantined: list[dict] = field(default_factory=list)  # files of this run moved aside (quarantine.py)
 
     @classmethod
     def create(cls, job: JobConfig, source: str, tagger: Annotator | None, scorer: Annotator | None,

@@ -11,8 +11,9 @@ from typing import Any
 
 import orjson
 
-from mig_ray.errors import JobError
+from mig_ray.errors import JobError, PoolError
 from mig_ray.job.context import RunContext
+from mig_ray.quarantine import one_line, quarantine
 from mig_ray.storage import Location, copy_file, rmtree, write_atomic
 
 RUN_FILE = "run.json"  # the finished run's record: its ingest fingerprint and information
@@ -24,9 +25,9 @@ def archive_previous_run(ctx: RunContext) -> None:
     --incremental, and the finished run's selection moves to OUTDIR/previous for the diff. The
     run record goes last, so a crash after this point does not archive twice."""
     path = ctx.out / RUN_FILE
-    if not path.exists():
+    prev = read_record(ctx, path)
+    if prev is None:
         return
-    prev = json.loads(path.read_text())
     if prev.get("ingest_fingerprint") == ctx.fingerprints["ingest"]:
         return
     if not ctx.job.incremental:
@@ -44,17 +45,45 @@ def archive_previous_run(ctx: RunContext) -> None:
 
 def previous_run(ctx: RunContext) -> dict | None:
     """The archived run this one follows, when it was over a different pool."""
-    path = ctx.out / PREVIOUS / RUN_FILE
-    if not path.exists():
+    prev = read_record(ctx, ctx.out / PREVIOUS / RUN_FILE)
+    if prev is None:
         return None
-    prev = json.loads(path.read_text())
     return None if prev.get("ingest_fingerprint") == ctx.fingerprints["ingest"] else prev
 
 
 def previous_manifest(ctx: RunContext) -> Path | None:
     """Last night's manifest when this run is an increment over it: measured on this run's graph."""
     path = ctx.out / PREVIOUS / "selected.manifest.jsonl"
-    return ctx.local(path, PREVIOUS) if previous_run(ctx) is not None and path.is_file() else None
+    if previous_run(ctx) is None or not path.is_file():
+        return None
+    from mig_ray.selection.run import read_manifest
+
+    local = ctx.local(path, PREVIOUS)
+    try:
+        read_manifest(local)
+    except PoolError as e:  # last night's manifest is damaged: tonight runs without the comparison
+        ctx.quarantined.append(quarantine(path, ctx.out, str(e).replace(f"{local}:", "line "),
+                                          "tonight's diff goes without it").to_dict())
+        return None
+    return local
+
+
+def read_record(ctx: RunContext, path: Location) -> dict | None:
+    """A run record (run.json), or None when there is none; one that is not a JSON object with the
+    fingerprints is moved aside (OUTDIR/quarantine/) and counts as none: a damaged archive costs
+    the night's diff, never the run."""
+    if not path.exists():
+        return None
+    try:
+        prev = json.loads(path.read_text())
+        if not isinstance(prev, dict) or not isinstance(prev.get("ingest_fingerprint"), str):
+            raise ValueError("not a run record (a JSON object with ingest_fingerprint)")
+        if not isinstance(prev.get("information", {}), dict):
+            raise ValueError("its information is not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        ctx.quarantined.append(quarantine(path, ctx.out, one_line(e), "taken as no finished run").to_dict())
+        return None
+    return prev
 
 
 def record_run(ctx: RunContext, information: dict) -> None:
@@ -67,7 +96,13 @@ def record_run(ctx: RunContext, information: dict) -> None:
 def write_diff(ctx: RunContext, previous: dict, information: dict) -> dict[str, Any]:
     """diff.json: the ids added and dropped since the archived run, and the information of both."""
     old_path = ctx.out / PREVIOUS / "selected.manifest.jsonl"
-    old = manifest_ids(old_path) if old_path.exists() else []
+    old = []
+    if old_path.exists():
+        try:
+            old = manifest_ids(old_path)
+        except (ValueError, KeyError, TypeError) as e:  # orjson's decode error is a ValueError
+            ctx.quarantined.append(quarantine(old_path, ctx.out, one_line(e),
+                                              "the diff lists no previous ids").to_dict())
     new = manifest_ids(ctx.out / "selected.manifest.jsonl")
     old_set, new_set = set(old), set(new)
     diff = {"previous_selected": len(old), "selected": len(new),

@@ -18,8 +18,10 @@ from mig_ray.errors import JobError
 from mig_ray.job import assemble, checks, dedup, ingest, nightly, score, select, summary, tag, write
 from mig_ray.job.annotators import annotators
 from mig_ray.job.context import RunContext, log
+from mig_ray.job.faults import REDO_ATTEMPTS, unreadable_outputs, user_error
 from mig_ray.job.jobfile import JobConfig
-from mig_ray.job.stages import StageDir, StageLog, StageResult
+from mig_ray.job.stages import MARKER, StageDir, StageLog, StageResult
+from mig_ray.quarantine import Damaged, quarantine
 from mig_ray.storage import RemotePath, copy_file, write_atomic
 
 STAGES = (ingest, dedup, tag, score, assemble, select, write)
@@ -53,29 +55,27 @@ def run_stages(ctx: RunContext, stage_log: StageLog, until: str = "write") -> di
     nightly.archive_previous_run(ctx)
     write_atomic(ctx.out / "job.resolved.yaml", ctx.job.resolved_yaml())
     todo = STAGES[:STAGE_NAMES.index(until) + 1]
-    started = False
+    started = [False]
     try:
-        for i, stage in enumerate(todo, 1):
-            marker = StageDir(ctx.out, stage.NAME)
-            fp = ctx.fingerprints[stage.NAME]
-            with stage_log.stage(stage.NAME) as row:
-                stats = marker.done(fp)
-                if stats is not None:
-                    row["status"] = "skipped"
-                    log(f"[{i}/{len(STAGES)}] {stage.NAME}: done in an earlier run, skipped")
-                    result = StageResult.from_marker(stats)
-                else:
-                    log(f"[{i}/{len(STAGES)}] {stage.NAME}")
-                    started = started or ray_up(ctx)
-                    marker.reset(keep=getattr(stage, "KEEP", ()))
-                    result = stage.run(ctx)
-                    marker.finish(fp, result.to_marker())
-                row["counts"] = result.counts
-                if "source" in result.details:  # where labels or scores came from, for the table
-                    row["source"] = result.details["source"]
-                ctx.results[stage.NAME] = result
+        for attempt in range(REDO_ATTEMPTS):
+            try:
+                run_todo(ctx, stage_log, todo, started)
+                break
+            except Damaged as e:  # an earlier stage's output was lost since it was done: redo it
+                ctx.quarantined += [q.to_dict() for q in e.moved]
+                if attempt == REDO_ATTEMPTS - 1:
+                    raise JobError(f"{ctx.source}: {e} (still damaged after {REDO_ATTEMPTS} runs of the "
+                                   "stages that write it)") from None
+                for name in e.stages:
+                    (StageDir(ctx.out, name).path / MARKER).unlink(missing_ok=True)
+                log(f"redoing {', '.join(e.stages)}: its output was damaged since it was done")
+    except Exception as e:
+        plain = user_error(ctx, e)
+        if plain is e:
+            raise
+        raise plain from e
     finally:
-        if started:
+        if started[0]:
             import ray
 
             ray.shutdown()
@@ -93,6 +93,36 @@ def run_stages(ctx: RunContext, stage_log: StageLog, until: str = "write") -> di
         result["compare"] = compare.run(ctx)
         summary.write_summary(ctx, result)
     return result
+
+
+def run_todo(ctx: RunContext, stage_log: StageLog, todo: tuple, started: list[bool]) -> None:
+    """Run or skip each stage of `todo`. A stage done in an earlier run whose Parquet outputs no
+    longer read (a part truncated, a file replaced) is not trusted: its files are moved aside and
+    it runs again. The marker is written only after a stage's writes all finished."""
+    for i, stage in enumerate(todo, 1):
+        marker = StageDir(ctx.out, stage.NAME)
+        fp = ctx.fingerprints[stage.NAME]
+        with stage_log.stage(stage.NAME) as row:
+            stats = marker.done(fp)
+            if stats is not None and (bad := unreadable_outputs(marker.path)):
+                ctx.quarantined += [quarantine(p, ctx.out, why, f"stage {stage.NAME} runs again").to_dict()
+                                    for p, why in bad]
+                stats = None
+            if stats is not None:
+                row["status"] = "skipped"
+                log(f"[{i}/{len(STAGES)}] {stage.NAME}: done in an earlier run, skipped")
+                result = StageResult.from_marker(stats)
+            else:
+                log(f"[{i}/{len(STAGES)}] {stage.NAME}")
+                started[0] = started[0] or ray_up(ctx)
+                marker.reset(keep=getattr(stage, "KEEP", ()))
+                result = stage.run(ctx)
+                marker.finish(fp, result.to_marker())
+                ctx.quarantined += result.details.get("quarantined", [])
+            row["counts"] = result.counts
+            if "source" in result.details:  # where labels or scores came from, for the table
+                row["source"] = result.details["source"]
+            ctx.results[stage.NAME] = result
 
 
 def ray_up(ctx: RunContext) -> bool:

@@ -86,7 +86,7 @@ def run(ctx: RunContext) -> StageResult:
         for f in sorted(cfg.out.parent.iterdir()):
             copy_file(f, path / f.name)
     c = summary["counts"]
-    resumed = summary["greedy"].get("resumed_from_checkpoint", 0)  # the local engine keeps none
+    resumed = summary["greedy"].get("resumed_from_checkpoint", 0)
     graph = {k: v for k, v in summary["graph"].items() if k != "threshold_rule"}
     return StageResult({"selectable": c["selectable"], "selected": c["selected"],
                         "resumed_from_checkpoint": resumed},

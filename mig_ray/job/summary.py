@@ -39,6 +39,9 @@ def finish(ctx: RunContext, log: StageLog) -> dict[str, Any]:
             "selection": str(ctx.out / "select" / "selected.summary.json"),
         },
     }
+    if ctx.quarantined:  # files of this run moved aside (never deleted) and their work redone
+        summary["counts"]["quarantined"] = len(ctx.quarantined)
+        summary["quarantined"] = ctx.quarantined
     if previous is not None:
         summary["diff"] = nightly.write_diff(ctx, previous, sel["information"])
         summary["outputs"]["diff"] = str(ctx.out / "diff.json")

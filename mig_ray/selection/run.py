@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 import orjson
+import scipy.sparse as sp
 from tqdm import tqdm
 
 from mig_ray import __version__
+from mig_ray.core.certified import Commit
 from mig_ray.core.graph import LabelGraph
-from mig_ray.core.greedy import GreedyResult, lazy_greedy
+from mig_ray.core.greedy import GreedyResult, LazyGreedy, add_rows
 from mig_ray.core.increments import keys_and_gains
 from mig_ray.core.objective import Phi, information, label_mass
 from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
@@ -40,6 +42,7 @@ from mig_ray.pools.annotated import (
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
+from mig_ray.selection.checkpoint import Checkpoint, fingerprint
 from mig_ray.selection.config import SelectConfig, output_paths
 
 ISOLATED_WARNING = 0.5
@@ -176,7 +179,7 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
         if cfg.shards > 1 or cfg.ray_address:
             sel = _select_ray(cfg, timer, paths, phi, vectors, on_round)
         else:
-            sel = _select_local(cfg, timer, paths, phi, vectors, valid)
+            sel = _select_local(cfg, timer, paths, phi, vectors, valid, on_round)
     with timer.stage("write"):
         if cfg.records:
             sel.write_records(paths["selected"])
@@ -204,7 +207,7 @@ def information_increase(sel: Selection, phi: Phi) -> np.ndarray:
 
 
 def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
-                  label_vecs: LabelVectors, valid: set[str] | None) -> Selection:
+                  label_vecs: LabelVectors, valid: set[str] | None, on_round: Callable | None) -> Selection:
     with timer.stage("read"), Rejects(paths["rejects"], cfg.strict) as rejects:
         pool = read_pool(cfg, rejects, valid)
     _log_read(cfg, pool.counts, paths["rejects"])
@@ -218,7 +221,10 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
         e = sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm)
         vectors = propagate(e, p)
     with timer.stage("select"):
-        result = _greedy(vectors, min(cfg.n, len(pool)), phi, cfg)
+        ckpt = Checkpoint(paths["checkpoint"], fingerprint(cfg), cfg.checkpoint_seconds)
+        result, resumed, first_pass = resumable_greedy(vectors, min(cfg.n, len(pool)), phi, cfg, ckpt,
+                                                       on_round)
+    ckpt.remove()
     chosen = vectors[result.order]
     edges = score_edges(pool.scores.min(initial=np.inf), pool.scores.max(initial=-np.inf))
     report = ReportData(chosen.indptr, chosen.indices, chosen.data,
@@ -230,7 +236,10 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     return Selection(result.order, result.gains, result.x, pool.counts, graph,
                      lambda out: write_selected(pool, result.order, out), manifest,
                      {"engine": "local", "evaluations_after_first_pass": result.evaluations,
-                      "evaluations_per_round": result.evaluations / max(1, len(result.order))}, report)
+                      "evaluations_per_round": result.evaluations / max(1, len(result.order)),
+                      # only when resumed: a run from scratch keeps the summary it always had
+                      **({"resumed_from_checkpoint": resumed, "first_pass_evaluations": first_pass}
+                         if resumed else {})}, report)
 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
@@ -318,16 +327,50 @@ def information_of(graph: LabelGraph, cfg: SelectConfig, phi: Phi,
     return {"samples": len(samples), "labels_not_in_graph": outside, "selected": information(phi, x)}
 
 
-def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig) -> GreedyResult:
-    bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
-
-    def progress(done: int) -> None:
-        bar.update(done - bar.n)
-
+def resumable_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, cfg: SelectConfig, ckpt: Checkpoint,
+                     on_round: Callable | None = None) -> tuple[GreedyResult, int, int]:
+    """The in-process lazy greedy, checkpointed as the sharded engine is: the committed order goes
+    to `ckpt` every `checkpoint_seconds`, and a run whose checkpoint matches its fingerprint starts
+    from it. The resumed run's remaining candidates start with fresh gains at the committed mass,
+    so its picks are exactly the uninterrupted run's. Returns the result (the whole order), how
+    many picks came from the checkpoint, and the gains evaluated in the first pass (the rows left).
+    `on_round(committed, [])` runs after each chunk (a test hook, as the sharded engine's)."""
+    n = vectors.shape[0]
+    resume = ckpt.load()
+    done = np.zeros(0, dtype=np.int64) if resume is None else resume.positions.astype(np.int64)
+    fits = len(done) <= k and len(np.unique(done)) == len(done) and bool(np.all((done >= 0) & (done < n)))
+    if not fits:
+        done = np.zeros(0, dtype=np.int64)
+    x0 = np.zeros(vectors.shape[1])
+    rows = vectors[done]  # the committed vectors from this pool, not from the file
+    add_rows(x0, rows.indptr.astype(np.int64), rows.indices.astype(np.int64), rows.data.astype(np.float64))
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), done)
+    state = LazyGreedy(vectors[rest], phi, cfg.gain, x0=x0, positions=rest)
+    gains = resume.gains[:len(done)].astype(np.float64) if len(done) else np.zeros(0)
+    history = [Commit(done, gains, rows.indptr.astype(np.int64), rows.indices.astype(np.int64),
+                      rows.data.astype(np.float64))]
+    chunk = max(1, min(1000, k // 100))
+    bar = tqdm(total=k, initial=len(done), desc="select", unit="sample", disable=not cfg.progress,
+               file=sys.stderr)
     try:
-        return lazy_greedy(vectors, k, phi, cfg.gain, chunk=max(1000, k // 100), progress=progress)
+        while len(done) + state.committed < k:
+            before = state.committed
+            if state.step(min(chunk, k - len(done) - state.committed)) == 0:
+                break
+            picked = rest[state.order[before:state.committed]]
+            sub = vectors[picked]
+            history.append(Commit(picked, state.order_gain[before:state.committed].copy(),
+                                  sub.indptr.astype(np.int64), sub.indices.astype(np.int64),
+                                  sub.data.astype(np.float64)))
+            ckpt.maybe_save(history)
+            bar.update(len(done) + state.committed - bar.n)
+            if on_round is not None:
+                on_round(len(done) + state.committed, [])
     finally:
         bar.close()
+    whole = Commit.concat(history)
+    result = GreedyResult(whole.positions, whole.gains, state.evaluations, state.x.copy())
+    return result, len(done), len(rest)
 
 
 def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: dict[str, Path]) -> dict:
