@@ -140,7 +140,7 @@ class ShardActor:
 
     def apply(self, commit: Commit) -> None:
         """Add a round's committed vectors to x (the round's broadcast)."""
-        self._built().apply(commit.positions, commit.ptr, commit.idx, commit.val)
+        self._built().apply(commit.positions, commit.ptr, commit.idx, commit.val, commit.groups, commit.costs)
 
     def propose_after(self, commit: Commit, n_want: int) -> Proposal:
         """Apply the last round's commit, then propose: a round costs one wave of calls, not two."""
