@@ -23,6 +23,7 @@ from mig_ray import __version__
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import GreedyResult, lazy_greedy
 from mig_ray.core.increments import keys_and_gains
+from mig_ray.core.limits import Limits, RowLimits, best_under_budget
 from mig_ray.core.objective import Phi, information, label_mass
 from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.core.vectors import propagate, sample_matrix
@@ -37,10 +38,10 @@ from mig_ray.pools.annotated import (
     pool_format,
     read_annotated,
 )
-from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
 from mig_ray.selection.config import SelectConfig, output_paths
+from mig_ray.selection.limits import account, has_limits, local_limits
 
 ISOLATED_WARNING = 0.5
 
@@ -78,7 +79,7 @@ def phi_of(cfg: SelectConfig) -> Phi:
 
 
 def read_pool(cfg: SelectConfig, rejects: Rejects, valid: set[str] | None) -> AnnotatedPool:
-    spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
+    spec = cfg.field_spec()
     size = cfg.pool.stat().st_size
     bar = tqdm(total=size if cfg.pool.suffix != ".parquet" else None, unit="B", unit_scale=True,
                desc="read pool", disable=not cfg.progress, file=sys.stderr)
@@ -105,6 +106,7 @@ class Selection:
     manifest: Iterable[dict]
     extra: dict[str, Any] = field(default_factory=dict)
     report: ReportData | None = None
+    constraints: dict[str, Any] | None = None  # per-group account and budget (selection/limits.py)
 
 
 def _log_graph(graph: LabelGraph, rule: str) -> None:
@@ -120,7 +122,7 @@ def _log_read(cfg: SelectConfig, counts: dict[str, int], rejects_path: Path) -> 
     see = f" (see {rejects_path})" if counts["rejected"] else ""
     log(f"read {counts['read']} records from {cfg.pool}: {counts['selectable']} selectable, "
         f"{counts['rejected']} rejected{see}, {counts['no_valid_label']} with no valid label")
-    if cfg.n > counts["selectable"]:
+    if cfg.n is not None and cfg.n > counts["selectable"]:
         log(f"-n {cfg.n} is more than the {counts['selectable']} selectable records: selecting all of them")
 
 
@@ -211,8 +213,13 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     with timer.stage("vectors"):
         e = sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm)
         vectors = propagate(e, p)
+    rows, limits, names = local_limits(cfg, pool.groups, pool.costs, cfg.n)
     with timer.stage("select"):
-        result = _greedy(vectors, min(cfg.n, len(pool)), phi, cfg)
+        result, decided = _greedy(vectors, cfg.k(len(pool)), phi, cfg, rows, limits)
+    constraints = None
+    if has_limits(cfg):
+        constraints = account(names, limits, rows.groups, rows.costs, rows.groups[result.order],
+                              rows.costs[result.order], decided)
     chosen = vectors[result.order]
     edges = score_edges(pool.scores.min(initial=np.inf), pool.scores.max(initial=-np.inf))
     report = ReportData(chosen.indptr, chosen.indices, chosen.data,
@@ -224,7 +231,8 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     return Selection(result.order, result.gains, result.x, pool.counts, graph,
                      lambda out: write_selected(pool, result.order, out), manifest,
                      {"engine": "local", "evaluations_after_first_pass": result.evaluations,
-                      "evaluations_per_round": result.evaluations / max(1, len(result.order))}, report)
+                      "evaluations_per_round": result.evaluations / max(1, len(result.order))}, report,
+                     constraints)
 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
@@ -312,16 +320,23 @@ def information_of(graph: LabelGraph, cfg: SelectConfig, phi: Phi,
     return {"samples": len(samples), "labels_not_in_graph": outside, "selected": information(phi, x)}
 
 
-def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig) -> GreedyResult:
-    bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
+def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig, rows: RowLimits,
+            limits: Limits) -> tuple[GreedyResult, dict]:
+    """Lazy greedy under the limits; under a binding budget twice (cost-benefit and plain gain, the
+    one of higher information kept: core/limits.best_under_budget)."""
+    def run(lim: Limits) -> GreedyResult:
+        bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
 
-    def progress(done: int) -> None:
-        bar.update(done - bar.n)
+        def progress(done: int) -> None:
+            bar.update(done - bar.n)
 
-    try:
-        return lazy_greedy(vectors, k, phi, cfg.gain, chunk=max(1000, k // 100), progress=progress)
-    finally:
-        bar.close()
+        try:
+            return lazy_greedy(vectors, k, phi, cfg.gain, chunk=max(1000, k // 100), progress=progress,
+                               rows=rows, limits=lim)
+        finally:
+            bar.close()
+
+    return best_under_budget(run, lambda r: information(phi, r.x), limits, float(np.sum(rows.costs)))
 
 
 def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: dict[str, Path]) -> dict:
@@ -332,7 +347,8 @@ def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: d
         "command": "select",
         "config": json.loads(cfg.model_dump_json()),
         "counts": {**sel.counts, "selected": len(sel.order), "requested": cfg.n},
-        "selected_all": cfg.n >= sel.counts["selectable"],
+        "selected_all": len(sel.order) >= sel.counts["selectable"],
+        **({"constraints": sel.constraints} if sel.constraints is not None else {}),
         "approximate": False,
         "graph": vars(sel.graph.stats()) | {"threshold_rule": cfg.graph_rule()[2]},
         "information": {"selected": info, "empty": empty, "gain": info - empty},
