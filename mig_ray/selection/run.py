@@ -267,7 +267,7 @@ def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Ph
     report = ReportData(c.ptr, c.idx, c.val, pool_carriers, chosen, edges, pool_hist, scores)
     return Selection(out["positions"], out["gains"], out["x"], out["counts"], graph,
                      lambda path: write_records(path, in_format, out["records"], schema), out["manifest"],
-                     {"engine": "ray", **rounds}, report)
+                     {"engine": "ray", **rounds}, report, out["constraints"])
 
 
 def read_manifest(path: Path) -> list[tuple[list[str], float]]:
