@@ -70,7 +70,7 @@ def test_select_under_quotas_and_budget_equals_the_reference(tmp_path, ray_addre
 def test_a_budget_below_the_cheapest_sample_and_an_unknown_group(tmp_path, capsys):
     pool, emb, *_ = limited_pool(tmp_path, 5)
     cfg = config(tmp_path, pool, emb, "cheap", n=5, budget_tokens=0.5, cost="ntok")
-    with pytest.raises(PoolError, match=r"^budget_tokens: 0.5 is smaller than the cheapest selectable sample"):
+    with pytest.raises(PoolError, match=r"^budget_tokens: 0.5 is smaller than the cheapest selectable"):
         run_select(cfg)
     cfg = config(tmp_path, pool, emb, "unknown", n=5, groups="source", quotas={"poetry": 2})
     run_select(cfg)
