@@ -44,9 +44,8 @@ def build_limits(opts: ConstraintOptions, names: list[str], n: int | None, cheap
 
 
 def local_limits(opts: ConstraintOptions, groups: list[str] | None, costs: np.ndarray | None,
-                 n: int | None) -> tuple[RowLimits, Limits, list[str]]:
-    """Row limits, limits and group names of an in-process pool."""
-    size = len(groups) if groups is not None else (0 if costs is None else len(costs))
+                 n: int | None, size: int) -> tuple[RowLimits, Limits, list[str]]:
+    """Row limits, limits and group names of an in-process pool of `size` records."""
     names, codes = group_codes(groups, size)
     cost = np.zeros(len(codes)) if costs is None else costs
     limits = build_limits(opts, names, n, float(cost.min(initial=np.inf)) if costs is not None else 0.0)

@@ -213,7 +213,7 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     with timer.stage("vectors"):
         e = sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm)
         vectors = propagate(e, p)
-    rows, limits, names = local_limits(cfg, pool.groups, pool.costs, cfg.n)
+    rows, limits, names = local_limits(cfg, pool.groups, pool.costs, cfg.n, len(pool))
     with timer.stage("select"):
         result, decided = _greedy(vectors, cfg.k(len(pool)), phi, cfg, rows, limits)
     constraints = None
