@@ -146,7 +146,7 @@ def rounds_model(args: argparse.Namespace, emb: np.ndarray, threshold: float) ->
             def apply(c: Commit, shards: list = shards, spent: dict = spent) -> None:
                 t = time.perf_counter()
                 for sh in shards:
-                    sh.apply(c.positions, c.ptr, c.idx, c.val)
+                    sh.apply(c.positions, c.ptr, c.idx, c.val, c.groups, c.costs)
                 spent["apply"] += time.perf_counter() - t
 
             got, log = sharded_greedy(propose, apply, graph.n_labels, args.k, Phi(), "gradient", batch)

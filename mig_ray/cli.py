@@ -63,7 +63,7 @@ def _run(**kwargs) -> dict:
 
     flags = option_fields()
     try:
-        cfg = SelectConfig(**kwargs)
+        cfg = SelectConfig(**cli_options(kwargs))
     except ValidationError as e:
         _fail("; ".join(f"--{_flag(err['loc'], flags)}: {err['msg'].removeprefix('Value error, ')}"
                         for err in e.errors()))
@@ -77,7 +77,6 @@ def _run(**kwargs) -> dict:
 
 def select(
     pool: Annotated[Path, typer.Argument(help="Annotated pool: .jsonl (one record per line) or .parquet.")],
-    n: Annotated[int, typer.Option("-n", "--n", help="How many samples to select (K).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Selected records, in selection order "
                                       "(.jsonl or .parquet). Beside it: <stem>.manifest.jsonl, "
                                       "<stem>.rejects.jsonl, <stem>.summary.json.")],
@@ -116,6 +115,8 @@ def select(
                                                            "the summary beside this one's.")] = None,
     force: Annotated[bool, typer.Option(help="Replace the outputs of a job (mig-ray run) found at --out "
                                         "(its selected.* and manifest have the same names).")] = False,
+    n: Annotated[int | None, typer.Option("-n", "--n", help="How many samples to select (K); optional "
+                                          "with --budget-tokens.")] = None,
     **options,
 ) -> None:
     """Select the N most informative samples of an annotated POOL (MIG greedy, exact)."""
@@ -129,7 +130,7 @@ def select(
 def option_parameters() -> list[inspect.Parameter]:
     """One typer option per selection option (mig_ray.core.options): its flag, default, bounds in
     the help and choices all come from the model, so the CLI cannot drift from the job file."""
-    from mig_ray.core.options import SelectionOptions, option_fields
+    from mig_ray.core.options import DICT_OPTIONS, SelectionOptions, option_fields
 
     params = []
     for name, flag in option_fields().items():
@@ -138,10 +139,28 @@ def option_parameters() -> list[inspect.Parameter]:
         bounds = ", ".join(f"{op} {getattr(m, attr)}" for m in f.metadata for attr, op in _BOUNDS
                            if hasattr(m, attr))
         help_text = f"{f.description} [{bounds}]" if bounds else f.description
+        annotation, default, extra = f.annotation, f.default, {}
+        if name in DICT_OPTIONS:  # a repeatable NAME=VALUE flag; cli_options makes it the dict
+            annotation, default, extra = list[str] | None, None, {"metavar": "GROUP=CAP"}
         params.append(inspect.Parameter(
-            name, inspect.Parameter.KEYWORD_ONLY, default=f.default,
-            annotation=Annotated[f.annotation, typer.Option(*decls, help=help_text)]))
+            name, inspect.Parameter.KEYWORD_ONLY, default=default,
+            annotation=Annotated[annotation, typer.Option(*decls, help=help_text, **extra)]))
     return params
+
+
+def cli_options(kwargs: dict) -> dict:
+    """The CLI's values as the model's: each repeatable NAME=VALUE flag as a dict."""
+    from mig_ray.core.options import DICT_OPTIONS, option_fields, parse_pairs
+
+    flags = option_fields()
+    out = dict(kwargs)
+    for name in DICT_OPTIONS:
+        if name in out:
+            try:
+                out[name] = parse_pairs(f"--{flags[name]}", out[name])
+            except ValueError as e:
+                _fail(str(e))
+    return out
 
 
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
@@ -180,7 +199,7 @@ def compare(pool: Path, n: int, out_dir: Path, methods: str | None, seed: int, s
         given = parse_method_options(method_option or [])
     except ValueError as e:
         _fail(f"--method-option: {e}")
-    kw = dict(select_options)
+    kw = cli_options(select_options)
     try:
         cfg = SelectConfig(pool=pool, n=n, out=out_dir / "mig" / "selected.jsonl", **kw)
     except ValidationError as e:

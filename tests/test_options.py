@@ -8,7 +8,7 @@ import pytest
 import typer
 
 from mig_ray.cli import app
-from mig_ray.core.options import SelectionOptions, graph_defaults, option_fields
+from mig_ray.core.options import DICT_OPTIONS, SelectionOptions, graph_defaults, option_fields, parse_pairs
 from mig_ray.job.jobfile import GraphSpec, SelectionSpec
 from mig_ray.selection.config import SelectConfig
 
@@ -26,7 +26,10 @@ def test_every_option_is_a_flag_with_the_models_default(command):
         assert name in params, f"{command} has no flag for {name}"
         p = params[name]
         assert f"--{flag}" in p.opts, (name, p.opts)
-        assert p.default == field.default, (name, p.default, field.default)
+        if name in DICT_OPTIONS:  # a repeatable GROUP=CAP flag: its default parses to the model's
+            assert p.multiple and parse_pairs(flag, p.default) == field.default, (name, p.default)
+        else:
+            assert p.default == field.default, (name, p.default, field.default)
         assert p.help and field.description and p.help.startswith(field.description), name
 
 
@@ -49,6 +52,24 @@ def test_a_bound_of_the_model_is_a_bound_of_the_flag(tmp_path):
     assert got.exit_code == 2
     assert "--checkpoint-every: Input should be greater than or equal to 0" in got.output
     assert "--phi-b: Input should be less than 1" in got.output
+
+
+def test_a_repeated_quota_flag_reaches_the_config_as_the_models_dict(tmp_path):
+    from typer.testing import CliRunner
+
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("{}\n")
+    out = tmp_path / "o.jsonl"
+    got = CliRunner().invoke(app, ["select", str(pool), "-n", "10", "-o", str(out), "--groups", "source",
+                                   "--quota", "math=0.4", "--quota", "human=2", "--quota", "web=1.5"])
+    assert got.exit_code == 2 and "quota 'web': a share above 1" in got.output, got.output
+    got = CliRunner().invoke(app, ["select", str(pool), "-n", "10", "-o", str(out), "--quota", "math"])
+    assert got.exit_code == 2 and "--quota: expected GROUP=CAP" in got.output, got.output
+    got = CliRunner().invoke(app, ["select", str(pool), "-o", str(out)])
+    assert got.exit_code == 2 and "give n (how many samples) or budget_tokens" in got.output, got.output
+    cfg = SelectConfig(pool=pool, n=10, out=out, groups="source", quotas=parse_pairs(
+        "quota", ["math=0.4", "human=2"]))
+    assert cfg.quotas == {"math": 0.4, "human": 2} and isinstance(cfg.quotas["human"], int)
 
 
 @pytest.mark.parametrize(("threshold", "degree", "bundled", "want"), [

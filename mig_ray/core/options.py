@@ -5,9 +5,10 @@ where that differs from the field name."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 DEFAULT_THRESHOLD = 0.9  # the paper's T, for label embeddings the user names
 BUNDLED_TARGET_DEGREE = 5.0  # what the bundled MiniLM's default graph is built to (see graph_defaults)
@@ -61,8 +62,79 @@ class ShardingOptions(_Options):
                     "a re-run resumes from it.")
 
 
-class SelectionOptions(ShardingOptions, ObjectiveOptions, GraphOptions):
-    """Every selection option: the graph, the objective and the engine."""
+DICT_OPTIONS = {"quotas"}  # dict-valued options: a repeatable NAME=VALUE flag on the CLI
+
+
+class ConstraintOptions(_Options):
+    """What the selection may take besides its count: per-group caps and a token budget."""
+
+    groups: str | None = Field(
+        None, description="Dotted field of the record whose value is the sample's group (e.g. source), "
+                          "or `file`: the input file it came from. Quotas count per group.")
+    quotas: dict[str, int | float] = Field(
+        {}, json_schema_extra={"flag": "quota"},
+        description="Cap per group (GROUP=CAP, repeatable; `default` for every other group): an integer "
+                    "is a count, a number with a point a share of n (0.4: at most 40%). A round picks the "
+                    "best gain among samples whose group is not full.")
+    budget_tokens: float | None = Field(
+        None, gt=0, description="Total cost the selection may take (tokens, or the unit of --cost). The "
+                                "greedy then picks by gain / cost among samples that still fit and also "
+                                "runs the plain gain greedy under the same budget, keeping the one of "
+                                "higher information; n becomes optional (both given: whichever binds "
+                                "first).")
+    cost: str = Field(
+        "tokens", description="What a sample costs: `tokens` (its messages' text counted with --tokenizer) "
+                              "or a dotted numeric field of the record (> 0).")
+    tokenizer: str | None = Field(
+        None, description="Local tokenizer folder (tokenizer.json) for --cost tokens; default the bundled "
+                          "MiniLM tokenizer (it undercounts a Llama tokenizer: see the README).")
+
+    @field_validator("quotas")
+    @classmethod
+    def _caps(cls, v: dict[str, int | float]) -> dict[str, int | float]:
+        for group, cap in v.items():
+            if isinstance(cap, bool) or not math.isfinite(cap) or cap < 0:
+                raise ValueError(f"quota {group!r}: a cap must be a count >= 0 or a share in [0, 1], "
+                                 f"got {cap!r}")
+            if isinstance(cap, float) and cap > 1:
+                raise ValueError(f"quota {group!r}: a share above 1 ({cap}); give a count as an integer")
+        return v
+
+
+class SelectionOptions(ConstraintOptions, ShardingOptions, ObjectiveOptions, GraphOptions):
+    """Every selection option: the graph, the objective, the engine and the constraints."""
+
+
+def quota_caps(quotas: dict[str, int | float], names: list[str], k: int | None) -> list[int]:
+    """The cap of each group in `names`: its quota, else `default`, else none (a very large count).
+    A share becomes floor(share * k) (1e-9 of slack so that 0.29 * 100 is 29); a share needs k."""
+    out = []
+    for name in names:
+        cap = quotas.get(name, quotas.get("default"))
+        if cap is None:
+            out.append(2**62)
+        elif isinstance(cap, float):
+            if k is None:
+                raise ValueError(f"quota {name!r} is a share of n, but no n is given")
+            out.append(int(math.floor(cap * k + 1e-9)))
+        else:
+            out.append(int(cap))
+    return out
+
+
+def parse_pairs(name: str, items: list[str] | None) -> dict[str, int | float]:
+    """A repeatable NAME=VALUE flag as a dict: `--quota math=0.4 --quota human=2000`."""
+    out: dict[str, int | float] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{name}: expected GROUP=CAP, got {item!r}")
+        try:
+            out[key] = float(value) if any(c in value for c in ".eE") or value in ("inf", "nan") \
+                else int(value)
+        except ValueError:
+            raise ValueError(f"{name}: {value!r} is not a number (in {item!r})") from None
+    return out
 
 
 def option_fields(model: type[BaseModel] = SelectionOptions) -> dict[str, str]:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mig_ray.annotate.resources import ActorResources
 from mig_ray.bundled import resolve_bundled
-from mig_ray.core.options import GraphOptions, ObjectiveOptions, ShardingOptions
+from mig_ray.core.options import ConstraintOptions, GraphOptions, ObjectiveOptions, ShardingOptions
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
@@ -139,7 +139,7 @@ class SelectionSize(_Strict):
     fraction: float | None = Field(None, gt=0, le=1, description="or this share of the selectable pool")
 
 
-class SelectionSpec(ShardingOptions, ObjectiveOptions, SelectionSize):
+class SelectionSpec(ConstraintOptions, ShardingOptions, ObjectiveOptions, SelectionSize):
     """How many samples, the objective and the engine (the same options as `mig-ray select`'s flags)."""
 
     @model_validator(mode="after")

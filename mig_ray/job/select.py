@@ -17,6 +17,7 @@ from mig_ray.job.stages import StageResult, file_identity
 from mig_ray.job.stages import fingerprint as digest
 from mig_ray.job.tag import LABEL_EMBEDDINGS
 from mig_ray.selection.config import SelectConfig, output_paths
+from mig_ray.selection.limits import has_limits
 from mig_ray.storage import RemotePath, copy_file, rmtree
 
 NAME = "select"
@@ -45,6 +46,10 @@ def select_config(ctx: RunContext) -> SelectConfig:
     """The select stage's options. With the output on an object store, the selection writes its
     files to local scratch (the stage uploads them) and checkpoints straight to the store."""
     j, g = ctx.job, ctx.job.graph
+    if has_limits(j.selection):
+        raise JobError(f"{ctx.source}: selection.groups / selection.budget_tokens: a job does not yet carry "
+                       "groups and costs to its select stage; run `mig-ray select` with --groups, --quota "
+                       "and --budget-tokens on the pool")
     path = ctx.stage_dir(NAME)
     selectable = ctx.counts("assemble")["selectable"]
     remote = isinstance(path, RemotePath)

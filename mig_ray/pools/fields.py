@@ -128,6 +128,9 @@ class FieldSpec:
     labels_field: str | None = None
     score_field: str | None = None
     id_field: str | None = None
+    group_field: str | None = None  # a dotted field or "file" (see pools/costs.py); None: no groups
+    cost_field: str | None = None  # "tokens" or a dotted numeric field; None: no costs
+    tokenizer: str | None = None  # for cost "tokens": a local tokenizer folder (None: bundled MiniLM)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_labels", split_path(self.labels_field or RELEASED_LABELS))

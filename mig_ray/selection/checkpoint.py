@@ -21,7 +21,8 @@ from mig_ray.storage import Location, write_atomic
 
 RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
                "prop_weight", "propagation", "phi", "phi_a", "phi_b", "phi_alpha", "norm", "gain",
-               "labels_field", "score_field", "id_field")
+               "labels_field", "score_field", "id_field", "groups", "quotas", "budget_tokens", "cost",
+               "tokenizer")
 
 
 def fingerprint(cfg: SelectConfig) -> str:
@@ -69,7 +70,8 @@ class Checkpoint:
             with np.load(io.BytesIO(self.path.read_bytes()), allow_pickle=False) as z:
                 if str(z["fingerprint"]) != self.fp:
                     return None
-                return Commit(z["positions"], z["gains"], z["ptr"], z["idx"], z["val"])
+                return Commit(z["positions"], z["gains"], z["ptr"], z["idx"], z["val"], z["groups"],
+                              z["costs"])  # what the committed samples took of quotas and budget
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # cut short: start over
             quarantine(self.path, self.path.parent, one_line(e), "the selection starts from the beginning")
             return None
@@ -80,7 +82,7 @@ class Checkpoint:
         c = Commit.concat(commits)
         buf = io.BytesIO()
         np.savez(buf, fingerprint=self.fp, positions=c.positions, gains=c.gains, ptr=c.ptr, idx=c.idx,
-                 val=c.val)
+                 val=c.val, groups=c.groups, costs=c.costs)
         write_atomic(self.path, buf.getvalue())
         self.last = time.monotonic()
 

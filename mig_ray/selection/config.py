@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from mig_ray.bundled import resolve_bundled
 from mig_ray.core.options import SelectionOptions, graph_defaults
 from mig_ray.embeddings import DEFAULT_MODEL
-from mig_ray.pools.fields import split_path
+from mig_ray.pools.fields import FieldSpec, split_path
 from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import RemotePath, location
 
@@ -22,7 +22,8 @@ class SelectConfig(SelectionOptions):
 
     pool: Path | RemotePath = Field(description="the annotated pool: a file, a folder of Parquet parts, "
                                     "or either on an object store (s3://...)")
-    n: int = Field(gt=0, description="number of samples to select")
+    n: int | None = Field(None, gt=0, description="number of samples to select (optional with "
+                                                  "budget_tokens: then the budget alone decides)")
     out: Path
     valid_tags: Path | None = None
     embedding_model: str = DEFAULT_MODEL
@@ -61,7 +62,7 @@ class SelectConfig(SelectionOptions):
     def _bundled(cls, v: object) -> object:
         return resolve_bundled(v) if isinstance(v, str | Path) else v  # `bundled:valid_tags_tulu3.json`
 
-    @field_validator("labels_field", "score_field", "id_field")
+    @field_validator("labels_field", "score_field", "id_field", "groups", "cost")
     @classmethod
     def _dotted(cls, v: str | None) -> str | None:
         if v is not None:
@@ -72,6 +73,25 @@ class SelectConfig(SelectionOptions):
         """The threshold, target degree and the rule that chose them (see graph_defaults)."""
         bundled = self.label_embeddings is None and self.embedding_model == DEFAULT_MODEL
         return graph_defaults(self, bundled)
+
+    def k(self, selectable: int) -> int:
+        """The most samples the selection may take: n, or with a budget and no n every selectable one."""
+        return selectable if self.n is None else min(self.n, selectable)
+
+    def field_spec(self) -> FieldSpec:
+        """Where the pool's records keep what the selection reads (group and cost only when asked)."""
+        return FieldSpec(self.labels_field, self.score_field, self.id_field, self.groups,
+                         self.cost if self.budget_tokens is not None else None, self.tokenizer)
+
+    @model_validator(mode="after")
+    def _size(self) -> SelectConfig:
+        if self.n is None and self.budget_tokens is None:
+            raise ValueError("give n (how many samples) or budget_tokens (or both)")
+        if self.n is None and any(isinstance(v, float) for v in self.quotas.values()):
+            raise ValueError("quotas: a share of n needs n; give caps as counts with a budget alone")
+        if self.quotas and self.groups is None:
+            raise ValueError("quotas need groups: name the field that holds a sample's group")
+        return self
 
     @field_validator("out")
     @classmethod

@@ -22,13 +22,15 @@ from mig_ray import metrics
 from mig_ray.core.certified import Commit, RoundLog, sharded_greedy
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import add_rows
+from mig_ray.core.limits import Limits, best_under_budget
+from mig_ray.core.objective import information
 from mig_ray.core.stats import pool_stats
 from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
-from mig_ray.pools.fields import FieldSpec
 from mig_ray.runtime.session import ray_up
 from mig_ray.selection.checkpoint import Checkpoint, fingerprint
 from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.limits import account, build_limits, has_limits
 
 
 @dataclass
@@ -107,10 +109,10 @@ class Shards:
         self.restarts += 1
         plan = self.plans[i]
         if self.level == "built":
-            nodes_ref, p_ref, phi, mode, norm = self.restore_args
+            nodes_ref, p_ref, phi, mode, norm, names, limits = self.restore_args
             history = ray.put(Commit.concat(self.history))
             method, args = "restore", (plan.block.first_line, plan.drop_rows, nodes_ref, p_ref, plan.offset,
-                                       phi, mode, norm, history)
+                                       phi, mode, norm, names, limits, history)
         elif self.level == "loaded":
             method, args = "reload", (plan.block.first_line, plan.drop_rows)
         else:
@@ -182,7 +184,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
     try:
         with stage("read"):
             valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
-            spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
+            spec = cfg.field_spec()
             blocks = split_blocks(cfg.pool, cfg.shards)
             remote = ray.remote(max_restarts=4, max_task_retries=0,
                                 **cfg.shard_placement.actor_options())(ShardActor)
@@ -230,45 +232,40 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
         with stage("graph"):
             p = graph.propagation(cfg.propagation, cfg.prop_weight)
             nodes_ref, p_ref = ray.put(graph.labels), ray.put(p)
-        with stage("vectors"):
-            shards.restore_args = (nodes_ref, p_ref, phi, cfg.gain, cfg.norm)
+        names, limits, total_cost = [""], Limits(), 0.0
+        if has_limits(cfg):
+            infos = shards.call("limit_info")
+            names = sorted(set().union(*[i[0] for i in infos])) or [""]
+            total_cost = sum(i[2] for i in infos)
+            limits = build_limits(cfg, names, cfg.n, min((i[1] for i in infos), default=0.0))
+        built: list = [None]
+
+        def build(lim: Limits) -> int:
+            shards.restore_args = (nodes_ref, p_ref, phi, cfg.gain, cfg.norm, names, lim)
             shards.level = "built"
-            nnz = sum(shards.call_each("build", [(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm)
-                                                 for plan in plans], replayed_by_restore=True))
-        k = min(cfg.n, counts["selectable"])
-        ckpt = Checkpoint(checkpoint_path, fingerprint(cfg), checkpoint_seconds)
+            shards.history = []
+            built[0] = lim.key
+            return sum(shards.call_each("build", [(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm,
+                                                   names, lim) for plan in plans], replayed_by_restore=True))
+
+        binding = limits.budgeted and limits.budget < total_cost
+        with stage("vectors"):
+            nnz = build(limits.with_key("ratio" if binding else "gain"))
+        k = cfg.k(counts["selectable"])
         with stage("select"):
-            resume = ckpt.load()
-            if resume is not None and len(resume.positions) > k:
-                resume = None
-            if resume is not None:
-                shards.history.append(resume)
+            def run(lim: Limits) -> tuple:
+                if built[0] != lim.key:
+                    build(lim)
+                return _rounds(cfg, shards, lim, phi, graph.n_labels, k, batch, on_round,
+                               Checkpoint(checkpoint_path, fingerprint(cfg) + lim.key, checkpoint_seconds))
 
-            # A round's commit travels with the next round's request (propose_after): one wave of
-            # actor calls per round instead of two. The last commit need not reach the shards.
-            pending: list = [None]
+            def info(out: tuple) -> float:
+                x = np.zeros(graph.n_labels)
+                add_rows(x, out[0].ptr, out[0].idx, out[0].val)
+                return information(phi, x)
 
-            def apply(c: Commit) -> None:
-                if c is not resume:
-                    shards.history.append(c)
-                pending[0] = ray.put(c)
-
-            def after_round(r: int, c: Commit) -> None:
-                metrics.round_committed(len(c.positions))
-                ckpt.maybe_save(shards.history)
-                if on_round is not None:
-                    on_round(r, shards.actors)
-
-            def propose(b: int):
-                ref, pending[0] = pending[0], None
-                if ref is None:
-                    return shards.call("propose", b)
-                return shards.call("propose_after", ref, b, retry=("propose", (b,)))
-
-            t0 = time.perf_counter()
-            committed, log = sharded_greedy(propose, apply, graph.n_labels, k, phi, cfg.gain, batch,
-                                            resume=resume, on_round=after_round)
-            select_seconds = time.perf_counter() - t0
+            (committed, log, resume, select_seconds, ckpt), decided = best_under_budget(run, info, limits,
+                                                                                        total_cost)
         x = np.zeros(graph.n_labels)
         add_rows(x, committed.ptr, committed.idx, committed.val)
         owner = np.searchsorted(offsets, committed.positions, side="right") - 1
@@ -282,17 +279,62 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             recs = shards.call_one(i, "records", pos) if cfg.records else [None] * len(pos)
             for j, rec, desc in zip(mine, recs, shards.call_one(i, "describe", pos), strict=True):
                 records[j], manifest[j] = rec, desc
+        constraints = None
+        if has_limits(cfg):
+            pool_codes, pool_costs = (np.concatenate(a) for a in zip(*shards.call("kept_limits", names),
+                                                                     strict=True))
+            constraints = account(names, limits, pool_codes, pool_costs, committed.groups, committed.costs,
+                                  decided)
         return {"graph": graph, "counts": counts, "rejects": rejects, "positions": committed.positions,
                 "gains": committed.gains, "x": x, "records": records, "manifest": manifest, "nnz": nnz,
                 "rounds": _rounds_summary(log, select_seconds, len(actors), shards.restarts,
                                           0 if resume is None else len(resume.positions),
                                           shards.call("peak_rss_mb"), nnz),
-                "checkpoint": ckpt, "committed": committed, "pool_stats": pool_stats(shards.call)}
+                "checkpoint": ckpt, "committed": committed, "pool_stats": pool_stats(shards.call),
+                "constraints": constraints}
     finally:
         for a in actors:
             ray.kill(a)
         if started:
             ray.shutdown()
+
+
+def _rounds(cfg: SelectConfig, shards: Shards, limits: Limits, phi, n_labels: int, k: int, batch: int,
+            on_round: Callable | None, ckpt: Checkpoint) -> tuple:
+    """The certified rounds against the built shards, resumed from and saved to `ckpt`."""
+    import ray
+
+    resume = ckpt.load()
+    if resume is not None and len(resume.positions) > k:
+        resume = None
+    if resume is not None:
+        shards.history.append(resume)
+
+    # A round's commit travels with the next round's request (propose_after): one wave of
+    # actor calls per round instead of two. The last commit need not reach the shards.
+    pending: list = [None]
+
+    def apply(c: Commit) -> None:
+        if c is not resume:
+            shards.history.append(c)
+        pending[0] = ray.put(c)
+
+    def after_round(r: int, c: Commit) -> None:
+        metrics.round_committed(len(c.positions))
+        ckpt.maybe_save(shards.history)
+        if on_round is not None:
+            on_round(r, shards.actors)
+
+    def propose(b: int):
+        ref, pending[0] = pending[0], None
+        if ref is None:
+            return shards.call("propose", b)
+        return shards.call("propose_after", ref, b, retry=("propose", (b,)))
+
+    t0 = time.perf_counter()
+    committed, log = sharded_greedy(propose, apply, n_labels, k, phi, cfg.gain, batch,
+                                    resume=resume, on_round=after_round, limits=limits)
+    return committed, log, resume, time.perf_counter() - t0, ckpt
 
 
 def _sum_counts(counts: list[dict], cross_duplicates: int) -> dict:

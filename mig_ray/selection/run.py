@@ -23,8 +23,9 @@ from tqdm import tqdm
 from mig_ray import __version__
 from mig_ray.core.certified import Commit
 from mig_ray.core.graph import LabelGraph
-from mig_ray.core.greedy import GreedyResult, LazyGreedy, add_rows
+from mig_ray.core.greedy import GreedyResult, LazyGreedy, add_rows, lazy_greedy
 from mig_ray.core.increments import keys_and_gains
+from mig_ray.core.limits import Limits, RowLimits, best_under_budget
 from mig_ray.core.objective import Phi, information, label_mass
 from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.core.vectors import propagate, sample_matrix
@@ -39,11 +40,11 @@ from mig_ray.pools.annotated import (
     pool_format,
     read_annotated,
 )
-from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
 from mig_ray.selection.checkpoint import Checkpoint, fingerprint
 from mig_ray.selection.config import SelectConfig, output_paths
+from mig_ray.selection.limits import account, has_limits, local_limits
 
 ISOLATED_WARNING = 0.5
 
@@ -81,7 +82,7 @@ def phi_of(cfg: SelectConfig) -> Phi:
 
 
 def read_pool(cfg: SelectConfig, rejects: Rejects, valid: set[str] | None) -> AnnotatedPool:
-    spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
+    spec = cfg.field_spec()
     if pool_format(cfg.pool) == "parquet":  # the reader reports rows read (over every part)
         total, unit = sum(n for _, n in parquet_parts(cfg.pool)), " records"
     else:  # bytes read
@@ -111,6 +112,7 @@ class Selection:
     manifest: Iterable[dict]
     extra: dict[str, Any] = field(default_factory=dict)
     report: ReportData | None = None
+    constraints: dict[str, Any] | None = None  # per-group account and budget (selection/limits.py)
 
 
 def _log_graph(graph: LabelGraph, rule: str) -> None:
@@ -128,7 +130,7 @@ def _log_read(cfg: SelectConfig, counts: dict[str, int], rejects_path: Path) -> 
     filtered = f" ({dropped} labels not in {cfg.valid_tags} dropped)" if cfg.valid_tags is not None else ""
     log(f"read {counts['read']} records from {cfg.pool}: {counts['selectable']} selectable, "
         f"{counts['rejected']} rejected{see}, {counts['no_valid_label']} with no valid label{filtered}")
-    if cfg.n > counts["selectable"]:
+    if cfg.n is not None and cfg.n > counts["selectable"]:
         log(f"-n {cfg.n} is more than the {counts['selectable']} selectable records: selecting all of them")
 
 
@@ -220,11 +222,20 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     with timer.stage("vectors"):
         e = sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm)
         vectors = propagate(e, p)
+    rows, limits, names = local_limits(cfg, pool.groups, pool.costs, cfg.n, len(pool))
     with timer.stage("select"):
-        ckpt = Checkpoint(paths["checkpoint"], fingerprint(cfg), cfg.checkpoint_seconds)
-        result, resumed, first_pass = resumable_greedy(vectors, min(cfg.n, len(pool)), phi, cfg, ckpt,
-                                                       on_round)
-    ckpt.remove()
+        resumed = first_pass = 0
+        if has_limits(cfg):  # quotas or a budget: not checkpointed in process yet
+            result, decided = _greedy(vectors, cfg.k(len(pool)), phi, cfg, rows, limits)
+        else:
+            ckpt = Checkpoint(paths["checkpoint"], fingerprint(cfg), cfg.checkpoint_seconds)
+            result, resumed, first_pass = resumable_greedy(vectors, cfg.k(len(pool)), phi, cfg, ckpt,
+                                                           on_round)
+            ckpt.remove()
+    constraints = None
+    if has_limits(cfg):
+        constraints = account(names, limits, rows.groups, rows.costs, rows.groups[result.order],
+                              rows.costs[result.order], decided)
     chosen = vectors[result.order]
     edges = score_edges(pool.scores.min(initial=np.inf), pool.scores.max(initial=-np.inf))
     report = ReportData(chosen.indptr, chosen.indices, chosen.data,
@@ -239,7 +250,7 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
                       "evaluations_per_round": result.evaluations / max(1, len(result.order)),
                       # only when resumed: a run from scratch keeps the summary it always had
                       **({"resumed_from_checkpoint": resumed, "first_pass_evaluations": first_pass}
-                         if resumed else {})}, report)
+                         if resumed else {})}, report, constraints)
 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
@@ -274,7 +285,7 @@ def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Ph
     report = ReportData(c.ptr, c.idx, c.val, pool_carriers, chosen, edges, pool_hist, scores)
     return Selection(out["positions"], out["gains"], out["x"], out["counts"], graph,
                      lambda path: write_records(path, in_format, out["records"], schema), out["manifest"],
-                     {"engine": "ray", **rounds}, report)
+                     {"engine": "ray", **rounds}, report, out["constraints"])
 
 
 def read_manifest(path: Path) -> list[tuple[list[str], float]]:
@@ -373,6 +384,25 @@ def resumable_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, cfg: SelectConfig
     return result, len(done), len(rest)
 
 
+def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig, rows: RowLimits,
+            limits: Limits) -> tuple[GreedyResult, dict]:
+    """Lazy greedy under the limits; under a binding budget twice (cost-benefit and plain gain, the
+    one of higher information kept: core/limits.best_under_budget)."""
+    def run(lim: Limits) -> GreedyResult:
+        bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
+
+        def progress(done: int) -> None:
+            bar.update(done - bar.n)
+
+        try:
+            return lazy_greedy(vectors, k, phi, cfg.gain, chunk=max(1000, k // 100), progress=progress,
+                               rows=rows, limits=lim)
+        finally:
+            bar.close()
+
+    return best_under_budget(run, lambda r: information(phi, r.x), limits, float(np.sum(rows.costs)))
+
+
 def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: dict[str, Path]) -> dict:
     empty = information(phi, np.zeros(sel.graph.n_labels))
     info = information(phi, sel.x)
@@ -381,7 +411,8 @@ def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: d
         "command": "select",
         "config": json.loads(cfg.model_dump_json()),
         "counts": {**sel.counts, "selected": len(sel.order), "requested": cfg.n},
-        "selected_all": cfg.n >= sel.counts["selectable"],
+        "selected_all": len(sel.order) >= sel.counts["selectable"],
+        **({"constraints": sel.constraints} if sel.constraints is not None else {}),
         "approximate": False,
         "graph": vars(sel.graph.stats()) | {"threshold_rule": cfg.graph_rule()[2]},
         "information": {"selected": info, "empty": empty, "gain": info - empty},
