@@ -396,7 +396,7 @@ def main(argv: list[str] | None = None) -> None:
     from typer._click import exceptions as click  # typer vendors its own click
 
     from mig_ray.errors import JobError, ReportError
-    from mig_ray.runtime.errors import task_cause
+    from mig_ray.runtime.task_errors import task_cause
 
     try:
         try:

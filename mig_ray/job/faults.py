@@ -13,7 +13,7 @@ import pyarrow as pa
 from mig_ray.errors import JobError
 from mig_ray.job.context import RunContext
 from mig_ray.quarantine import one_line
-from mig_ray.runtime.errors import task_cause
+from mig_ray.runtime.task_errors import task_cause
 from mig_ray.storage import Location, parquet_file
 
 REDO_ATTEMPTS = 3  # runs of the loop when a later stage finds an earlier one's output damaged
