@@ -14,8 +14,8 @@ from test_job import small_job
 
 from mig_ray.cli import main
 from mig_ray.errors import PoolError
-from mig_ray.runtime.task_errors import task_cause
 from mig_ray.runtime.session import run_tasks
+from mig_ray.runtime.task_errors import task_cause
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the task bodies below
 
