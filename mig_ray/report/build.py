@@ -13,6 +13,7 @@ from typing import Any
 
 from mig_ray import __version__
 from mig_ray.errors import ReportError
+from mig_ray.guard import clip
 from mig_ray.report import svg
 
 TOP_LABELS = 15
@@ -58,8 +59,8 @@ def _beside(summary: Path) -> Path:
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path}: cannot read it as JSON ({e})") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ReportError(f"{path}: cannot read it as JSON ({clip(str(e), 200)})") from e
 
 
 def _labels_path(summary_path: Path, summary: dict) -> Path | None:
@@ -356,18 +357,23 @@ def write_report(path: Path, out_dir: Path | None = None) -> dict[str, Path]:
         inputs: dict[str, Path | None] = {"comparison": compare_path}
     else:
         summary = _load_json(summary_path)
-        labels_path = _labels_path(summary_path, summary)
-        labels = _load_json(labels_path) if labels_path is not None else None
-        numbers = report_numbers(summary, labels, summary_path, _job_diff(summary_path))
-        if compare_path is not None:
-            data, rows = compare.load(compare_path)
-            extra = compare.sections(data, rows)
-            numbers["compare"] = data
-        else:
-            manifest, records = _selection_files(summary_path, summary)
-            extra = [browse.section({"selection": browse.selection_rows(manifest, records)},
-                                    {"selection": int(numbers["counts"].get("selected", 0))})]
-        html = render_html(numbers, labels, extra)
+        try:  # a summary edited by hand or written by another tool: one line, not a stack
+            labels_path = _labels_path(summary_path, summary)
+            labels = _load_json(labels_path) if labels_path is not None else None
+            numbers = report_numbers(summary, labels, summary_path, _job_diff(summary_path))
+            if compare_path is not None:
+                data, rows = compare.load(compare_path)
+                extra = compare.sections(data, rows)
+                numbers["compare"] = data
+            else:
+                manifest, records = _selection_files(summary_path, summary)
+                extra = [browse.section({"selection": browse.selection_rows(manifest, records)},
+                                        {"selection": int(numbers["counts"].get("selected", 0))})]
+            html = render_html(numbers, labels, extra)
+        except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
+            raise ReportError(f"{summary_path}: not a selection summary mig_ray can report on "
+                              f"({type(e).__name__}: {clip(str(e), 120)}); was it edited, or written by "
+                              "another tool? Re-run the selection to write it again") from None
         out = Path(out_dir) if out_dir is not None else default_dir
         job = summary_path.parent.parent / "summary.json" if summary_path.parent.name in JOB_SELECTION_DIRS \
             else None
