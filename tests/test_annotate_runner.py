@@ -139,10 +139,10 @@ def test_parts_are_whole_or_absent(tmp_path, monkeypatch):
         cache.write_part(table, folder)
     monkeypatch.undo()
     assert cache.parts(folder) == [] and len(list(folder.glob(".part-*.tmp"))) == 1
-    assert len(cache.cached_ids(folder)) == 0
+    assert len(cache.scan_ids(folder, "tags")[0]) == 0
     p = cache.write_part(table, folder)
     assert pq.read_table(p).equals(table)
-    assert cache.cached_ids(folder).tolist() == [b"a", b"b"]
+    assert cache.scan_ids(folder, "tags")[0].tolist() == [b"a", b"b"]
 
 
 def test_cache_lookups_and_duplicates(tmp_path):
@@ -165,7 +165,7 @@ def test_cache_lookups_and_duplicates(tmp_path):
 def test_the_caches_ids_never_reach_the_driver(ray_address, tmp_path, monkeypatch):
     """Which records the cache already holds is decided where the data is: the cache's ids are
     read in a task and handed to the filtering tasks through the object store, so a cache of 10^8
-    ids costs the driver nothing. The driver's own `cached_ids` is made to fail to prove it."""
+    ids costs the driver nothing. The driver's own `scan_ids` is made to fail to prove it."""
     import mig_ray.annotate.runner as runner
 
     cfg = Ident(model="fake", version=2)
@@ -176,8 +176,8 @@ def test_the_caches_ids_never_reach_the_driver(ray_address, tmp_path, monkeypatc
     def on_the_driver(*a, **k):
         raise AssertionError("the cache's ids were read on the driver")
 
-    monkeypatch.setattr(runner, "cached_ids", on_the_driver)
-    monkeypatch.setattr(cache, "cached_ids", on_the_driver)
+    monkeypatch.setattr(runner, "scan_ids", on_the_driver)
+    monkeypatch.setattr(cache, "scan_ids", on_the_driver)
     second = annotate(ray.data.from_items(_items(30), override_num_blocks=3), FakeScorer, cfg, tmp_path,
                       ONE_ACTOR, kind="score", progress=False)
     assert (second.total, second.cached, second.annotated) == (30, 20, 10)
