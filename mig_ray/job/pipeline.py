@@ -61,6 +61,10 @@ def _tagger(job: JobConfig) -> tuple[type, Any] | None:
         from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig
 
         return EmbeddingTagger, EmbeddingTaggerConfig(**spec.options)
+    if spec.kind == "static":
+        from mig_ray.annotate.static_tagger import StaticTagger, StaticTaggerConfig
+
+        return StaticTagger, StaticTaggerConfig(**spec.options)
     if spec.kind == "vllm":
         from mig_ray.annotate.vllm_tagger import VLLMTagger, VLLMTaggerConfig
 
