@@ -164,7 +164,7 @@ def main() -> None:
     static_cached = (static_model_path(StaticTaggerConfig()) / "config.json").is_file()
     variants = [
         ("MiniLM before (256 tokens, batches of 64)", EmbeddingTagger,
-         EmbeddingTaggerConfig(num_threads=args.cpus, max_tokens=None), small, 64),
+         EmbeddingTaggerConfig(num_threads=args.cpus, max_tokens=None, margin=None), small, 64),
         ("MiniLM after (128 tokens, batches of 256)", EmbeddingTagger,
          EmbeddingTaggerConfig(num_threads=args.cpus, max_tokens=128), small, 256),
         ("static", StaticTagger, StaticTaggerConfig(), rows, 2048),

@@ -8,7 +8,7 @@ On the bundled demo pool (241 records) and the 175 Alpaca seed tasks (tests/data
 - against the hand labels of 100 seed tasks (tests/data/alpaca_seed_tasks_100_gold_tags.jsonl):
   precision@1/3/5 and recall of both taggers, under the default rule and floor / margin variants;
 - MiniLM with turns cut at 128 tokens (its default) against the model's 256: agreement.
-MiniLM runs with its defaults (floor 0.3, 128 tokens) unless a row says otherwise.
+MiniLM runs with its defaults (floor 0.3, margin 3.5, 128 tokens) unless a row says otherwise.
 
     .venv/bin/python bench/tagger_agreement.py   # writes bench/results/tagger-agreement-<date>.json
 """

@@ -147,7 +147,9 @@ def test_a_small_vocabulary_from_a_file(tmp_path, vocab_cache):
 @given(st.integers(0, 2**32 - 1), st.floats(0.0, 3.0), st.floats(-0.5, 0.5), st.integers(1, 8))
 def test_the_margin_keeps_only_tags_clearly_above_the_records_mean(seed, margin, floor, k):
     """tag_batch with diversity 0 against the rule written here: per record, the best similarity
-    over its turns; the k best tags at or above max(floor, mean + margin * std)."""
+    over its turns; the k best tags at or above max(floor, mean + margin * std), the margin's bar
+    capped at the record's best tag (60 tags: margins up to 3 often bind, and sometimes exceed the
+    best tag)."""
     rng = np.random.default_rng(seed)
     vocab_emb = rng.normal(size=(60, 8)).astype(np.float32)
     vocab_emb /= np.linalg.norm(vocab_emb, axis=1, keepdims=True)
@@ -165,12 +167,13 @@ def test_the_margin_keeps_only_tags_clearly_above_the_records_mean(seed, margin,
                      "messages": np.array(msgs, dtype=object)}, cfg, encode, vocab, vocab_emb).to_pylist()
     for row, ts in zip(out, turns, strict=True):
         sims = (encode(ts).astype(np.float64) @ vocab_emb.T.astype(np.float64)).max(axis=0)
-        bar = max(floor, sims.mean() + margin * sims.std())
+        bar = max(floor, min(sims.max(), sims.mean() + margin * sims.std()))
         clear = [j for j in np.argsort(-sims, kind="stable") if sims[j] >= bar + 1e-5]
         unclear = {j for j in range(60) if abs(sims[j] - bar) <= 1e-5}
         got = [vocab.index(t) for t in row["labels"]]
         assert got[:len(clear[:k])] == clear[:k] or unclear, (got, clear[:k])
         assert all(sims[j] >= bar - 1e-5 for j in got)
+        assert got or sims.max() < floor + 1e-5  # the margin alone never empties a record
 
 
 def test_max_tokens_cuts_each_turn(vocab_cache):
