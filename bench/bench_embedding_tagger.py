@@ -126,7 +126,9 @@ def whole_job(n: int, cpus: int, tmp: Path) -> dict:
         for r in pool(n, seed=1):
             f.write(orjson.dumps({"id": r["id"], "messages": orjson.loads(r["messages"])}) + b"\n")
     job = {"name": "bench-static", "input": {"paths": [str(src)]},
-           "annotate": {"tagger": {"kind": "static", "resources": {"concurrency": cpus, "num_cpus": 0.9,
+           # 0.45 CPU an actor: actors holding 0.9 each left the job's read and write tasks waiting
+           # on 2 CPUs (the stage stalled, actors idle)
+           "annotate": {"tagger": {"kind": "static", "resources": {"concurrency": cpus, "num_cpus": 0.45,
                                                                     "batch_size": 2048}},
                         "scorer": {"kind": "constant"}},
            "graph": {"target_degree": 5}, "selection": {"n": max(1, n // 100)},
