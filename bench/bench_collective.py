@@ -7,7 +7,7 @@ across 2 and 4 actors on local Ray:
 
 - `actor_calls`: the driver asks every actor for its best (gain, position, payload) with
   `ray.get`, reduces, and sends the winner's payload to every actor with `ray.get` (what
-  mig_ray.distributed.engine does: two RPC waves per round);
+  mig_ray.selection.engine does: two RPC waves per round);
 - `collective_gloo`: the actors run the rounds among themselves (SPMD) with
   `ray.util.collective` on the GLOO backend (torch.distributed gloo in Ray 2.60): two
   `allreduce` (MAX of gain, then MIN of position among the maxima; the position says which rank
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mig_ray.distributed.session import ray_up
+from mig_ray.runtime.session import ray_up
 
 GROUP = "mig_bench"
 

@@ -4,9 +4,15 @@
    vectors only: the whole `mig-ray compare` command against `mig-ray select` on the same file and
    options (both with the valid-tag embeddings already cached). Target: compare within 2x of select.
 2. A 50K-record Tulu3-shaped pool with 384-d sample embeddings (clustered by each sample's first
-   tag), K = 5K, all six methods: seconds per method from compare.json.
+   tag), K = 5K, every method: seconds per method from compare.json.
+3. Methods on arrays, each in its own process (seconds and peak memory, ru_maxrss): at 50K x 384
+   (K = 5K) and 1M x 384 (K = 50K) the embedding methods (kcenter, car, qdit) and longest, and qdit's
+   exact neighbours by blocked BLAS (ours) against faiss-cpu's exact IndexFlatIP on the same vectors
+   (if faiss is installed). Targets: every method under 10 s at 50K; at 1M qdit and car under 10
+   minutes, kcenter under 15.
 
     python bench/bench_compare.py            # writes bench/results/compare-<date>.json
+    python bench/bench_compare.py --skip-1m --methods-n 50000 1000000   # the method cases only
 Pools and embeddings are written under bench/data/ (git-ignored) and reused.
 """
 
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -101,6 +109,99 @@ def bench_embeddings(args: argparse.Namespace, common: list[str]) -> dict:
     }
 
 
+def method_arrays(n: int, seed: int = 2, dim: int = 384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit embeddings [n, dim] float32, scores, response lengths), cached under bench/data as .npy:
+    a centre per sample's first tag plus noise (as `sample_embeddings`), the Tulu3-shaped scores."""
+    base = DATA / f"methods_{n}_seed{seed}"
+    files = [base.with_name(base.name + f"_{what}.npy") for what in ("emb", "scores", "lengths")]
+    if not all(f.exists() for f in files):
+        tags, indptr, codes, turns, quality, complexity = tulu3_shaped(n, seed)
+        rng = np.random.default_rng(seed + 1)
+        centres = rng.normal(size=(len(tags), dim)).astype(np.float32)
+        emb = np.empty((n, dim), dtype=np.float32)
+        for lo in range(0, n, 100_000):  # in blocks: the noise of 1M x 384 at once is 3 GB of float64
+            hi = min(lo + 100_000, n)
+            emb[lo:hi] = centres[codes[indptr[lo:hi]]] + 0.3 * rng.standard_normal((hi - lo, dim), np.float32)
+        emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+        t = np.arange(3)[None, :] < turns[:, None]
+        scores = (quality * complexity * t).sum(axis=1) / turns
+        lengths = rng.lognormal(6.5, 1.0, n).astype(np.int64)
+        for f, a in zip(files, (emb, scores, lengths), strict=True):
+            np.save(f, a)
+    return tuple(np.load(f, mmap_mode="r") for f in files)
+
+
+def one_method(method: str, n: int, k: int, seed: int) -> dict:
+    """Run one method on the cached arrays in this process; seconds and this process's peak memory."""
+    from mig_ray.compare import car, kcenter, knn, longest, qdit
+
+    emb, scores, lengths = method_arrays(n)
+    t_load = time.perf_counter()
+    emb, scores, lengths = np.ascontiguousarray(emb), np.asarray(scores), np.asarray(lengths)
+    load = time.perf_counter() - t_load
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t = time.perf_counter()
+    extra: dict = {}
+    if method == "longest":
+        order = longest.longest_order(lengths, k)
+    elif method == "kcenter":
+        order = kcenter.kcenter_order(emb, k, seed)
+    elif method == "car":
+        z = car.pca_reduce(emb, car.OPTIONS["pca"])
+        clusters = car.default_clusters(n)
+        t_km = time.perf_counter()
+        labels = car.cluster_labels(z, clusters, seed, full_max=car.OPTIONS["full_max"])
+        extra = {"clusters": clusters, "pca_dimensions": int(z.shape[1]),
+                 "kmeans_seconds": time.perf_counter() - t_km,
+                 "kmeans": "full" if n <= car.OPTIONS["full_max"] else "minibatch"}
+        order = car.car_order(scores, labels, k, max(0, k - clusters), 1)
+    elif method == "qdit":
+        t_nn = time.perf_counter()
+        g = qdit.coverage_graph(emb, qdit.OPTIONS["neighbours"])
+        extra = {"neighbours_seconds": time.perf_counter() - t_nn}
+        order = qdit.greedy(g, scores, k, qdit.OPTIONS["alpha"])[0]
+    elif method == "knn-blas":
+        order = knn.neighbours(emb, qdit.OPTIONS["neighbours"])[0]
+    elif method == "knn-faiss":
+        import faiss
+
+        index = faiss.IndexFlatIP(emb.shape[1])
+        index.add(emb)
+        order = index.search(emb, qdit.OPTIONS["neighbours"] + 1)[1]
+        extra = {"faiss_threads": faiss.omp_get_max_threads()}
+    else:
+        raise SystemExit(f"unknown method {method}")
+    seconds = time.perf_counter() - t
+    return {"method": method, "n": n, "k": k, "seconds": seconds, "load_seconds": load,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib_before_method": rss0 / 1024, "picked": int(len(order)), **extra}
+
+
+def bench_methods(n: int, k: int, methods: list[str], out: Path) -> dict:
+    """Each method in its own process (numba caches warm from a small run first); results are written
+    to `out` after each method, so a long run leaves what it finished."""
+    method_arrays(n)
+    for m in ("qdit", "kcenter"):  # compile the kernels once, outside the timings
+        subprocess.run([sys.executable, __file__, "--one", m, "--one-n", "2000", "--one-k", "100"],
+                       check=True, capture_output=True)
+    res: dict = {"n": n, "k": k, "dimensions": 384, "methods": {}}
+    for m in methods:
+        load = os.getloadavg()
+        proc = subprocess.run([sys.executable, __file__, "--one", m, "--one-n", str(n), "--one-k", str(k)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            res["methods"][m] = {"error": proc.stderr[-2000:]}
+        else:
+            res["methods"][m] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "loadavg_before": load,
+                                 "loadavg_after": os.getloadavg()}
+        print(json.dumps({m: res["methods"][m]}), flush=True)
+        out.write_text(json.dumps(res, indent=1) + "\n")
+    if "knn-blas" in res["methods"] and "seconds" in res["methods"].get("knn-faiss", {}):
+        ours, faiss = res["methods"]["knn-blas"]["seconds"], res["methods"]["knn-faiss"]["seconds"]
+        res["ratio_knn_blas_to_faiss"] = ours / faiss
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -110,7 +211,17 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--skip-1m", action="store_true", help="only the 50K pool with embeddings")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--skip-embeddings", action="store_true", help="skip the 50K `compare` command")
+    ap.add_argument("--methods-n", type=int, nargs="*", default=[50_000, 1_000_000],
+                    help="pool sizes of the per-method cases (K = 5K at 50K, else 50K)")
+    ap.add_argument("--methods", default="longest,car,kcenter,qdit,knn-blas,knn-faiss")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--one-n", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--one-k", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one_method(args.one, args.one_n, args.one_k, 0)))
+        return
     DATA.mkdir(exist_ok=True)
     result: dict = header()
     cache = Path(tempfile.mkdtemp(prefix="bench-compare-label-embeddings-"))
@@ -120,8 +231,15 @@ def main() -> None:
         if not args.skip_1m:
             result["tulu3_1m"] = bench_1m(args, common)
             print(json.dumps(result["tulu3_1m"], indent=1), flush=True)
-        result["embeddings_50k"] = bench_embeddings(args, common)
-        print(json.dumps(result["embeddings_50k"], indent=1), flush=True)
+        if not args.skip_embeddings:
+            result["embeddings_50k"] = bench_embeddings(args, common)
+            print(json.dumps(result["embeddings_50k"], indent=1), flush=True)
+        for n in args.methods_n:
+            methods = args.methods.split(",")
+            if n > 200_000:  # faiss and our kNN alone at 1M repeat qdit's neighbour search: skipped
+                methods = [m for m in methods if not m.startswith("knn-")]
+            result[f"methods_{n}"] = bench_methods(n, 5_000 if n <= 50_000 else 50_000, methods,
+                                                   DATA / f"methods_{n}.partial.json")
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     write_result(result, "compare", args.out)

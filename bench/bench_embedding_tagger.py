@@ -118,7 +118,7 @@ def whole_job(n: int, cpus: int, tmp: Path) -> dict:
     """The job end to end on a raw pool of n records (static tagger, constant score, K = 1%)."""
     import yaml
 
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
 
     src = tmp / "raw.jsonl"
@@ -158,7 +158,7 @@ def main() -> None:
 
     from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig
     from mig_ray.annotate.static_tagger import StaticTagger, StaticTaggerConfig, static_model_path
-    from mig_ray.distributed.session import ray_up
+    from mig_ray.runtime.session import ray_up
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     rows = pool(args.records)

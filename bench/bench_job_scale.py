@@ -73,7 +73,7 @@ def ids_of(manifest: Path) -> list[str]:
     return [json.loads(x)["id"] for x in manifest.open()]
 
 
-def run_size(n: int, k: int, shards: int, emb: Path) -> dict:
+def run_size(n: int, k: int, shards: int, emb: Path, dedup: bool = False) -> dict:
     pool = DATA / f"tulu3_shaped_{n}.jsonl"
     if not pool.exists():
         write_jsonl(pool, n)
@@ -83,6 +83,8 @@ def run_size(n: int, k: int, shards: int, emb: Path) -> dict:
     job = {"name": f"scale-{n}", "input": {"paths": [str(pool)]},
            "annotate": {"tagger": {"kind": "from-data"}, "scorer": {"kind": "field"}},
            "graph": {"label_embeddings": str(emb)}, "selection": {"n": k, "shards": shards},
+           # off unless asked: the job against `select` on the same records (dedup drops some)
+           "dedup": {"enabled": dedup},
            "output": {"dir": str(work / "out")}, "progress": False}
     (work / "job.yaml").write_text(yaml.safe_dump(job))
     row: dict = {"records": n, "pool_bytes": pool.stat().st_size}
@@ -111,14 +113,16 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 3_000_000])
     ap.add_argument("--k", type=int, default=50_000)
     ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--dedup", action="store_true", help="run the job's dedup stage too (its ids then "
+                    "differ from select's where it drops duplicates)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     DATA.mkdir(parents=True, exist_ok=True)
-    result = {**header(), "benchmark": "job-scale", "k": args.k, "shards": args.shards}
+    result = {**header(), "benchmark": "job-scale", "k": args.k, "shards": args.shards, "dedup": args.dedup}
     tags = valid_tags()
     emb = DATA / "tulu3_tags_minilm.npz"
     label_embeddings(tags)  # written to emb once, then reused
-    rows = [run_size(n, args.k, args.shards, emb) for n in args.sizes]
+    rows = [run_size(n, args.k, args.shards, emb, args.dedup) for n in args.sizes]
     result["runs"] = rows
     if len(rows) >= 2:
         a, b = rows[0], rows[-1]

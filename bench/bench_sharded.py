@@ -32,13 +32,13 @@ from bench_select import DATA, label_embeddings, pool_arrays  # noqa: E402
 from provenance import header  # noqa: E402
 from tulu3_shaped import SHARED, valid_tags, write_jsonl  # noqa: E402
 
-from mig_ray.config import SelectConfig  # noqa: E402
 from mig_ray.core.certified import Commit, sharded_greedy  # noqa: E402
 from mig_ray.core.graph import LabelGraph  # noqa: E402
 from mig_ray.core.greedy import ShardGreedy, lazy_greedy  # noqa: E402
 from mig_ray.core.objective import Phi  # noqa: E402
 from mig_ray.core.vectors import propagate, sample_matrix  # noqa: E402
-from mig_ray.selection import run_select  # noqa: E402
+from mig_ray.selection.config import SelectConfig  # noqa: E402
+from mig_ray.selection.run import run_select  # noqa: E402
 
 PHASE = ("embed_labels", "graph", "vectors", "select")
 
@@ -146,7 +146,7 @@ def rounds_model(args: argparse.Namespace, emb: np.ndarray, threshold: float) ->
             def apply(c: Commit, shards: list = shards, spent: dict = spent) -> None:
                 t = time.perf_counter()
                 for sh in shards:
-                    sh.apply(c.positions, c.ptr, c.idx, c.val)
+                    sh.apply(c.positions, c.ptr, c.idx, c.val, c.groups, c.costs)
                 spent["apply"] += time.perf_counter() - t
 
             got, log = sharded_greedy(propose, apply, graph.n_labels, args.k, Phi(), "gradient", batch)
@@ -172,10 +172,10 @@ def memory_probe(args: argparse.Namespace, pool: Path, emb_path: Path) -> dict:
     vectors are built at each threshold (docs/scaling.md's memory per shard)."""
     import ray
 
-    from mig_ray.distributed.session import ray_up
-    from mig_ray.distributed.shard import ShardActor
     from mig_ray.pools.annotated import load_valid_tags, split_blocks
     from mig_ray.pools.fields import FieldSpec
+    from mig_ray.runtime.session import ray_up
+    from mig_ray.selection.shard import ShardActor
 
     class Probe(ShardActor):
         def rss_now_mb(self) -> float:

@@ -89,7 +89,7 @@ def against_gold(pred: dict[str, list[str]], gold: dict[str, list[str]]) -> dict
 
 
 def run_job(tmp: Path, name: str, pool: Path, tagger: dict, scorer: dict) -> Path:
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job as run
 
     data = yaml.safe_load((ROOT / "jobs" / "demo.yaml").read_text())
@@ -114,8 +114,8 @@ def information_on_minilm_graph(tmp: Path, minilm_out: Path, static_ids: list[st
     nightly diff's `previous_selection`), against the MiniLM selection made by the same config."""
     import pyarrow.parquet as pq
 
-    from mig_ray.config import SelectConfig
-    from mig_ray.selection import run_select
+    from mig_ray.selection.config import SelectConfig
+    from mig_ray.selection.run import run_select
 
     pool = pq.read_table(minilm_out / "assemble" / "pool.parquet", columns=["id", "score"]).to_pylist()
     score = {r["id"]: r["score"] for r in pool}
@@ -146,7 +146,7 @@ def main() -> None:
     from mig_ray.annotate.cache import load_annotations
     from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig
     from mig_ray.annotate.static_tagger import StaticTagger, StaticTaggerConfig
-    from mig_ray.distributed.session import ray_up
+    from mig_ray.runtime.session import ray_up
 
     load_start = [round(x, 2) for x in os.getloadavg()]
     result: dict = {"benchmark": "tagger agreement: static (model2vec from MiniLM) vs MiniLM",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import inspect
 import sys
-from enum import StrEnum
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
@@ -25,21 +25,6 @@ app = typer.Typer(
 )
 
 EXIT_USAGE = 2
-
-
-class PropagationMode(StrEnum):
-    target = "target"
-    source = "source"
-
-
-class PhiFamily(StrEnum):
-    pow = "pow"
-    exp = "exp"
-
-
-class GainMode(StrEnum):
-    gradient = "gradient"
-    exact = "exact"
 
 
 def _fail(msg: str) -> None:
@@ -65,15 +50,23 @@ def _print_summary(s: dict) -> None:
                f"summary:  {out['summary']}")
 
 
-def _run(**kwargs) -> dict:
-    from mig_ray.config import SelectConfig
-    from mig_ray.selection import run_select
+def _flag(loc: tuple, flags: dict[str, str]) -> str:
+    """The CLI flag a validation error's location names ('options' for the model as a whole)."""
+    name = ".".join(map(str, loc))
+    return flags.get(name, name.replace("_", "-")) or "options"
 
+
+def _run(**kwargs) -> dict:
+    from mig_ray.core.options import option_fields
+    from mig_ray.selection.config import SelectConfig
+    from mig_ray.selection.run import run_select
+
+    flags = option_fields()
     try:
-        cfg = SelectConfig(**kwargs)
+        cfg = SelectConfig(**cli_options(kwargs))
     except ValidationError as e:
-        _fail("; ".join(f"--{'.'.join(map(str, err['loc'])).replace('_', '-') or 'options'}: "
-                        f"{err['msg'].removeprefix('Value error, ')}" for err in e.errors()))
+        _fail("; ".join(f"--{_flag(err['loc'], flags)}: {err['msg'].removeprefix('Value error, ')}"
+                        for err in e.errors()))
     try:
         summary = run_select(cfg)
     except PoolError as e:
@@ -82,10 +75,8 @@ def _run(**kwargs) -> dict:
     return summary
 
 
-@app.command()
 def select(
     pool: Annotated[Path, typer.Argument(help="Annotated pool: .jsonl (one record per line) or .parquet.")],
-    n: Annotated[int, typer.Option("-n", "--n", help="How many samples to select (K).")],
     out: Annotated[Path, typer.Option("-o", "--out", help="Selected records, in selection order "
                                       "(.jsonl or .parquet). Beside it: <stem>.manifest.jsonl, "
                                       "<stem>.rejects.jsonl, <stem>.summary.json.")],
@@ -105,36 +96,9 @@ def select(
     embedding_cache_dir: Annotated[Path | None, typer.Option(help="Folder of that cache (default "
                                                              "~/.cache/mig_ray/label-embeddings or "
                                                              "under $XDG_CACHE_HOME).")] = None,
-    sim_threshold: Annotated[float, typer.Option(help="Cosine threshold T for label-graph edges. "
-                                                 "Model-relative: 0.9 leaves most MiniLM labels "
-                                                 "isolated.")] = 0.9,
-    target_degree: Annotated[float | None, typer.Option(help="Choose the threshold that gives this "
-                                                        "mean degree (overrides --sim-threshold).")] = None,
-    prop_weight: Annotated[float, typer.Option(help="Weight alpha of off-diagonal edges in "
-                                               "propagation.")] = 1.0,
-    propagation: Annotated[PropagationMode, typer.Option(help="target: P = W'/colsum (released code); "
-                                                         "source: P = W'/rowsum (each label spreads "
-                                                         "one unit).")] = PropagationMode.target,
-    phi: Annotated[PhiFamily, typer.Option(help="Concave phi: pow (x+a)^b or exp "
-                                           "1-exp(-alpha x).")] = PhiFamily.pow,
-    phi_a: Annotated[float, typer.Option(help="a of phi pow.")] = 1e-6,
-    phi_b: Annotated[float, typer.Option(help="b of phi pow (0 < b < 1).")] = 0.8,
-    phi_alpha: Annotated[float, typer.Option(help="alpha of phi exp.")] = 1.0,
-    norm: Annotated[bool, typer.Option(help="Spread a sample's score over its labels (s/|L|) instead of "
-                                       "s on each label.")] = False,
-    gain: Annotated[GainMode, typer.Option(help="gradient: phi'(x)·ê (paper); exact: "
-                                           "E(D+i) - E(D).")] = GainMode.gradient,
-    shards: Annotated[int, typer.Option(help="Shard actors for distributed selection "
-                                        "(1: in process).")] = 1,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join ('auto' or an address); "
                                                     "default starts a local one (loopback, no dashboard) "
                                                     "when --shards > 1.")] = None,
-    batch: Annotated[int, typer.Option(help="Sharded: candidates each shard proposes per round; a round "
-                                       "commits only picks proven identical to naive greedy (0: one pick "
-                                       "per round).")] = 256,
-    checkpoint_every: Annotated[float, typer.Option(help="Sharded: seconds between checkpoints of the "
-                                                    "committed order (<stem>.checkpoint.npz); a re-run "
-                                                    "resumes from it.")] = 5.0,
     labels_field: Annotated[str | None, typer.Option(help="Dotted path to the label list (default "
                                                      "annotation.instag.content).")] = None,
     score_field: Annotated[str | None, typer.Option(help="Dotted path to a numeric score (default: "
@@ -149,39 +113,93 @@ def select(
                                                            "yesterday's <stem>.manifest.jsonl): its "
                                                            "information on this run's graph goes into "
                                                            "the summary beside this one's.")] = None,
+    force: Annotated[bool, typer.Option(help="Replace the outputs of a job (mig-ray run) found at --out "
+                                        "(its selected.* and manifest have the same names).")] = False,
+    n: Annotated[int | None, typer.Option("-n", "--n", help="How many samples to select (K); optional "
+                                          "with --budget-tokens.")] = None,
+    **options,
 ) -> None:
     """Select the N most informative samples of an annotated POOL (MIG greedy, exact)."""
     _run(pool=pool, n=n, out=out, valid_tags=valid_tags, embedding_model=embedding_model,
          label_embeddings=label_embeddings, embedding_cache=embedding_cache,
-         embedding_cache_dir=embedding_cache_dir, sim_threshold=sim_threshold, target_degree=target_degree,
-         prop_weight=prop_weight, propagation=propagation.value, phi=phi.value, phi_a=phi_a, phi_b=phi_b,
-         phi_alpha=phi_alpha, norm=norm, gain=gain.value, shards=shards, ray_address=ray_address,
-         batch=batch, checkpoint_seconds=checkpoint_every,
-         labels_field=labels_field, score_field=score_field, id_field=id_field, strict=strict,
-         progress=progress, previous_manifest=previous_manifest)
+         embedding_cache_dir=embedding_cache_dir, ray_address=ray_address, labels_field=labels_field,
+         score_field=score_field, id_field=id_field, strict=strict, progress=progress,
+         previous_manifest=previous_manifest, force=force, **options)
 
 
-COMPARE_OWN = ("out", "previous_manifest")  # select options compare does not take
+def option_parameters() -> list[inspect.Parameter]:
+    """One typer option per selection option (mig_ray.core.options): its flag, default, bounds in
+    the help and choices all come from the model, so the CLI cannot drift from the job file."""
+    from mig_ray.core.options import DICT_OPTIONS, SelectionOptions, option_fields
+
+    params = []
+    for name, flag in option_fields().items():
+        f = SelectionOptions.model_fields[name]
+        decls = () if flag == name.replace("_", "-") else (f"--{flag}",)
+        bounds = ", ".join(f"{op} {getattr(m, attr)}" for m in f.metadata for attr, op in _BOUNDS
+                           if hasattr(m, attr))
+        help_text = f"{f.description} [{bounds}]" if bounds else f.description
+        annotation, default, extra = f.annotation, f.default, {}
+        if name in DICT_OPTIONS:  # a repeatable NAME=VALUE flag; cli_options makes it the dict
+            annotation, default, extra = list[str] | None, None, {"metavar": "GROUP=CAP"}
+        params.append(inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=default,
+            annotation=Annotated[annotation, typer.Option(*decls, help=help_text, **extra)]))
+    return params
 
 
-def compare(pool: Path, n: int, out_dir: Path, methods: str, seed: int, sample_embeddings: Path | None,
+def cli_options(kwargs: dict) -> dict:
+    """The CLI's values as the model's: each repeatable NAME=VALUE flag as a dict."""
+    from mig_ray.core.options import DICT_OPTIONS, option_fields, parse_pairs
+
+    flags = option_fields()
+    out = dict(kwargs)
+    for name in DICT_OPTIONS:
+        if name in out:
+            try:
+                out[name] = parse_pairs(f"--{flags[name]}", out[name])
+            except ValueError as e:
+                _fail(str(e))
+    return out
+
+
+_BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+
+
+def _with_options(fn, before: str) -> inspect.Signature:
+    """fn's own parameters with the selection options inserted before the parameter `before`."""
+    own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+           for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != "options"]
+    at = [p.name for p in own].index(before)
+    return inspect.Signature(own[:at] + option_parameters() + own[at:])
+
+
+select.__signature__ = _with_options(select, "ray_address")
+app.command()(select)
+
+
+COMPARE_OWN = ("out", "previous_manifest", "force")  # select options compare does not take
+
+
+def compare(pool: Path, n: int, out_dir: Path, methods: str | None, seed: int, sample_embeddings: Path | None,
             sample_embeddings_field: str | None, embed_samples: bool, deita_threshold: float,
-            **select_options) -> None:
-    """Run MIG and the baselines (random, score, instag, deita, kcenter) on the same selectable records
-    of POOL; measure each the same way; write OUTDIR/compare.json, OUTDIR/<method>.manifest.jsonl and
-    print a table. Takes every `select` option (graph, phi, gain, fields, valid tags, embeddings)."""
-    from mig_ray.compare.methods import parse_methods
+            method_option: list[str] | None = None, **select_options) -> None:
+    """Run MIG and the baselines (see --methods) on the same selectable records of POOL; measure each the
+    same way; write OUTDIR/compare.json, OUTDIR/<method>.manifest.jsonl and print a table. Takes every
+    `select` option (graph, phi, gain, fields, valid tags, embeddings)."""
+    from mig_ray.compare.methods import DEFAULT, parse_method_options, parse_methods
     from mig_ray.compare.run import CompareOptions, run_compare, table
-    from mig_ray.config import SelectConfig
+    from mig_ray.selection.config import SelectConfig
 
     try:
-        names = parse_methods(methods)
+        names = parse_methods(methods or DEFAULT)
     except ValueError as e:
         _fail(f"--methods: {e}")
-    kw = dict(select_options)
-    kw["checkpoint_seconds"] = kw.pop("checkpoint_every")
-    for key in ("propagation", "phi", "gain"):
-        kw[key] = kw[key].value
+    try:
+        given = parse_method_options(method_option or [])
+    except ValueError as e:
+        _fail(f"--method-option: {e}")
+    kw = cli_options(select_options)
     try:
         cfg = SelectConfig(pool=pool, n=n, out=out_dir / "mig" / "selected.jsonl", **kw)
     except ValidationError as e:
@@ -189,7 +207,11 @@ def compare(pool: Path, n: int, out_dir: Path, methods: str, seed: int, sample_e
     if not 0.0 < deita_threshold <= 1.0:
         _fail(f"--deita-threshold must be in (0, 1], got {deita_threshold}")
     opts = CompareOptions(tuple(names), seed, sample_embeddings, sample_embeddings_field, embed_samples,
-                          deita_threshold)
+                          deita_threshold, method_options=given)
+    try:
+        opts.options()
+    except ValueError as e:
+        _fail(f"--method-option: {e}")
     try:
         result = run_compare(cfg, out_dir, opts)
     except PoolError as e:
@@ -213,8 +235,8 @@ def _compare_signature() -> inspect.Signature:
             "-n", "--n", help="How many samples each method selects (K).")]),
         par("out_dir", annotation=Annotated[Path, typer.Option(
             "-o", "--out-dir", help="Where compare.json, <method>.manifest.jsonl and samples.jsonl go.")]),
-        par("methods", default="mig,random,score,instag,deita,kcenter",
-            annotation=Annotated[str, typer.Option(help="Comma list of methods.")]),
+        par("methods", default=None, annotation=Annotated[opt_str, typer.Option(
+            help="Comma list of methods (default: every method mig_ray.compare.methods registers).")]),
         par("seed", default=0, annotation=Annotated[int, typer.Option(
             help="Seed of random, kcenter's first pick and the Vendi subsample.")]),
         par("sample_embeddings", default=None, annotation=Annotated[opt_path, typer.Option(
@@ -226,6 +248,9 @@ def _compare_signature() -> inspect.Signature:
             help="Or embed the user turns with --embedding-model (slow on large pools).")]),
         par("deita_threshold", default=0.9, annotation=Annotated[float, typer.Option(
             help="deita: take a sample only when its cosine similarity to every taken one is below this.")]),
+        par("method_option", default=None, annotation=Annotated[list[str] | None, typer.Option(
+            help="A method's option as NAME.KEY=VALUE, repeatable (e.g. qdit.alpha=0.7); each method's "
+                 "options and defaults are in compare.json and the README.")]),
     ]
     params = inspect.signature(select, eval_str=True).parameters
     skip = ("pool", "n", *COMPARE_OWN)
@@ -240,7 +265,8 @@ app.command("compare")(compare)
 @app.command()
 def run(
     job_file: Annotated[Path, typer.Argument(help="The job file (YAML): input, annotate, graph, selection, "
-                                             "output, ray. See jobs/ for examples.")],
+                                             "output, ray. Every key, its default and bounds: "
+                                             "docs/job-file.md; examples: jobs/.")],
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (overrides "
                                                 "output.dir).")] = None,
     incremental: Annotated[bool, typer.Option(help="Nightly curation: the pool may have grown since the "
@@ -263,7 +289,7 @@ def run(
 def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address: str | None,
              shards: int | None, progress: bool, until: str) -> None:
     from mig_ray.errors import JobError
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
 
     overrides: dict = {}
@@ -298,6 +324,17 @@ def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address
 JobArg = Annotated[Path, typer.Argument(help="The job file (YAML); see jobs/.")]
 OutOpt = Annotated[Path | None, typer.Option("-o", "--output", help="Output directory (overrides "
                                              "output.dir).")]
+
+
+@app.command()
+def dedup(job_file: JobArg, output: OutOpt = None,
+          incremental: Annotated[bool, typer.Option(
+              "--incremental", help="Also drop tonight's records that duplicate an earlier night's kept "
+              "ones (their signatures are in the cache).")] = False,
+          progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True) -> None:
+    """Ingest the job's pool and remove duplicates and benchmark-contaminated records only (the job's
+    `dedup:` and `decontaminate:`); the lists land in OUTDIR/dedup/."""
+    _run_job(job_file, output, incremental, None, None, progress, "dedup")
 
 
 @app.command()
@@ -340,13 +377,16 @@ def report(
 
 @app.command()
 def demo(
-    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where to write the demo "
-                                          "output.")] = Path("demo_out"),
+    out_dir: Annotated[Path, typer.Option("-o", "--out-dir", help="Where to write the demo's "
+                                          "selection (not demo_out/: the demo job writes "
+                                          "there).")] = Path("demo_select"),
     n: Annotated[int, typer.Option("-n", help="How many samples to select.")] = 30,
+    progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
+    force: Annotated[bool, typer.Option(help="Replace a job's outputs found in --out-dir.")] = False,
 ) -> None:
     """Select from the bundled demo pool (synthetic, see mig_ray/demo/README.md) with the defaults."""
     pool = Path(str(resources.files("mig_ray") / "demo" / "demo_pool.jsonl"))
-    _run(pool=pool, n=n, out=out_dir / "selected.jsonl", target_degree=5.0)
+    _run(pool=pool, n=n, out=out_dir / "selected.jsonl", progress=progress, force=force)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -355,25 +395,35 @@ def main(argv: list[str] | None = None) -> None:
 
     from typer._click import exceptions as click  # typer vendors its own click
 
+    from mig_ray.errors import JobError, ReportError
+    from mig_ray.runtime.task_errors import task_cause
+
     try:
-        code = app(args=argv, prog_name="mig-ray", standalone_mode=False)
+        try:
+            code = app(args=argv, prog_name="mig-ray", standalone_mode=False)
+        except Exception as e:  # a Ray task's own error, out of Ray's wrappers (its message is one line)
+            cause = task_cause(e)
+            if cause is e:
+                raise
+            raise cause from e
     except click.NoArgsIsHelpError as e:
         typer.echo(e.ctx.get_help() if e.ctx else str(e), err=True)
         sys.exit(EXIT_USAGE)
     except click.UsageError as e:
         cmd = f" {e.ctx.command_path.removeprefix('mig-ray').strip()}" if e.ctx else ""
-        msg = e.format_message().removeprefix("Value error, ").replace("\n", " ")
+        msg = e.format_message().replace("Value error, ", "").replace("\n", " ")
         typer.echo(f"error: {msg} (see mig-ray{cmd.rstrip()} --help)", err=True)
         sys.exit(EXIT_USAGE)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
-    except PoolError as e:  # raised outside a command body
+    except (PoolError, JobError, ReportError) as e:  # raised outside a command body, or in a Ray task
         typer.echo(f"error: {e}", err=True)
         sys.exit(EXIT_USAGE)
     except OSError as e:  # a file the checks could not foresee (disk full, permissions changed)
         where = f"{e.filename}: " if e.filename else ""
-        typer.echo(f"error: {where}{e.strerror or e}", err=True)
+        full = " (the disk is full: free space and run again)" if e.errno == errno.ENOSPC else ""
+        typer.echo(f"error: {where}{e.strerror or e}{full}", err=True)
         sys.exit(EXIT_USAGE)
     except Exception as e:
         if os.environ.get("MIG_RAY_DEBUG"):

@@ -88,3 +88,20 @@ def check_writable(outputs: Iterable[Path]) -> None:
             raise PoolError(f"{folder}: cannot create the output folder ({probe} is not a directory)")
         if not os.access(probe, os.W_OK | os.X_OK):
             raise PoolError(f"{probe}: the output folder is not writable")
+
+
+JOB_MARKERS = ("run.json", "job.resolved.yaml")  # what only `mig-ray run` writes at OUTDIR's top
+SELECT_SIDECAR = "selected.summary.json"  # what `mig-ray select -o DIR/selected.*` writes there
+
+
+def check_not_a_jobs_outputs(outputs: Iterable[Path], force: bool = False) -> None:
+    """`select` (and `demo`) do not replace the files of a job's output folder (its selected.jsonl
+    and manifest have the same names) unless told to with --force."""
+    if force:
+        return
+    existing = [p for p in outputs if isinstance(p, Path) and p.exists()]
+    for folder in {p.parent for p in existing}:
+        if any((folder / m).exists() for m in JOB_MARKERS):
+            names = ", ".join(sorted(p.name for p in existing if p.parent == folder)[:4])
+            raise PoolError(f"{folder} holds the outputs of a job (mig-ray run): {names} would be replaced; "
+                            "choose another --out, or pass --force to replace them")

@@ -39,7 +39,7 @@ def ray_address(s3_endpoint) -> str:
     """One local Ray cluster for the test session: loopback, no dashboard, enough logical CPUs."""
     import ray
 
-    from mig_ray.distributed.session import ray_up
+    from mig_ray.runtime.session import ray_up
 
     assert ray_up(None, num_cpus=8)
     address = ray.get_runtime_context().gcs_address

@@ -37,7 +37,7 @@ if not os.environ.get("RAY_TMPDIR"):
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from mig_ray.job.config import load_job  # noqa: E402
+from mig_ray.job.jobfile import load_job  # noqa: E402
 from mig_ray.job.pipeline import run_job  # noqa: E402
 
 KILL_ROUND = 3

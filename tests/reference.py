@@ -96,3 +96,57 @@ def reference_order(label_lists, scores, vocab, embeddings, k, threshold=0.9, pr
     ehat = propagated(label_lists, scores, nodes, w, propagation, prop_weight, norm)
     order, gains = naive_greedy(ehat, k, family, gain, a, b, alpha)
     return order, gains, nodes, ehat
+
+
+def naive_limited_greedy(ehat: np.ndarray, k: int, groups, caps, costs, budget=np.inf, key="gain",
+                         family="pow", gain="gradient", a=1e-6, b=0.8, alpha=1.0):
+    """The greedy under per-group caps and a budget, by full rescans: each round the candidates are
+    the remaining samples whose group count is below its cap and whose cost fits what is left of
+    the budget (the used budget summed one cost at a time in pick order); the key is the gain, or
+    gain / cost with key="ratio"; the tie rule applies to the key. Stops at k picks or when nothing
+    fits. Returns (order, keys, x)."""
+    n, L = ehat.shape
+    groups, caps = np.asarray(groups), np.asarray(caps)
+    costs = np.asarray(costs, dtype=np.float64)
+    x = np.zeros(L)
+    left = np.ones(n, dtype=bool)
+    counts = np.zeros(len(caps), dtype=np.int64)
+    used = 0.0
+    order, keys = [], []
+    while len(order) < k:
+        fits = left & (counts[groups] < caps[groups]) & (used + costs <= budget)
+        if not fits.any():
+            break
+        if gain == "gradient":
+            terms = phi_grad(family, x, a, b, alpha)[None, :] * ehat
+        else:
+            before = phi_value(family, x, a, b, alpha)[None, :]
+            terms = phi_value(family, x[None, :] + ehat, a, b, alpha) - before
+        g = np.cumsum(terms, axis=1)[:, -1] if L else np.zeros(n)
+        kv = g / costs if key == "ratio" else g
+        kv = np.where(fits, kv, -np.inf)
+        m = kv.max()
+        i = int(np.flatnonzero(fits & (kv >= m - TIE * abs(m)))[0])
+        order.append(i)
+        keys.append(kv[i])
+        left[i] = False
+        counts[groups[i]] += 1
+        used = used + costs[i]
+        x = x + ehat[i]
+    return np.array(order, dtype=np.int64), np.array(keys), x
+
+
+def naive_budgeted(ehat: np.ndarray, k: int, groups, caps, costs, budget, family="pow", gain="gradient",
+                   a=1e-6, b=0.8, alpha=1.0):
+    """Under a budget that can bind (below the pool's total cost): the cost-benefit and the plain gain
+    greedy, the one of higher E = sum phi(x) kept, cost-benefit on equal E. A budget that cannot bind
+    is no budget: the plain greedy. Returns (order, keys, which)."""
+    kw = dict(family=family, gain=gain, a=a, b=b, alpha=alpha)
+    if not budget < float(np.sum(costs)):
+        return (*naive_limited_greedy(ehat, k, groups, caps, costs, budget, "gain", **kw)[:2], "gain")
+    ratio = naive_limited_greedy(ehat, k, groups, caps, costs, budget, "ratio", **kw)
+    plain = naive_limited_greedy(ehat, k, groups, caps, costs, budget, "gain", **kw)
+    e_ratio, e_plain = (float(np.sum(phi_value(family, r[2], a, b, alpha))) for r in (ratio, plain))
+    if e_plain > e_ratio:
+        return plain[0], plain[1], "gain"
+    return ratio[0], ratio[1], "ratio"

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mig_ray.job.pipeline import _assemble_part
+from mig_ray.job.assemble import AssembleSpec, assemble_part
 from mig_ray.pools.ingest import SCHEMA
 
 
@@ -32,10 +32,9 @@ def test_assemble_from_the_parts_columns_keeps_and_explains_each_row(tmp_path, s
     rows = _part(tmp_path / "part.parquet", random.Random(5), 400)
     (tmp_path / "pool").mkdir()
     (tmp_path / "bad").mkdir()
-    spec = {"labels_field": None, "tags": None, "scorer": scorer, "score_field": None, "constant": 2.5,
-            "score": None, "cache_dir": str(tmp_path / "cache"), "pool": str(tmp_path / "pool"),
-            "unselectable": str(tmp_path / "bad")}
-    got = _assemble_part({"k": 3, "part": str(tmp_path / "part.parquet")}, spec)
+    spec = AssembleSpec(labels_field=None, tags=None, scorer=scorer, score_field=None, constant=2.5,
+                        score=None, pool=str(tmp_path / "pool"), unselectable=str(tmp_path / "bad"))
+    got = assemble_part(3, str(tmp_path / "part.parquet"), spec)
 
     keep, bad = [], []
     for r in rows:
@@ -52,6 +51,6 @@ def test_assemble_from_the_parts_columns_keeps_and_explains_each_row(tmp_path, s
     assert [(p["id"], p["labels"], repr(p["score"]), p["position"]) for p in pool] == keep
     written = (tmp_path / "bad" / "part-000003.jsonl").read_bytes().splitlines()
     assert [orjson.loads(x) for x in written] == bad
-    reasons = orjson.loads(got["reasons"])
-    assert got["ingested"] == 400 and got["selectable"] == len(keep) and 0 < len(bad) == sum(reasons.values())
+    reasons = got.reasons
+    assert got.ingested == 400 and got.selectable == len(keep) and 0 < len(bad) == sum(reasons.values())
     assert reasons.get("missing labels", 0) == sum(b["reason"].startswith("missing labels") for b in bad)

@@ -1,5 +1,5 @@
 """The assemble stage's hash join of the pool with an annotation cache gives each ingest part
-exactly what `load_annotations(..., ids, extras=False)` + `_column` gave it: a random cache of
+exactly what `load_annotations(..., ids, extras=False)` + `annotation_column` gave it: a random cache of
 several parts (ids repeated across and within parts with other values, failed rows, NaN scores,
 empty and missing labels, ids the cache lacks) against random ingest parts, with few rows per
 bucket so that buckets and parts interleave, compared per id with the old way computed here."""
@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mig_ray.annotate.cache import cache_folder, load_annotations, prepare_folder, write_part
+from mig_ray.job.assemble import annotation_column
 from mig_ray.job.join import (
     annotations_of_part,
     bucket_of,
@@ -21,7 +22,6 @@ from mig_ray.job.join import (
     join_pool,
     split_by_bucket,
 )
-from mig_ray.job.pipeline import _column
 from mig_ray.storage import location
 
 IDENT = {"tags": {"model": "t", "v": 1}, "score": {"model": "s", "v": 2}}
@@ -108,8 +108,8 @@ def test_the_join_gives_each_part_what_load_annotations_gave(tmp_path, seed, row
             old = load_annotations(cache_dir, kind, IDENT[kind], pyids, extras=False)
             assert new.num_rows == old.num_rows
             assert _rows(new, name) == _rows(old, name)
-            new_values, new_reasons = _column(new, pyids, name)
-            old_values, old_reasons = _column(old, pyids, name)
+            new_values, new_reasons = annotation_column(new, pyids, name)
+            old_values, old_reasons = annotation_column(old, pyids, name)
             assert new_reasons == old_reasons
             assert _same(new_values, old_values)
             checked[kind] += sum(r is None for r in new_reasons)
@@ -127,7 +127,7 @@ def test_a_cache_with_no_parts_annotates_nothing(tmp_path):
         new = annotations_of_part(got["files"]["score"], k, ids, "score")
         assert new.num_rows == 0
         missing = ["not annotated: no score in the cache"] * len(ids)
-        assert _column(new, ids.to_pylist(), "score")[1] == missing
+        assert annotation_column(new, ids.to_pylist(), "score")[1] == missing
 
 
 def test_split_by_bucket_keeps_every_bucket_and_the_row_order():
@@ -152,7 +152,7 @@ def test_the_join_on_ray_over_s3(ray_address, s3_endpoint, tmp_path):
     """The same through Ray's tasks, its temporary files on an object store."""
     import boto3
 
-    from mig_ray.distributed.session import run_tasks
+    from mig_ray.runtime.session import run_tasks
     from mig_ray.storage import rmtree
 
     rng = random.Random(11)

@@ -10,9 +10,9 @@ import shutil
 
 import numpy as np
 
-from mig_ray.config import SelectConfig
-from mig_ray.distributed.engine import fingerprint
 from mig_ray.job.stages import MARKER, StageDir
+from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.engine import fingerprint
 
 
 def _cfg(tmp_path, **kw) -> SelectConfig:

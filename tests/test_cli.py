@@ -46,7 +46,7 @@ def test_real_example_with_bundled_model(tmp_path):
     m = manifest(out)
     assert [r["rank"] for r in m] == [1, 2, 3, 4]
     assert out.read_bytes() == b"".join(lines[r["line"] - 1] for r in m)
-    assert all(a["gain"] >= b["gain"] for a, b in zip(m, m[1:], strict=False))  # submodular: gains fall
+    assert all(a["greedy_key"] >= b["greedy_key"] for a, b in zip(m, m[1:], strict=False))  # keys only fall
     summary = json.loads((tmp_path / "sel.summary.json").read_text())
     # the graph's nodes: the valid labels the 9 selectable records carry, counted from the file
     valid = set(json.loads(TULU3_TAGS.read_text()))
@@ -177,7 +177,13 @@ def test_n_larger_than_pool_selects_all(tmp_path):
                    "--no-progress")
     assert "is more than the 9 selectable records: selecting all of them" in proc.stderr
     assert len(manifest(out)) == 9
-    assert json.loads((tmp_path / "all.summary.json").read_text())["selected_all"] is True
+    summary = json.loads((tmp_path / "all.summary.json").read_text())
+    assert summary["selected_all"] is True
+    # no threshold given and the bundled model: the graph is built to mean degree 5, not at 0.9
+    graph = summary["graph"]
+    assert graph["threshold_rule"] == "default for the bundled model: target_degree 5"
+    assert 5 <= graph["mean_degree"] < 6 and graph["threshold"] < 0.9
+    assert "[default for the bundled model: target_degree 5]" in proc.stderr
 
 
 def test_refuses_to_overwrite_input_and_strict_exit_code(tmp_path):

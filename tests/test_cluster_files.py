@@ -101,6 +101,12 @@ def test_crontab_example_lines_are_valid():
         fields = line.split(None, 5)
         assert len(fields) == 6 and all(re.fullmatch(r"[\d*/,-]+", f) for f in fields[:5]), line
     assert any("mig-ray run jobs/nightly.yaml --incremental" in x and "mig-ray report" in x for x in lines)
+    # jobs/nightly.yaml joins a running Ray (address auto): the line starts one first when none runs
+    assert yaml.safe_load((ROOT / "jobs" / "nightly.yaml").read_text())["ray"]["address"] == "auto"
+    for line in lines:
+        if "mig-ray run jobs/nightly.yaml" in line:
+            start = line.index("ray status >/dev/null 2>&1 || .venv/bin/ray start --head")
+            assert start < line.index("mig-ray run jobs/nightly.yaml"), line
 
 
 def _absolute_paths(node) -> list[str]:

@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
@@ -32,12 +32,30 @@ VENV_BIN = Path(sys.executable).parent
 N = 30  # selection.n of jobs/demo.yaml
 
 
-def free_port() -> int:
-    """A port free on loopback right now (for the one server Ray cannot be asked to pick a port for).
-    Another process may take it before Ray binds it: start_head() then retries with another."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextmanager
+def reserved_ports() -> Iterator[Iterator[int]]:
+    """Ports for Ray's client server (the one server Ray cannot be asked to pick a port for) that
+    nothing else can take before Ray binds it. A port chosen, freed and handed to Ray later could be
+    taken in between: by any bind to port 0 (Ray's own servers, starting beside it, bind dozens),
+    which is how this test once failed with two ports "taken". Here each port stays bound by this
+    test, with SO_REUSEPORT and without listening, until the head is discarded: the kernel never
+    gives a bound port to a port-0 bind, a plain bind of it fails, and Ray's gRPC client server
+    (SO_REUSEPORT is gRPC's default on Linux) binds beside it and is the only one listening."""
+    held: list[socket.socket] = []
+
+    def ports() -> Iterator[int]:
+        while True:
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+            yield s.getsockname()[1]
+
+    try:
+        yield ports()
+    finally:
+        for s in held:
+            s.close()
 
 
 DASHBOARD_LINE = re.compile(rb"RAY_API_SERVER_ADDRESS='(http://127\.0\.0\.1:\d+)'")
@@ -125,10 +143,10 @@ def start_head(ports: Iterator[int], timeout: float = 120) -> dict:
 
     Port 0 everywhere: Ray binds each server to a port of its own choosing and the test reads the
     dashboard's and the GCS's back. Ray requires a fixed port for its client server (1024..65535,
-    no 0; this test does not use that server), taken from `ports`: if another process binds it
-    first, the client server dies, `ray start --block` stops the head, and the head is started
-    again (fresh temp dir) with the next port. The head counts as up only once its client server
-    listens, so the port can no longer be lost while the test runs."""
+    no 0; this test does not use that server), taken from `ports` (reserved_ports()): if another
+    process binds it first (only a port not reserved can be), the client server dies, `ray start
+    --block` stops the head, and the head is started again (fresh temp dir) with the next port.
+    The head counts as up only once its client server listens."""
     from ray.job_submission import JobSubmissionClient
 
     token = uuid.uuid4().hex
@@ -180,11 +198,12 @@ def start_head(ports: Iterator[int], timeout: float = 120) -> dict:
 
 @pytest.fixture
 def ray_head() -> Iterator[dict]:
-    head = start_head(iter(free_port, None))
-    try:
-        yield head
-    finally:
-        _discard(head["head"], head["temp"], head["log"])
+    with reserved_ports() as ports:
+        head = start_head(ports)
+        try:
+            yield head
+        finally:
+            _discard(head["head"], head["temp"], head["log"])
 
 
 def _listening(temp: Path) -> set[str]:
@@ -245,13 +264,14 @@ def test_job_submitted_to_a_local_head_runs_mig_ray(tmp_path, ray_head):
 
 def test_head_start_retries_when_the_client_server_port_is_taken():
     """The race start_head() guards against, made certain: the first port offered is held by this
-    test (as another process could take it after free_port()); the head that cannot bind it is
-    stopped and a second one comes up on the next port, its client server listening there."""
-    with socket.socket() as held:
+    test with a plain bind (as another process could hold a port it was offered); the head that
+    cannot bind it is stopped and a second one comes up on the next port, a reserved one that only
+    Ray's client server can bind, so exactly one port is taken."""
+    with socket.socket() as held, reserved_ports() as ports:
         held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        head = start_head(itertools.chain([taken], iter(free_port, None)))
+        head = start_head(itertools.chain([taken], ports))
         try:
             assert head["ports_taken"] == [taken]
             assert head["client_port"] != taken and _serves(head["temp"], head["client_port"])

@@ -19,8 +19,9 @@ from reference import dense_graph, phi_value, propagated
 from test_report import chromium, mig_ray
 
 from mig_ray.compare import uniform
+from mig_ray.compare.methods import METHODS
 from mig_ray.compare.run import CompareOptions, run_compare
-from mig_ray.config import SelectConfig
+from mig_ray.selection.config import SelectConfig
 
 MASK = (1 << 64) - 1
 THRESHOLD = 0.7
@@ -118,8 +119,10 @@ def test_baselines_match_direct_implementations(tmp_path, seed):
     pool, lemb, _, _, labels, scores, emb = write_pool(tmp_path, seed, n, 14)
     thr = 0.9 if seed % 2 else 0.3  # 0.3 rejects often, so the fill-up is exercised too
     res = run_compare(config(tmp_path, pool, lemb, k), tmp_path / "cmp",
-                      CompareOptions(seed=seed, embeddings_field="emb", deita_threshold=thr))
-    assert set(res["methods"]) == {"mig", "random", "score", "instag", "deita", "kcenter"}
+                      CompareOptions(methods=tuple(METHODS), seed=seed, embeddings_field="emb",
+                                     deita_threshold=thr))
+    assert set(res["methods"]) == {"mig", "random", "score", "instag", "deita", "kcenter", "longest", "car",
+                                   "qdit"}
     got = {name: positions(Path(m["manifest"])) for name, m in res["methods"].items()}
     assert got["random"] == ref_random(n, k, seed)
     assert got["score"] == ref_score(scores, k)
@@ -130,7 +133,7 @@ def test_baselines_match_direct_implementations(tmp_path, seed):
 
 
 def test_mig_is_the_select_order_local_and_sharded(tmp_path, ray_address):
-    from mig_ray.selection import run_select
+    from mig_ray.selection.run import run_select
 
     pool, lemb, *_ = write_pool(tmp_path, 5, 150, 20)
     cfg = config(tmp_path, pool, lemb, 40)
@@ -168,10 +171,10 @@ def vendi_direct(x: np.ndarray) -> float:
 def test_metrics_recomputed_from_the_manifests(tmp_path, with_embeddings):
     n, k = 120, 30
     pool, lemb, vocab, lemb_arr, labels, scores, emb = write_pool(tmp_path, 17, n, 18)
-    opts = CompareOptions(seed=2, embeddings_field="emb" if with_embeddings else None)
+    opts = CompareOptions(methods=tuple(METHODS), seed=2, embeddings_field="emb" if with_embeddings else None)
     res = run_compare(config(tmp_path, pool, lemb, k), tmp_path / "cmp", opts)
     if not with_embeddings:
-        assert set(res["skipped"]) == {"deita", "kcenter"}
+        assert set(res["skipped"]) == {"deita", "kcenter", "car", "qdit"}
         assert "no sample embeddings" in res["skipped"]["deita"]
     nodes = sorted({t for ls in labels for t in ls})
     w = dense_graph(lemb_arr[[vocab.index(t) for t in nodes]], THRESHOLD)
@@ -249,7 +252,8 @@ def test_cli_prints_the_table_and_names_bad_options(tmp_path):
         assert metric in data["methods"]["mig"]["metrics"]
     bad = mig_ray(*base, "-o", tmp_path / "bad", "--methods", "mig,best", check=False)
     assert bad.returncode == 2 and bad.stderr.strip() == (
-        "error: --methods: unknown method 'best' (methods: mig, random, score, instag, deita, kcenter)")
+        "error: --methods: unknown method 'best' (methods: mig, random, score, instag, deita, kcenter, "
+        "longest, car, qdit)")
     missing = mig_ray(*base, "-o", tmp_path / "bad2", "--sample-embeddings", tmp_path / "none.npz",
                       check=False)
     assert missing.returncode == 2 and "none.npz: cannot read sample embeddings" in missing.stderr
@@ -294,7 +298,7 @@ def test_report_shows_the_comparison_and_escapes_record_text(tmp_path):
     drawn = re.findall(r'<polyline class="series" data-series="(\w+)"', chart)
     assert sorted(drawn) == sorted(data["methods"])
     table = re.search(r'<table id="compare-table".*?</table>', dom, re.S).group(0)
-    assert len(re.findall(r'class="minibar"', table)) == 7 * 6
+    assert len(re.findall(r'class="minibar"', table)) == 7 * len(data["methods"]) == 7 * 9
     for name, m in data["methods"].items():
         assert f'<tr data-method="{name}"><th>{name}</th><td data-metric="information">' \
                f'{m["metrics"]["information"]:,.5g}<br>' in table
@@ -314,7 +318,7 @@ def test_job_compare_key_runs_after_select_and_shows_in_the_report(tmp_path, ray
     import pyarrow.parquet as pq
     from test_job import DEMO_POOL, manifest_ids, small_job
 
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
     from mig_ray.report.build import write_report
 
@@ -371,7 +375,7 @@ def test_job_compare_reads_the_embedding_taggers_cached_vectors_or_falls_back(tm
 
     from mig_ray.annotate.cache import cache_folder, parts
     from mig_ray.annotate.embedding_tagger import SAMPLE_VECTOR, EmbeddingTaggerConfig
-    from mig_ray.job.config import load_job
+    from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
 
     lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:70]  # demo-0058 and -0066: two user turns
@@ -436,7 +440,7 @@ def positions_in(manifest: Path, ids: list[str]) -> list[int]:
 def test_selection_report_browser_is_capped_and_reads_manifest_and_records(tmp_path, monkeypatch):
     from mig_ray.report import browse
     from mig_ray.report.build import write_report
-    from mig_ray.selection import run_select
+    from mig_ray.selection.run import run_select
 
     monkeypatch.setattr(browse, "BROWSER_ROWS", 7)
     pool, lemb, *_ = write_pool(tmp_path, 6, 50, 10, [f"text <b>{i}</b> " + "x" * 500 for i in range(50)])

@@ -16,9 +16,9 @@ import pytest
 from pools import random_pool
 from reference import reference_order
 
-from mig_ray.config import SelectConfig
 from mig_ray.core.graph import LabelGraph
-from mig_ray.selection import run_select
+from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.run import run_select
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -121,10 +121,10 @@ def test_restarted_actor_without_state_is_restored(tmp_path, ray_address):
     import ray
 
     from mig_ray.core.objective import Phi
-    from mig_ray.distributed.engine import ShardPlan, Shards
-    from mig_ray.distributed.shard import ShardActor
     from mig_ray.pools.annotated import split_blocks
     from mig_ray.pools.fields import FieldSpec
+    from mig_ray.selection.engine import ShardPlan, Shards
+    from mig_ray.selection.shard import ShardActor
 
     pool, emb_path, vocab, emb, labels, scores = write_pool(tmp_path, 11, n=80, n_labels=20)
     graph = LabelGraph.build(vocab, emb, threshold=0.7)

@@ -235,13 +235,13 @@ def test_blocks_keep_every_task_slot_busy_and_cover_the_input(tmp_path):
     import math
     import random
 
-    from mig_ray.pools.ingest import _even, _plan
+    from mig_ray.pools.ingest import even_blocks, plan_units
     from mig_ray.storage import location
 
     rng = random.Random(3)
     for _ in range(2000):
         total, per, slots = rng.randint(0, 10**7), rng.randint(1, 10**6), rng.randint(1, 64)
-        blocks = _even(total, per, slots)
+        blocks = even_blocks(total, per, slots)
         natural = max(1, math.ceil(total / per))
         if natural >= slots:
             assert blocks % slots == 0 and natural <= blocks < natural + slots
@@ -250,7 +250,7 @@ def test_blocks_keep_every_task_slot_busy_and_cover_the_input(tmp_path):
     pool = tmp_path / "p.jsonl"
     pool.write_bytes(b"".join(orjson.dumps(_record(i)) + b"\n" for i in range(500)))
     for slots in (1, 3, 4):
-        units = _plan([location(pool)], 3000, 10, slots)
+        units = plan_units([location(pool)], 3000, 10, slots)
         assert len(units) % slots == 0
         assert [(u.start, u.end) for u in units] == list(zip([0] + [u.end for u in units[:-1]],
                                                              [u.end for u in units], strict=True))
@@ -261,7 +261,7 @@ def test_a_file_listed_twice_numbers_each_listing_from_line_one(ray_address, tmp
     """The second listing of the same file is a second input: its records are duplicates of the
     first's and their rejects name the file's own lines, 1 to n, not n+1 to 2n; both listings
     weigh the same in the plan."""
-    from mig_ray.pools.ingest import _even, _plan
+    from mig_ray.pools.ingest import even_blocks, plan_units
     from mig_ray.storage import location
 
     pool = tmp_path / "p.jsonl"
@@ -273,6 +273,6 @@ def test_a_file_listed_twice_numbers_each_listing_from_line_one(ray_address, tmp
     assert all(r["file"] == str(pool) and r["reason"].startswith("duplicate id") for r in rows)
     big = tmp_path / "big.jsonl"
     big.write_bytes(b"".join(orjson.dumps({"id": f"r{i}", **_record(i)}) + b"\n" for i in range(40)))
-    units = _plan([location(big), location(big)], 1000, 10, 4)
-    assert len(units) == _even(2 * big.stat().st_size, 1000, 4)
+    units = plan_units([location(big), location(big)], 1000, 10, 4)
+    assert len(units) == even_blocks(2 * big.stat().st_size, 1000, 4)
     assert sum(u.listing == 0 for u in units) == sum(u.listing == 1 for u in units)

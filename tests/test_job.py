@@ -21,7 +21,7 @@ import yaml
 from pools import random_pool
 
 from mig_ray.errors import JobError
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +48,9 @@ def small_job(tmp_path: Path, pool: Path, out: Path, **extra) -> Path:
     data["input"]["paths"] = [str(pool)]
     data["output"]["dir"] = str(out)
     data["progress"] = False
+    # the tests written before the dedup stage check counts and selections of the whole pool; the
+    # demo pool holds near duplicates, so they run with it off (tests/test_dedup_job.py runs it on)
+    data.setdefault("dedup", {"enabled": False})
     for key, value in extra.items():
         node = data
         *parents, last = key.split(".")
@@ -308,8 +311,8 @@ def test_yaml_is_safe_loaded(tmp_path):
 @pytest.mark.parametrize("name", ["demo.yaml", "tulu3-cluster.yaml", "nightly.yaml"])
 def test_example_jobs_are_valid_job_files(tmp_path, name):
     """The shipped jobs validate, annotator options included, once their cluster paths exist."""
-    from mig_ray.job.config import parse_job
-    from mig_ray.job.pipeline import check_annotators
+    from mig_ray.job.annotators import annotators
+    from mig_ray.job.jobfile import parse_job
 
     data = yaml.safe_load((ROOT / "jobs" / name).read_text())
     model = tmp_path / "model"
@@ -326,7 +329,7 @@ def test_example_jobs_are_valid_job_files(tmp_path, name):
         if "valid_tags" in opts:
             opts["valid_tags"] = data["graph"]["valid_tags"]
     job = parse_job(data, name)
-    check_annotators(job, name)
+    annotators(job, name)
     assert job.selection.k(1000) > 0
 
 
@@ -354,6 +357,12 @@ def test_from_data_labels_and_field_scores_at_dotted_paths(tmp_path, ray_address
         "annotate.scorer": {"kind": "field", "field": "meta.score"}, "selection.n": 12})
     summary = run_job(load_job(job))
     assert summary["counts"]["selectable"] == 58 and summary["counts"]["unselectable"] == 2
+    # the summary table says where labels and scores came from, and the resolved job the threshold
+    assert summary["stages"]["score"]["source"] == "field: meta.score"
+    assert summary["stages"]["tag"]["source"] == "from the data: meta.tags"
+    last = (out / "job.resolved.yaml").read_text().splitlines()[-1]
+    assert last.startswith(f"# graph as built by this run: sim_threshold {summary['graph']['threshold']:.6g} "
+                           "(from target_degree 5; target_degree given)")
     bad = (out / "assemble" / "unselectable.jsonl").read_bytes().splitlines()
     reasons = sorted(orjson.loads(x)["reason"] for x in bad)
     assert reasons[0].startswith("missing labels: meta.tags")
@@ -377,7 +386,7 @@ def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_
     `mig-ray report` on the output shows the diff."""
     from test_distributed import naive_ids
 
-    from mig_ray.job.pipeline import Pipeline
+    from mig_ray.job import summary as job_summary
 
     vocab, emb, labels, scores = random_pool(21, n=120, n_labels=24)
     np.savez(tmp_path / "emb.npz", labels=np.array(vocab), embeddings=emb)
@@ -416,11 +425,11 @@ def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_
     want3 = night(range(50, 120))  # shrinks: the first 50 records are gone
     assert set(want2) - set(want3), "the shrink must drop some of the second night's selection"
 
-    def crash(self, fps):
+    def crash(ctx, stage_log):
         raise RuntimeError("crash after the last stage, before the final outputs")
 
     with monkeypatch.context() as m:
-        m.setattr(Pipeline, "_finish", crash)
+        m.setattr(job_summary, "finish", crash)
         with pytest.raises(RuntimeError, match="crash after the last stage"):
             run_job(load_job(job, {"incremental": True}))
     assert manifest_ids(out / "previous") == want2  # archived before the crash

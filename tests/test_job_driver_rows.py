@@ -22,7 +22,7 @@ import ray
 import ray.data
 from test_job import small_job
 
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 
 SUMMARY_BYTES = 2048  # a per-part summary is well under this; 1,500 ids of a part are ~ 20 KB
@@ -93,19 +93,19 @@ class Spy:
                     spy.shard_loads.append(len(pickle.dumps(x)))
             return out
 
-        from mig_ray.job.pipeline import Pipeline
+        from mig_ray.job import select
 
-        run_select = Pipeline._run_select
+        run_select = select.run
 
-        def watched_select(pipe, path):
+        def watched_select(ctx):
             spy.in_select = True
             try:
-                return run_select(pipe, path)
+                return run_select(ctx)
             finally:
                 spy.in_select = False
 
         monkeypatch.setattr(ray, "get", watched_get)
-        monkeypatch.setattr(Pipeline, "_run_select", watched_select)
+        monkeypatch.setattr(select, "run", watched_select)
         monkeypatch.setattr(pq, "read_table", watched_read_table)
         monkeypatch.setattr(pq.ParquetFile, "__init__", watched_init)
         monkeypatch.setattr(pq.ParquetFile, "read", watched_read)

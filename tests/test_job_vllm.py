@@ -19,7 +19,7 @@ except Exception as e:  # noqa: BLE001 - any import failure means "no vLLM here"
 
 from fixtures import DATA
 
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 
 ENGINE = {"dtype": "float32", "enforce_eager": True, "max_model_len": 1024,

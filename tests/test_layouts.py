@@ -153,13 +153,13 @@ def _outcome(fn, *args):
 
 
 def test_the_fast_turn_reader_equals_the_checked_one_on_hostile_turns():
-    """`_turns` reads well-formed turns in a few lookups and hands anything else to
-    `_turns_checked`: on every turn list, well-formed or not, both give the same messages or the
+    """`read_turns` reads well-formed turns in a few lookups and hands anything else to
+    `read_turns_checked`: on every turn list, well-formed or not, both give the same messages or the
     same reason. Turns are drawn from parts that break one rule each (role spelling and type,
     content type, blank content, missing keys, non-dict turns)."""
     import random
 
-    from mig_ray.pools.layouts import OPENAI_ROLES, SHAREGPT_ROLES, _turns, _turns_checked
+    from mig_ray.pools.layouts import OPENAI_ROLES, SHAREGPT_ROLES, read_turns, read_turns_checked
 
     rng = random.Random(7)
     roles = ["user", "assistant", "system", "developer", "User", " user ", "ASSISTANT", "human", "gpt",
@@ -187,8 +187,8 @@ def test_the_fast_turn_reader_equals_the_checked_one_on_hostile_turns():
             turns = rng.choice(["x", None, {}])
         for key, role_key, text_key, table in (("messages", "role", "content", OPENAI_ROLES),
                                                ("conversations", "from", "value", SHAREGPT_ROLES)):
-            got, want = _outcome(_turns, turns, key, role_key, text_key, table), \
-                _outcome(_turns_checked, turns, key, role_key, text_key, table)
+            got, want = _outcome(read_turns, turns, key, role_key, text_key, table), \
+                _outcome(read_turns_checked, turns, key, role_key, text_key, table)
             assert got == want, turns
             fast_hits += got[0] == "ok"
     assert fast_hits > 1000  # the draw reaches well-formed lists too, not only errors

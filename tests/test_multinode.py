@@ -22,7 +22,7 @@ import yaml
 from reference import dense_graph, naive_greedy, propagated
 
 from mig_ray.errors import JobError
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_POOL = ROOT / "mig_ray" / "demo" / "demo_pool.jsonl"

@@ -13,7 +13,7 @@ from pools import random_pool
 from test_distributed import config, manifest_ids, naive_ids
 
 from mig_ray.pools.annotated import parquet_rows
-from mig_ray.selection import run_select
+from mig_ray.selection.run import run_select
 
 
 def _pools(tmp_path, seed: int = 5, n: int = 90):

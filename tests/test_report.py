@@ -18,10 +18,10 @@ import orjson
 import pytest
 from pools import random_pool
 
-from mig_ray.config import SelectConfig
 from mig_ray.errors import ReportError
 from mig_ray.report.build import find_summary, render_html, report_numbers
-from mig_ray.selection import run_select
+from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.run import run_select
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_POOL = ROOT / "mig_ray" / "demo" / "demo_pool.jsonl"

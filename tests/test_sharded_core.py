@@ -29,7 +29,7 @@ def run_local(shards, n_labels, k, phi, mode, batch, resume=None):
 
     def apply(c: Commit):
         for s in shards:
-            s.apply(c.positions, c.ptr, c.idx, c.val)
+            s.apply(c.positions, c.ptr, c.idx, c.val, c.groups, c.costs)
 
     return sharded_greedy(propose, apply, n_labels, k, phi, mode, batch, resume=resume)
 

@@ -24,8 +24,9 @@ from mig_ray.annotate.static_tagger import (
     static_model_path,
 )
 from mig_ray.errors import JobError
-from mig_ray.job.config import load_job
-from mig_ray.job.pipeline import check_annotators, run_job
+from mig_ray.job.annotators import annotators
+from mig_ray.job.jobfile import load_job
+from mig_ray.job.pipeline import run_job
 from mig_ray.pools.layouts import messages_json, normalise
 
 TIE = 1e-5  # float32 sums in another order: a choice closer than this is not checked
@@ -217,5 +218,5 @@ def test_seed_tasks_in_process_and_failures(static_model):
 def test_an_unknown_option_fails_the_job_file(tmp_path):
     job = small_job(tmp_path, DEMO_POOL, tmp_path / "o", **{
         "annotate.tagger": {"kind": "static", "options": {"pca_dim": 64}}})
-    with pytest.raises(JobError, match=r"annotate.tagger.options.pca_dim: unknown key"):
-        check_annotators(load_job(job), str(job))
+    with pytest.raises(JobError, match=r"annotate.tagger.options.pca_dim: unknown key.*pca_dims"):
+        annotators(load_job(job), str(job))

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 from test_job import DEMO_POOL, small_job, stage_status, start_then_kill_when
 
-from mig_ray.job.config import load_job
+from mig_ray.job.jobfile import load_job
 from mig_ray.job.pipeline import run_job
 from mig_ray.storage import (
     RemotePath,
@@ -179,7 +179,7 @@ def test_job_on_s3_killed_mid_select_resumes_from_the_checkpoint_in_the_bucket(s
     from test_distributed import naive_ids
     from test_job import manifest_ids, released_pool
 
-    from mig_ray.job.pipeline import local_scratch
+    from mig_ray.job.context import local_scratch
 
     vocab, emb, labels, scores = random_pool(5, n=2000, n_labels=60)
     pool = tmp_path / "pool.jsonl"

@@ -15,7 +15,7 @@ from test_sharded_core import run_local, split_shards
 
 from mig_ray.core.greedy import ShardGreedy, lazy_greedy
 from mig_ray.core.objective import Phi
-from mig_ray.selection import run_select
+from mig_ray.selection.run import run_select
 
 KINDS = ["constant", "integer", "duplicated"]
 MODES = list(itertools.product(["target", "source"], ["gradient", "exact"], ["pow", "exp"], [False, True]))

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mig_ray.quarantine import Quarantined, one_line, quarantine
 from mig_ray.storage import Location, location, read_parquet, write_atomic, write_parquet_atomic
 
 # kind -> (result column, its type)
@@ -124,15 +125,38 @@ def write_part(table: pa.Table, folder: Location) -> Location:
     return folder / name
 
 
-def cached_ids(folder: Location) -> np.ndarray:
-    """Sorted ids already in the cache as fixed-width bytes: exact membership by searchsorted, and
-    zero-copy for the Ray tasks that filter the pool with it."""
-    ps = parts(folder)
-    if not ps:
-        return np.zeros(0, dtype="S1")
-    ids = pa.concat_arrays([c for p in ps for c in read_parquet(p, columns=["id"]).column("id").chunks])
-    arr = np.array(pc.cast(ids, pa.binary()).to_pylist(), dtype="S")
-    return np.unique(arr)
+def part_problem(path: Location, kind: str) -> str | None:
+    """Why a cache part cannot be used, or None when it reads whole: its contract columns (not the
+    extras, which may be large) are decoded and cast to their types. A truncated upload, a stray
+    file or another tool's table under a part's name all end here instead of in every later run."""
+    try:
+        result_table(read_parquet(path, columns=[c for c, _ in [*BASE, RESULTS[kind]]]), kind)
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as e:
+        return one_line(e)
+    return None
+
+
+def scan_ids(folder: Location, kind: str) -> tuple[np.ndarray, list[tuple[str, str]]]:
+    """Sorted ids of the cache's readable parts as fixed-width bytes (exact membership by
+    searchsorted, zero-copy for the Ray tasks that filter the pool with it), and (part, reason) of
+    each part that cannot be read: the caller moves those aside, and their ids count as not cached."""
+    chunks, bad = [], []
+    for p in parts(folder):
+        problem = part_problem(p, kind)
+        if problem is not None:
+            bad.append((str(p), problem))
+            continue
+        chunks += read_parquet(p, columns=["id"]).column("id").chunks
+    if not chunks:
+        return np.zeros(0, dtype="S1"), bad
+    arr = np.array(pc.cast(pa.concat_arrays(chunks), pa.binary()).to_pylist(), dtype="S")
+    return np.unique(arr), bad
+
+
+def quarantine_parts(cache_dir: Location | str, bad: list[tuple[str, str]]) -> list[Quarantined]:
+    """Move unreadable parts to <cache_dir>/quarantine/ (never deleted), one warning line each."""
+    return [quarantine(location(p), location(cache_dir), reason, "its records are annotated again")
+            for p, reason in bad]
 
 
 def contains(sorted_ids: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -155,6 +179,11 @@ def load_annotations(cache_dir: Location | str, kind: str, identity: Any,
     if not ps:
         return pa.table({c: pa.array([], type=t) for c, t in [*BASE, (name, typ)]})
     columns = None if extras else [c for c, _ in [*BASE, (name, typ)]]
+    bad = [(str(p), why) for p in ps if (why := part_problem(p, kind)) is not None]
+    quarantine_parts(cache_dir, bad)
+    ps = [p for p in ps if str(p) not in {b for b, _ in bad}]
+    if not ps:
+        return pa.table({c: pa.array([], type=t) for c, t in [*BASE, (name, typ)]})
     table = pa.concat_tables([read_parquet(p, columns) for p in ps], promote_options="permissive")
     if ids is not None:
         table = table.filter(pc.is_in(table.column("id"), value_set=pa.array(ids, type=pa.string())))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from importlib import metadata, resources
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,9 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig_ray.annotate.cache import cache_folder, parts
+from mig_ray.annotate.cache import cache_folder, parts, quarantine_parts
+from mig_ray.bundled import resolve_bundled
 from mig_ray.embeddings import DEFAULT_MODEL, cache_root, load_cached, resolve_model, save_cached
 from mig_ray.pools.annotated import load_valid_tags
+from mig_ray.quarantine import one_line
 from mig_ray.storage import Location, parquet_file, read_parquet
 
 PROMPT_VERSION = 1
@@ -48,7 +50,7 @@ OUTPUT_SCHEMA = pa.schema([
 
 def default_vocabulary() -> Path:
     """The released Tulu3 valid tags, shipped in the package (mig_ray/data/valid_tags_tulu3.json)."""
-    return Path(str(resources.files("mig_ray") / "data" / "valid_tags_tulu3.json"))
+    return resolve_bundled("bundled:valid_tags_tulu3.json")
 
 
 def default_vocab_cache() -> Path:
@@ -88,7 +90,8 @@ class EmbeddingTaggerConfig(BaseModel):
 
     def vocabulary_tags(self) -> list[str]:
         """The vocabulary, sorted, so its order never depends on the file."""
-        return sorted(load_valid_tags(self.vocabulary or default_vocabulary()))
+        path = resolve_bundled(self.vocabulary) if self.vocabulary else default_vocabulary()
+        return sorted(load_valid_tags(path))
 
     def model_identity(self) -> str:
         """The bundled model with its package version, or the resolved local folder."""
@@ -311,9 +314,13 @@ def cached_sample_vectors(cache_dir: Location | str, cfg: EmbeddingTaggerConfig,
     have = np.zeros(len(ids), dtype=bool)
     out: np.ndarray | None = None
     for part in parts(cache_folder(cache_dir, "tags", cfg)):
-        if SAMPLE_VECTOR not in parquet_file(part).schema_arrow.names:
+        try:
+            if SAMPLE_VECTOR not in parquet_file(part).schema_arrow.names:
+                continue
+            table = read_parquet(part, columns=["id", SAMPLE_VECTOR])
+        except (pa.ArrowException, OSError) as e:  # moved aside: its ids count as without vectors
+            quarantine_parts(cache_dir, [(str(part), one_line(e))])
             continue
-        table = read_parquet(part, columns=["id", SAMPLE_VECTOR])
         table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
         table = table.filter(pc.is_valid(table.column(SAMPLE_VECTOR)))
         if table.num_rows == 0:

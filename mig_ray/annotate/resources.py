@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mig_ray.distributed.placement import CustomResources
+from mig_ray.runtime.placement import CustomResources, MemoryBytes
 
 
 class ActorResources(BaseModel):
@@ -16,6 +16,8 @@ class ActorResources(BaseModel):
     num_cpus: float = Field(1.0, ge=0, description="logical CPUs per actor")
     num_gpus: float = Field(0.0, ge=0, description="GPUs per actor (0 on CPU-only machines)")
     batch_size: int = Field(64, ge=1, description="records per map_batches call")
+    memory: MemoryBytes | None = Field(None, gt=0, description="memory Ray reserves per actor ('40GiB' or "
+                                       "bytes): a node takes no more actors than its memory holds")
     custom_resources: CustomResources = Field(
         default_factory=dict, description="custom Ray resources per actor: the actors run only on nodes "
                                           "started with them (`ray start --resources '{\"tagger\": 4}'`)")
@@ -26,4 +28,6 @@ class ActorResources(BaseModel):
             kw["num_gpus"] = self.num_gpus
         if self.custom_resources:
             kw["resources"] = dict(self.custom_resources)
+        if self.memory:
+            kw["memory"] = self.memory
         return kw

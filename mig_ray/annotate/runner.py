@@ -14,27 +14,29 @@ import sys
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from mig_ray import metrics
 from mig_ray.annotate.cache import (
     cache_folder,
-    cached_ids,
     check_kind,
     contains,
     identity_hash,
     identity_of,
     load_annotations,
     prepare_folder,
+    quarantine_parts,
     result_table,
+    scan_ids,
     write_part,
 )
 from mig_ray.annotate.resources import ActorResources
-from mig_ray.distributed.session import ensure_ray, ray_progress_bars
+from mig_ray.runtime.session import ensure_ray, ray_progress_bars
 from mig_ray.storage import Location, RemotePath, location
 
 __all__ = ["AnnotateStats", "annotate", "load_annotations"]
@@ -57,6 +59,7 @@ class AnnotateStats:
     failed: int = 0
     model_calls: int = 0
     parts_written: int = 0
+    quarantined: list[dict] = field(default_factory=list)  # unreadable parts moved aside, annotated again
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -81,7 +84,10 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Lo
     _warn_if_starved(resources)
     prepare_folder(folder, kind, ident)
     # the cache's ids are built in a task and stay in the object store: the driver sees their count
-    n_ref, seen_ref = ray.remote(num_cpus=AUX_CPUS, num_returns=2)(_cached_ids).remote(str(folder))
+    n_ref, seen_ref, bad_ref = ray.remote(num_cpus=AUX_CPUS, num_returns=3)(_cached_ids).remote(
+        str(folder), kind)
+    # a part that cannot be read is moved aside, never trusted: its ids are annotated again
+    stats.quarantined = [q.to_dict() for q in quarantine_parts(cache_dir, ray.get(bad_ref))]
     if not ray.get(n_ref):
         seen_ref = None
     with ray_progress_bars(progress):
@@ -112,7 +118,9 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Lo
                 stats.failed += int(row["failed"])
                 stats.model_calls += int(row["calls"])
                 stats.parts_written += 1
+                metrics.annotated(kind, int(row["rows"]), int(row["failed"]))
     stats.cached = stats.total - stats.annotated
+    metrics.cached(kind, stats.cached)
     stats.seconds = round(time.perf_counter() - t0, 3)
     return stats
 
@@ -139,10 +147,11 @@ def _warn_if_starved(res: ActorResources) -> None:
                       "(use fractional num_cpus)", RuntimeWarning, stacklevel=3)
 
 
-def _cached_ids(folder: str) -> tuple[int, np.ndarray]:
-    """In a task: how many ids the cache holds, and their sorted array (see cache.cached_ids)."""
-    seen = cached_ids(location(folder))
-    return len(seen), seen
+def _cached_ids(folder: str, kind: str) -> tuple[int, np.ndarray, list[tuple[str, str]]]:
+    """In a task: how many ids the readable parts hold, their sorted array, and the parts that
+    cannot be read, with why (see cache.scan_ids)."""
+    seen, bad = scan_ids(location(folder), kind)
+    return len(seen), seen, bad
 
 
 def _drop_cached(batch: pa.Table, seen: Any) -> pa.Table:

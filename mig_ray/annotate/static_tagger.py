@@ -33,6 +33,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from mig_ray.annotate.embedding_tagger import default_vocabulary, rule_identity, tag_batch
+from mig_ray.bundled import resolve_bundled
 from mig_ray.embeddings import DEFAULT_MODEL, cache_root, resolve_model
 from mig_ray.pools.annotated import load_valid_tags
 
@@ -74,7 +75,8 @@ class StaticTaggerConfig(BaseModel):
 
     def vocabulary_tags(self) -> list[str]:
         """The vocabulary, sorted, so its order never depends on the file."""
-        return sorted(load_valid_tags(self.vocabulary or default_vocabulary()))
+        path = resolve_bundled(self.vocabulary) if self.vocabulary else default_vocabulary()
+        return sorted(load_valid_tags(path))
 
     def source_identity(self) -> str:
         """The bundled model with its package version, or the resolved local folder."""

@@ -30,10 +30,12 @@ class EngineOptions(BaseModel):
     dtype: str = Field("auto", description="vLLM dtype: auto, float32, bfloat16, float16")
     max_model_len: int | None = Field(2048, ge=16, description="context length; prompts are cut to fit")
     enforce_eager: bool = Field(False, description="no CUDA graphs / compilation (tests, CPU)")
-    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
-    tensor_parallel_size: int = Field(1, ge=1)
-    trust_remote_code: bool = False
-    seed: int = 0
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="share of the GPU's memory vLLM "
+                                          "may take (weights and KV cache)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over; give the "
+                                      "actor as many (resources.num_gpus)")
+    trust_remote_code: bool = Field(False, description="let the model folder run its own Python code")
+    seed: int = Field(0, description="vLLM's sampling seed (outputs repeat across runs)")
     env: dict[str, str] = Field(default_factory=dict,
                                 description="environment set in the actor before vLLM loads "
                                             "(e.g. VLLM_CPU_KVCACHE_SPACE); not part of identity")

@@ -42,7 +42,8 @@ class VLLMScorerConfig(EngineOptions):
     score_token_ids: list[int] | None = Field(
         None, min_length=6, max_length=6, description='token ids of "1".."6"; default: from the tokenizer')
     max_turns: int = Field(32, ge=1, description="turns scored per record (the first ones)")
-    prompt_version: str = prompts.SCORE_PROMPT_VERSION
+    prompt_version: str = Field(prompts.SCORE_PROMPT_VERSION, description="the DEITA scoring templates "
+                                "(part of the cache key)")
 
     def identity(self) -> dict[str, Any]:
         """What decides the scores: models, templates, mode, score tokens, context length."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +29,7 @@ from mig_ray.annotate.vllm_engine import (
     object_column,
     parse_messages,
 )
+from mig_ray.bundled import resolve_bundled
 
 
 class VLLMTaggerConfig(EngineOptions):
@@ -43,25 +43,27 @@ class VLLMTaggerConfig(EngineOptions):
                             "and map each tag to the nearest valid tag (map)")
     map_threshold: float = Field(0.75, ge=-1, le=1, description="cosine floor of the embedding mapping")
     map_model: str | None = Field(None, description="sentence-transformers folder (default: bundled)")
-    max_tags: int = Field(8, ge=1, le=64)
-    max_tag_chars: int = Field(48, ge=2, le=512)
-    max_explanation_chars: int = Field(160, ge=1, le=4096)
+    max_tags: int = Field(8, ge=1, le=64, description="most tags per record (the answer's JSON list)")
+    max_tag_chars: int = Field(48, ge=2, le=512, description="longest tag the answer may hold")
+    max_explanation_chars: int = Field(160, ge=1, le=4096, description="longest explanation per tag")
     max_query_chars: int = Field(6000, ge=16, description="user text beyond this is cut before tokenising")
-    max_tokens: int = Field(512, ge=1)
-    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(512, ge=1, description="tokens the answer may take; one that stops there is "
+                                                 "retried once")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy)")
     retry_temperature: float = Field(0.7, ge=0, description="temperature of the one retry")
     prompt_format: Literal["auto", "chat", "plain"] = Field(
         "auto", description="auto: the tokenizer's chat template when it has one, else the Vicuna v1.1 frame")
-    prompt_version: str = prompts.TAG_PROMPT_VERSION
+    prompt_version: str = Field(prompts.TAG_PROMPT_VERSION, description="the tagging prompt (part of the "
+                                "cache key: a new prompt re-annotates)")
 
     @model_validator(mode="after")
     def _check(self) -> VLLMTaggerConfig:
-        if self.valid_tags is not None and not Path(self.valid_tags).expanduser().is_file():
+        if self.valid_tags is not None and not resolve_bundled(self.valid_tags).is_file():
             raise ValueError(f"valid_tags {self.valid_tags!r} is not a file")
         return self
 
     def vocabulary(self) -> list[str] | None:
-        return load_vocabulary(Path(self.valid_tags).expanduser()) if self.valid_tags else None
+        return load_vocabulary(resolve_bundled(self.valid_tags)) if self.valid_tags else None
 
     def identity(self) -> dict[str, Any]:
         """What decides the labels: model, prompt, schema, vocabulary content, generation bounds."""

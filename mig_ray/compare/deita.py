@@ -21,8 +21,11 @@ from mig_ray.compare.pool import ComparePool
 from mig_ray.compare.score import score_order
 
 NAME = "deita"
-NEEDS_EMBEDDINGS = True
+PAPER = "Liu et al. 2024, What Makes Good Data for Alignment? (DEITA, arXiv 2312.15685)"
+SUMMARY = "score-first: taken when its cosine to every taken sample is below the threshold"
+NEEDS = frozenset({"scores", "embeddings"})
 THRESHOLD = 0.9
+OPTIONS = {"threshold": THRESHOLD}
 BLOCK = 1024
 
 
@@ -77,6 +80,11 @@ def deita_order(emb: np.ndarray, scores: np.ndarray, k: int, threshold: float = 
         mask[chosen] = False
         chosen = np.concatenate([chosen, ranked[mask[ranked]][:k - passed]])
     return chosen.astype(np.int64), passed
+
+
+def check_options(options: dict) -> None:
+    if not 0.0 < options["threshold"] <= 1.0:
+        raise ValueError(f"deita.threshold must be in (0, 1], got {options['threshold']}")
 
 
 def select(pool: ComparePool, k: int, seed: int = 0, threshold: float = THRESHOLD) -> np.ndarray:

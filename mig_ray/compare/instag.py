@@ -14,7 +14,9 @@ import numpy as np
 from mig_ray.compare.pool import ComparePool
 
 NAME = "instag"
-NEEDS_EMBEDDINGS = False
+PAPER = "Lu et al. 2023, #InsTag: Instruction Tagging for Analyzing SFT (arXiv 2308.07074)"
+SUMMARY = "complexity-first diverse sampling: most labels first, taken when it adds an uncovered label"
+NEEDS = frozenset({"labels", "scores"})
 
 
 @numba.njit(cache=True)

@@ -18,38 +18,29 @@ from __future__ import annotations
 
 from itertools import combinations
 
-import numba
 import numpy as np
 import scipy.sparse as sp
 
 from mig_ray.compare.keys import smallest_keys
 from mig_ray.compare.pool import ComparePool, unit_rows
-from mig_ray.core.greedy import row_gain
-from mig_ray.core.objective import GAIN_EXACT, Phi, information
+from mig_ray.core import increments
+from mig_ray.core.objective import GainMode, Phi, information
 from mig_ray.core.stats import information_curve
 
 VENDI_MAX = 5000  # on sample embeddings (a d x d eigenproblem, d the embedding size)
 VENDI_MAX_LABELS = 1000  # on label vectors: up to min(n, labels) squared, so a smaller subsample
 
 
-@numba.njit(cache=True)
-def _marginal(ptr, idx, val, n_labels, family, a, b, alpha):
-    """E(D_r) - E(D_{r-1}) for each row r of the selection, in order."""
-    x = np.zeros(n_labels, dtype=np.float64)
-    out = np.empty(len(ptr) - 1, dtype=np.float64)
-    for r in range(len(ptr) - 1):
-        out[r] = row_gain(ptr, idx, val, r, x, family, a, b, alpha, GAIN_EXACT)
-        for p in range(ptr[r], ptr[r + 1]):
-            x[idx[p]] += val[p]
-    return out
+def keys_and_gains(vectors: sp.csr_matrix, order: np.ndarray, phi: Phi,
+                   mode: GainMode = "gradient") -> tuple[np.ndarray, np.ndarray]:
+    """MIG's greedy key and the increase of E(D) as each sample joins, in the method's order."""
+    chosen = vectors[np.asarray(order, dtype=np.int64)]
+    return increments.keys_and_gains(phi, mode, chosen.indptr, chosen.indices, chosen.data, vectors.shape[1])
 
 
 def marginal_gains(vectors: sp.csr_matrix, order: np.ndarray, phi: Phi) -> np.ndarray:
     """The increase of E(D) as each sample joins, in the method's order."""
-    chosen = vectors[order]
-    fam, a, b, alpha = phi.code()
-    return _marginal(chosen.indptr.astype(np.int64), chosen.indices.astype(np.int64),
-                     chosen.data.astype(np.float64), vectors.shape[1], fam, a, b, alpha)
+    return keys_and_gains(vectors, order, phi, "exact")[1]
 
 
 def vendi(x: np.ndarray | sp.spmatrix) -> float:

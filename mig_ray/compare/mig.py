@@ -8,7 +8,9 @@ from mig_ray.compare.pool import ComparePool
 from mig_ray.core.greedy import lazy_greedy
 
 NAME = "mig"
-NEEDS_EMBEDDINGS = False
+PAPER = "Chen et al. 2025, MIG: Maximize the Information Gain in a semantic label graph (arXiv 2504.13835)"
+SUMMARY = "greedy maximisation of the information E(D) on the label graph (the order of `mig-ray select`)"
+NEEDS = frozenset({"labels", "scores"})
 
 
 def select(pool: ComparePool, k: int, seed: int = 0) -> np.ndarray:

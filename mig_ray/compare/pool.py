@@ -18,7 +18,8 @@ class ComparePool:
 
     `e` holds each sample's distinct valid labels (graph nodes) with its score; `vectors` the
     propagated ê = e P that MIG's objective is measured on; `embeddings` unit-normalised sample
-    embeddings [N, d] when the run has them (deita, kcenter, Vendi).
+    embeddings [N, d] when the run has them (deita, kcenter, car, qdit, Vendi); `response_chars` the
+    characters of each sample's assistant turns when a method needs text (longest).
     """
 
     ids: list[str]
@@ -31,6 +32,7 @@ class ComparePool:
     embeddings: np.ndarray | None = None
     embeddings_source: str | None = None
     mig_order: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
+    response_chars: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)

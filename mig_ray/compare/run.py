@@ -16,18 +16,20 @@ import orjson
 
 from mig_ray import __version__
 from mig_ray.compare import metrics as M
-from mig_ray.compare.methods import DEFAULT, METHODS
+from mig_ray.compare.longest import response_chars
+from mig_ray.compare.methods import DEFAULT, METHODS, about, method_options
 from mig_ray.compare.pool import ComparePool, unit_rows
-from mig_ray.config import SelectConfig
 from mig_ray.core.vectors import propagate, sample_matrix
 from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import write_jsonl
 from mig_ray.report.browse import BROWSER_ROWS, first_user_turn
-from mig_ray.selection import Timer, build_graph, label_vectors, log, phi_of, read_pool
+from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.run import Timer, build_graph, label_vectors, log, phi_of, read_pool
 
 EMBED_CHARS = 2000  # --embed-samples: user turns joined and cut to this many characters
+TEXT_BLOCK = 100_000  # conversations read at a time for the methods that need text
 COMPARE_FILE = "compare.json"
 SAMPLES_FILE = "samples.jsonl"
 INFORMATION_NOTE = ("information is E(D) on this run's label graph: MIG's own objective, which `mig` "
@@ -49,6 +51,14 @@ class CompareOptions:
     embed_samples: bool = False  # embed the user turns with the graph's embedding model
     deita_threshold: float = 0.9
     extra: dict[str, Any] = field(default_factory=dict)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {method: {option: value}}
+
+    def options(self) -> dict[str, dict[str, Any]]:
+        """Every method's options with their defaults filled in (deita_threshold is deita's threshold
+        unless method_options names one)."""
+        given = {name: dict(v) for name, v in self.method_options.items()}
+        given.setdefault("deita", {}).setdefault("threshold", self.deita_threshold)
+        return method_options(given)
 
 
 def pool_records(pool: AnnotatedPool) -> Callable[[np.ndarray], list[dict]]:
@@ -194,7 +204,9 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
     messages = messages or messages_of_records(records)
     k = min(cfg.n, len(apool))
     methods = list(opts.methods)
-    needs_emb = any(METHODS[m].NEEDS_EMBEDDINGS for m in methods)
+    options = opts.options()
+    needs = set().union(*(METHODS[m].NEEDS for m in methods))
+    needs_emb = "embeddings" in needs
     t = time.perf_counter()
     asked = needs_emb or opts.sample_embeddings or opts.embeddings_field or opts.embed_samples
     emb, emb_source, no_emb, not_cached = (
@@ -202,9 +214,14 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
         else (None, None, "no sample embeddings asked for", None))
     emb_seconds = time.perf_counter() - t
     pool = ComparePool(apool.ids, apool.scores, e_lab, vectors, graph, phi, cfg.gain, emb, emb_source)
+    text_seconds = 0.0
+    if "text" in needs:
+        t = time.perf_counter()
+        pool.response_chars = response_lengths(messages, apool.ids)
+        text_seconds = time.perf_counter() - t
     mig_from, mig_seconds = "the lazy greedy of select, in process", 0.0
     if "mig" in methods and mig_manifest is None and (cfg.shards > 1 or cfg.ray_address):
-        from mig_ray.selection import run_select
+        from mig_ray.selection.run import run_select
 
         t = time.perf_counter()
         mig_manifest = Path(run_select(cfg.model_copy(update={"out": out_dir / "mig" / "selected.jsonl"}))
@@ -217,34 +234,33 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
         pool.mig_order = _mig_from_manifest(Path(mig_manifest), apool.ids)
 
     orders: dict[str, np.ndarray] = {}
-    result: dict[str, Any] = {"methods": {}, "skipped": {}}
+    result: dict[str, Any] = {"methods": {}, "skipped": {}, "about": {m: about(m) for m in methods}}
     for name in methods:
         mod = METHODS[name]
-        if mod.NEEDS_EMBEDDINGS and emb is None:
+        if "embeddings" in mod.NEEDS and emb is None:
             result["skipped"][name] = no_emb
             log(f"compare: {name} skipped: {no_emb}")
             continue
         t = time.perf_counter()
-        if name == "deita":
-            order = mod.select(pool, k, opts.seed, threshold=opts.deita_threshold)
-        else:
-            order = mod.select(pool, k, opts.seed)
+        order = mod.select(pool, k, opts.seed, **options[name])
         seconds = time.perf_counter() - t + (mig_seconds if name == "mig" else 0.0)
         orders[name] = np.asarray(order, dtype=np.int64)
         log(f"compare: {name} picked {len(order):,} in {seconds:.2f} s")
         path = out_dir / f"{name}.manifest.jsonl"
         with timer.stage(f"manifest_{name}"):
-            gains = M.marginal_gains(vectors, orders[name], phi)
+            keys, gains = M.keys_and_gains(vectors, orders[name], phi, cfg.gain)
             names = graph.labels
             ind, ptr = e_lab.indices, e_lab.indptr
             write_jsonl(path, ({"rank": r, "id": apool.ids[i], "score": float(apool.scores[i]),
-                                "labels": [names[j] for j in ind[ptr[i]:ptr[i + 1]]], "gain": float(g)}
-                               for r, (i, g) in enumerate(zip(orders[name].tolist(), gains.tolist(),
-                                                              strict=True), 1)))
+                                "labels": [names[j] for j in ind[ptr[i]:ptr[i + 1]]],
+                                "greedy_key": float(key), "gain": float(g)}
+                               for r, (i, key, g) in enumerate(zip(orders[name].tolist(), keys.tolist(),
+                                                                   gains.tolist(), strict=True), 1)))
         with timer.stage(f"metrics_{name}"):
             result["methods"][name] = {"metrics": M.metrics(pool, orders[name], opts.seed),
                                        "seconds": seconds, "manifest": str(path),
-                                       "curve": M.curve(pool, orders[name])}
+                                       "curve": M.curve(pool, orders[name]), **about(name),
+                                       "options": options[name]}
     with timer.stage("samples"):
         _write_samples(out_dir / SAMPLES_FILE, orders, apool.ids, messages)
     result.update({
@@ -256,14 +272,19 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
         "counts": {**apool.counts, "selected": k, "requested": cfg.n},
         "graph": vars(graph.stats()),
         "overlap": M.overlap(orders),
+        "text_seconds": text_seconds,
         "sample_embeddings": {"source": emb_source, "seconds": emb_seconds,
                               "dimensions": None if emb is None else int(emb.shape[1]),
                               **({"tagger_cache_unused": not_cached} if not_cached else {})},
-        "deita_threshold": opts.deita_threshold,
+        "deita_threshold": options["deita"]["threshold"],
         "mig_order_from": mig_from,
         "browser_rows": BROWSER_ROWS,
         "notes": {"information": INFORMATION_NOTE,
                   "gain": "manifest gain: the increase of E(D) when the sample joins, in that method's order",
+                  "greedy_key": "manifest greedy_key: the key MIG's greedy ranks by (gain mode "
+                                f"{cfg.gain!r}: " + ("phi'(x) . e_i, the gradient" if cfg.gain == "gradient"
+                                                     else "E(D + i) - E(D), as gain") +
+                                ") of the sample after the ones before it in that method's order",
                   "vendi": "Vendi score (cosine kernel); vendi_on names the vectors and the subsample"},
         "config": json.loads(cfg.model_dump_json()),
         "seconds_total": time.perf_counter() - t_all,
@@ -274,6 +295,15 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out_dir / COMPARE_FILE)
     return result
+
+
+def response_lengths(messages: Messages, ids: list[str], block: int = TEXT_BLOCK) -> np.ndarray:
+    """Characters of each sample's assistant turns, reading TEXT_BLOCK conversations at a time."""
+    out = np.zeros(len(ids), dtype=np.int64)
+    for lo in range(0, len(ids), block):
+        pos = np.arange(lo, min(lo + block, len(ids)))
+        out[lo:lo + len(pos)] = [response_chars(m) for m in messages(pos, ids[lo:lo + len(pos)])]
+    return out
 
 
 def _write_samples(path: Path, orders: dict[str, np.ndarray], ids: list[str], messages: Messages) -> None:

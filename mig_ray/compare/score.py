@@ -7,7 +7,9 @@ import numpy as np
 from mig_ray.compare.pool import ComparePool
 
 NAME = "score"
-NEEDS_EMBEDDINGS = False
+PAPER = "quality ranking (the score the pool carries, e.g. DEITA quality x complexity)"
+SUMMARY = "the top k by score, ties to the lower input position"
+NEEDS = frozenset({"scores"})
 
 
 def score_order(scores: np.ndarray) -> np.ndarray:

@@ -12,7 +12,9 @@ from mig_ray.compare.keys import smallest_keys
 from mig_ray.compare.pool import ComparePool
 
 NAME = "random"
-NEEDS_EMBEDDINGS = False
+PAPER = "uniform random sampling (the baseline of every selection paper)"
+SUMMARY = "uniform without replacement: the k positions with the smallest splitmix64(seed, position)"
+NEEDS: frozenset[str] = frozenset()
 
 
 def select(pool: ComparePool, k: int, seed: int = 0) -> np.ndarray:

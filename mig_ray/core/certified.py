@@ -20,23 +20,41 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from mig_ray.core.greedy import LazyGreedy, Proposal, add_rows
+from mig_ray.core.greedy import LazyGreedy, Proposal, add_costs, add_rows
+from mig_ray.core.limits import Limits, RowLimits, Usage
 from mig_ray.core.objective import GainMode, Phi
 
 
 @dataclass
 class Commit:
-    """Samples committed in one round, in order, with their propagated vectors (CSR rows)."""
+    """Samples committed in one round, in order, with their propagated vectors (CSR rows) and their
+    group codes and costs (what they take of the limits; group 0 and cost 0 without limits)."""
 
     positions: np.ndarray
     gains: np.ndarray
     ptr: np.ndarray
     idx: np.ndarray
     val: np.ndarray
+    groups: np.ndarray | None = None
+    costs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.groups is None:
+            self.groups = np.zeros(len(self.positions), dtype=np.int64)
+        if self.costs is None:
+            self.costs = np.zeros(len(self.positions))
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.positions, self.gains, self.ptr, self.idx, self.val))
+        return sum(a.nbytes for a in (self.positions, self.gains, self.ptr, self.idx, self.val, self.groups,
+                                      self.costs))
+
+    def usage(self, limits: Limits) -> Usage:
+        """What these commits took of the limits, the cost summed in commit order."""
+        counts = np.bincount(self.groups, minlength=limits.n_groups).astype(np.int64)
+        fb = np.zeros(2)
+        add_costs(fb, self.costs)
+        return Usage(counts, float(fb[1]))
 
     @staticmethod
     def concat(commits: list[Commit]) -> Commit:
@@ -50,7 +68,8 @@ class Commit:
             base += int(c.ptr[-1])
         return Commit(np.concatenate([c.positions for c in commits]),
                       np.concatenate([c.gains for c in commits]), np.concatenate(ptr),
-                      np.concatenate([c.idx for c in commits]), np.concatenate([c.val for c in commits]))
+                      np.concatenate([c.idx for c in commits]), np.concatenate([c.val for c in commits]),
+                      np.concatenate([c.groups for c in commits]), np.concatenate([c.costs for c in commits]))
 
 
 @dataclass
@@ -91,11 +110,11 @@ def _best_bound(bounds: list[tuple[float, int]]) -> tuple[float, int]:
     return min(live, key=lambda b: (-b[0], b[1]))
 
 
-def merge_proposals(props: list[Proposal], n_labels: int) -> tuple[np.ndarray, sp.csr_matrix]:
-    """Union of candidates sorted by global position, as one CSR."""
+def merge_proposals(props: list[Proposal], n_labels: int) -> tuple[np.ndarray, sp.csr_matrix, RowLimits]:
+    """Union of candidates sorted by global position, as one CSR, with their groups and costs."""
     props = [p for p in props if len(p.positions)]
     if not props:
-        return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, n_labels))
+        return np.zeros(0, dtype=np.int64), sp.csr_matrix((0, n_labels)), RowLimits.none(0)
     pos = np.concatenate([p.positions for p in props])
     ptr, base = [np.zeros(1, dtype=np.int64)], 0
     for p in props:
@@ -104,38 +123,49 @@ def merge_proposals(props: list[Proposal], n_labels: int) -> tuple[np.ndarray, s
     mat = sp.csr_matrix((np.concatenate([p.data for p in props]), np.concatenate([p.indices for p in props]),
                          np.concatenate(ptr)), shape=(len(pos), n_labels))
     order = np.argsort(pos, kind="stable")
-    return pos[order], mat[order]
+    rows = RowLimits(np.concatenate([p.groups for p in props]), np.concatenate([p.costs for p in props]))
+    return pos[order], mat[order], rows.take(order)
 
 
 def certified_round(props: list[Proposal], x: np.ndarray, phi: Phi, mode: GainMode,
-                    max_commits: int) -> tuple[Commit, np.ndarray]:
+                    max_commits: int, limits: Limits | None = None,
+                    usage: Usage | None = None) -> tuple[Commit, np.ndarray, Usage]:
     """One driver round: lazy greedy over the proposals' union while each pick is certified against
-    the highest of the shards' bounds (below the tie window of the round's best gain)."""
-    pos, cand = merge_proposals(props, len(x))
+    the highest of the shards' bounds (below the tie window of the round's best key), under the
+    limits with what earlier rounds used of them. A shard's bound covers every candidate of its that
+    fitted at the start of the round, so it still bounds those that fit after a group filled up or
+    the budget shrank in the middle of the round; those the driver drops from its own heap."""
+    pos, cand, rows = merge_proposals(props, len(x))
     bound = _best_bound([p.bound for p in props])
-    lg = LazyGreedy(cand, phi, mode, x0=x, positions=pos)
+    lg = LazyGreedy(cand, phi, mode, x0=x, positions=pos, rows=rows, limits=limits, usage=usage)
     m = lg.step(min(max_commits, lg.n), bound=bound)
-    rows = lg.order[:m]
-    sub = cand[rows]
-    commit = Commit(pos[rows], lg.order_gain[:m].copy(), sub.indptr.astype(np.int64),
-                    sub.indices.astype(np.int64), sub.data.astype(np.float64))
-    return commit, lg.x
+    picked = lg.order[:m]
+    sub = cand[picked]
+    commit = Commit(pos[picked], lg.order_gain[:m].copy(), sub.indptr.astype(np.int64),
+                    sub.indices.astype(np.int64), sub.data.astype(np.float64), rows.groups[picked],
+                    rows.costs[picked])
+    return commit, lg.x, lg.usage
 
 
 def sharded_greedy(propose: Callable[[int], list[Proposal]], apply: Callable[[Commit], None], n_labels: int,
                    k: int, phi: Phi, mode: GainMode = "gradient", batch: int = 256,
                    resume: Commit | None = None,
-                   on_round: Callable[[int, Commit], None] | None = None) -> tuple[Commit, RoundLog]:
-    """Select k samples over shards; `batch` = candidates each shard proposes (0: one pick per round).
+                   on_round: Callable[[int, Commit], None] | None = None,
+                   limits: Limits | None = None) -> tuple[Commit, RoundLog]:
+    """Select up to k samples over shards (fewer when nothing left fits the limits); `batch` =
+    candidates each shard proposes (0: one pick per round). The shards hold the same `limits`.
 
     `resume`: commits already made (a checkpoint); they are applied to the shards first.
     `on_round(round, commit)` runs after each round (checkpoints, test hooks).
     """
+    limits = limits or Limits()
     x = np.zeros(n_labels, dtype=np.float64)
+    usage = Usage.empty(limits)
     done: list[Commit] = []
     if resume is not None and len(resume.positions):
         apply(resume)
         add_rows(x, resume.ptr, resume.idx, resume.val)
+        usage = resume.usage(limits)
         done.append(resume)
     n_done = len(resume.positions) if resume is not None else 0
     log = RoundLog()
@@ -146,7 +176,7 @@ def sharded_greedy(propose: Callable[[int], list[Proposal]], apply: Callable[[Co
         if n_cand == 0:
             break
         t_prop = time.perf_counter()
-        commit, x = certified_round(props, x, phi, mode, k - n_done if batch > 0 else 1)
+        commit, x, usage = certified_round(props, x, phi, mode, k - n_done if batch > 0 else 1, limits, usage)
         if len(commit.positions) == 0:
             raise RuntimeError("a certified round committed nothing; the shard bounds are inconsistent")
         t_drv = time.perf_counter()

@@ -30,6 +30,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from mig_ray.core.limits import Limits, RowLimits, Usage
 from mig_ray.core.objective import GAIN_GRADIENT, PHI_POW, GainMode, Phi, gain_code
 
 TIE = 1e-9  # relative width of the tie window below the round's best gain
@@ -143,12 +144,24 @@ def _certified(best, gpos, bound_key, bound_gpos):
     return bound_key < 0.0 or (bound_key == 0.0 and gpos < bound_gpos)
 
 
+@numba.njit(cache=True, inline="always")
+def _fits(pos, grp, caps, counts, cost, fb) -> bool:
+    """May the row at rank `pos` still be picked: its group below its cap and its cost within what is
+    left of the budget (fb = [budget, used])? Both only tighten as samples are committed, so a row
+    that does not fit now never will: it leaves the heap for good."""
+    g = grp[pos]
+    return counts[g] < caps[g] and fb[1] + cost[pos] <= fb[0]
+
+
 @numba.njit(cache=True)
 def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
-         family, a, b, alpha, mode, n_rounds, tmp_key, tmp_pos, gpos, bound_key, bound_gpos, rrow):
+         family, a, b, alpha, mode, n_rounds, tmp_key, tmp_pos, gpos, bound_key, bound_gpos, rrow,
+         grp, caps, counts, cost, div, fb):
     """Commit up to n_rounds samples; meta = [heap size, committed, evaluations].
 
     Rows, heap entries, `stamp` and `gpos` are in rank order; `order` receives input rows.
+    The key of a row is its gain divided by div[row] (1: the gain; its cost: cost-benefit greedy);
+    rows that no longer fit (`_fits`) are dropped when they reach the top or the tie window.
 
     Stops early when the next pick is not certified against (bound_key, bound_gpos): an upper bound
     on candidates that are not in this heap (other shards). -inf means no such candidates.
@@ -157,8 +170,11 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
     while done < n_rounds and meta[0] > 0:
         r = meta[1]
         pos = hpos[0]
+        if not _fits(pos, grp, caps, counts, cost, fb):
+            _pop(hkey, hpos, meta, rrow)
+            continue
         if stamp[pos] != r:
-            g = row_gain(indptr, indices, data, pos, x, family, a, b, alpha, mode)
+            g = row_gain(indptr, indices, data, pos, x, family, a, b, alpha, mode) / div[pos]
             meta[2] += 1
             stamp[pos] = r
             _rekey_top(hkey, hpos, meta, g, rrow)
@@ -175,8 +191,10 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
             floor = key - key * TIE
             while meta[0] > 0 and hkey[0] >= floor:
                 k2, p2 = _pop(hkey, hpos, meta, rrow)
+                if not _fits(p2, grp, caps, counts, cost, fb):
+                    continue
                 if stamp[p2] != r:
-                    k2 = row_gain(indptr, indices, data, p2, x, family, a, b, alpha, mode)
+                    k2 = row_gain(indptr, indices, data, p2, x, family, a, b, alpha, mode) / div[p2]
                     meta[2] += 1
                     stamp[p2] = r
                 tmp_key[n_tmp] = k2
@@ -201,6 +219,8 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
         order_gain[r] = key
         for p in range(indptr[pos], indptr[pos + 1]):
             x[indices[p]] += data[p]
+        counts[grp[pos]] += 1
+        fb[1] += cost[pos]
         meta[1] = r + 1
         done += 1
     return done
@@ -209,9 +229,11 @@ def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
 @dataclass
 class GreedyResult:
     order: np.ndarray  # input positions in selection order
-    gains: np.ndarray  # gain of each pick when it was committed
+    gains: np.ndarray  # key of each pick when it was committed (its gain, or gain / cost)
     evaluations: int  # gain evaluations after the initial pass
     x: np.ndarray  # final label mass
+    usage: Usage | None = None  # per-group counts and cost used
+    key: str = "gain"  # which greedy produced it: "gain" or "ratio" (cost-benefit)
 
 
 class LazyGreedy:
@@ -222,9 +244,13 @@ class LazyGreedy:
     """
 
     def __init__(self, vectors: sp.csr_matrix, phi: Phi, mode: GainMode = "gradient",
-                 x0: np.ndarray | None = None, positions: np.ndarray | None = None) -> None:
+                 x0: np.ndarray | None = None, positions: np.ndarray | None = None,
+                 rows: RowLimits | None = None, limits: Limits | None = None,
+                 usage: Usage | None = None) -> None:
         """`x0`: label mass already committed; `positions`: increasing global input positions of the
-        rows (ties and bounds compare these), default 0..n-1."""
+        rows (ties and bounds compare these), default 0..n-1; `rows`: each row's group and cost,
+        `limits`: the caps and budget they count against, `usage`: what commits made elsewhere
+        (earlier rounds, other shards) already took of them."""
         v = vectors.tocsr()
         if not v.has_sorted_indices:
             v = v.sorted_indices()
@@ -239,12 +265,23 @@ class LazyGreedy:
                           else np.asarray(positions, dtype=np.int64))
         if self.positions.size > 1 and np.any(np.diff(self.positions) <= 0):
             raise ValueError("row positions must be strictly increasing")
+        self.limits = limits or Limits()
+        rows = rows or RowLimits.none(self.n)
+        self.limits.check(rows)
+        usage = usage or Usage.empty(self.limits)
+        self.counts = usage.counts.astype(np.int64, copy=True)
+        self.fb = np.array([self.limits.budget, usage.used], dtype=np.float64)  # [budget, used]
+        self.caps = self.limits.cap_array()
+        div = rows.costs if self.limits.key == "ratio" else np.ones(self.n)
         data = v.data.astype(np.float64, copy=False)
-        first = _initial_gains(v.indptr, v.indices, data, self.n, self.x, *self._params)
+        first = _initial_gains(v.indptr, v.indices, data, self.n, self.x, *self._params) / div
         # rank -> input row; the rows in rank order already form a heap.
         self.rrow = np.argsort(-first, kind="stable").astype(np.int64)
         self.indptr, self.indices, self.data = _gather_rows(v.indptr, v.indices, data, self.rrow)
         self._rank_positions = self.positions[self.rrow]
+        self.grp = rows.groups[self.rrow]
+        self.cost = rows.costs[self.rrow]
+        self.div = div[self.rrow]
         self.hkey = first[self.rrow]
         self.hpos = np.arange(self.n, dtype=np.int64)
         _heapify(self.hkey, self.hpos, self.n, self.rrow)
@@ -254,6 +291,13 @@ class LazyGreedy:
         self.order_gain = np.empty(self.n, dtype=np.float64)
         self._tmp_key = np.empty(self.n, dtype=np.float64)
         self._tmp_pos = np.empty(self.n, dtype=np.int64)
+
+    def _limit_args(self) -> tuple:
+        return self.grp, self.caps, self.counts, self.cost, self.div, self.fb
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.counts.copy(), float(self.fb[1]))
 
     @property
     def committed(self) -> int:
@@ -271,22 +315,24 @@ class LazyGreedy:
             _run(self.indptr, self.indices, self.data, self.x, self.hkey, self.hpos, self.stamp,
                  self.meta, self.order, self.order_gain, *self._params, int(n_rounds),
                  self._tmp_key, self._tmp_pos, self._rank_positions, float(bound[0]), int(bound[1]),
-                 self.rrow)
+                 self.rrow, *self._limit_args())
         )
 
     def result(self) -> GreedyResult:
         k = self.committed
         return GreedyResult(self.order[:k].copy(), self.order_gain[:k].copy(), self.evaluations,
-                            self.x.copy())
+                            self.x.copy(), self.usage)
 
 
 def lazy_greedy(vectors: sp.csr_matrix, k: int, phi: Phi | None = None, mode: GainMode = "gradient",
-                chunk: int = 0, progress=None) -> GreedyResult:
-    """Select min(k, n) rows greedily; identical to a naive full rescan per round.
+                chunk: int = 0, progress=None, rows: RowLimits | None = None,
+                limits: Limits | None = None) -> GreedyResult:
+    """Select up to k rows greedily (fewer when the caps or the budget leave nothing that fits);
+    identical to a naive full rescan per round applying the same limits.
 
     `progress`, if given, is called with the number committed after each chunk.
     """
-    state = LazyGreedy(vectors, phi or Phi(), mode)
+    state = LazyGreedy(vectors, phi or Phi(), mode, rows=rows, limits=limits)
     k = min(int(k), state.n)
     chunk = chunk or max(1, k)
     while state.committed < k:
@@ -294,12 +340,14 @@ def lazy_greedy(vectors: sp.csr_matrix, k: int, phi: Phi | None = None, mode: Ga
             break
         if progress is not None:
             progress(state.committed)
-    return state.result()
+    out = state.result()
+    out.key = state.limits.key
+    return out
 
 
 @numba.njit(cache=True)
 def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a, b, alpha, mode,
-             n_want, out_rows, out_keys, gpos, bound, rrow):
+             n_want, out_rows, out_keys, gpos, bound, rrow, grp, caps, counts, cost, div, fb):
     """Extract this shard's best fresh candidates (at least n_want, plus any whose fresh gain is
     within the tie window of the last one) and the bound of everything left: bound = [key, global
     position]. The bound then lies below the tie window of every candidate taken, so the driver's
@@ -308,7 +356,7 @@ def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a
     n_c = 0
     while meta[0] > 0:
         top_key, top_pos = hkey[0], hpos[0]
-        if taken[top_pos]:
+        if taken[top_pos] or not _fits(top_pos, grp, caps, counts, cost, fb):
             _pop(hkey, hpos, meta, rrow)
             continue
         if n_c >= n_want:
@@ -316,7 +364,7 @@ def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a
             if not (last > 0.0 and top_key >= last - last * TIE):
                 break
         if stamp[top_pos] != r:
-            g = row_gain(indptr, indices, data, top_pos, x, family, a, b, alpha, mode)
+            g = row_gain(indptr, indices, data, top_pos, x, family, a, b, alpha, mode) / div[top_pos]
             meta[2] += 1
             stamp[top_pos] = r
             _rekey_top(hkey, hpos, meta, g, rrow)
@@ -355,6 +403,14 @@ def _gather_rows(indptr, indices, data, rows):
 
 
 @numba.njit(cache=True)
+def add_costs(fb, costs):
+    """fb[1] += each cost in commit order: every engine sums the used budget in the same order, so
+    that "fits" is decided on the same float everywhere."""
+    for c in costs:
+        fb[1] += c
+
+
+@numba.njit(cache=True)
 def add_rows(x, ptr, idx, val):
     for i in range(len(ptr) - 1):
         for p in range(ptr[i], ptr[i + 1]):
@@ -371,17 +427,21 @@ class Proposal:
     indices: np.ndarray
     data: np.ndarray
     bound: tuple[float, int]
+    groups: np.ndarray  # group code of each candidate
+    costs: np.ndarray  # cost of each candidate
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in (self.positions, self.gains, self.indptr, self.indices, self.data))
+        return sum(a.nbytes for a in (self.positions, self.gains, self.indptr, self.indices, self.data,
+                                      self.groups, self.costs))
 
 
 class ShardGreedy(LazyGreedy):
     """One shard's part of the pool: proposes its best fresh candidates, applies global commits."""
 
-    def __init__(self, vectors: sp.csr_matrix, phi: Phi, mode: GainMode, positions: np.ndarray) -> None:
-        super().__init__(vectors, phi, mode, positions=positions)
+    def __init__(self, vectors: sp.csr_matrix, phi: Phi, mode: GainMode, positions: np.ndarray,
+                 rows: RowLimits | None = None, limits: Limits | None = None) -> None:
+        super().__init__(vectors, phi, mode, positions=positions, rows=rows, limits=limits)
         self.taken = np.zeros(self.n, dtype=bool)  # by rank
         self._rank = np.empty(self.n, dtype=np.int64)  # input row -> rank
         self._rank[self.rrow] = np.arange(self.n)
@@ -390,18 +450,23 @@ class ShardGreedy(LazyGreedy):
     def propose(self, n_want: int) -> Proposal:
         n_c = _propose(self.indptr, self.indices, self.data, self.x, self.hkey, self.hpos, self.stamp,
                        self.meta, self.taken, *self._params, max(1, int(n_want)), self._tmp_pos,
-                       self._tmp_key, self._rank_positions, self._bound, self.rrow)
-        ranks = self._tmp_pos[:n_c]
-        order = np.argsort(self.rrow[ranks])
+                       self._tmp_key, self._rank_positions, self._bound, self.rrow, *self._limit_args())
+        by_row = np.argsort(self.rrow[self._tmp_pos[:n_c]])
+        ranks, keys = self._tmp_pos[:n_c][by_row], self._tmp_key[:n_c][by_row]
         # A gather of the proposed rows only: wrapping the whole shard in a scipy CSR here would
         # copy (and downcast) all its indices every round.
-        ptr, idx, val = _gather_rows(self.indptr, self.indices, self.data, ranks[order])
-        return Proposal(self._rank_positions[ranks[order]], self._tmp_key[:n_c][order], ptr, idx, val,
-                        (float(self._bound[0]), int(self._bound[1])))
+        ptr, idx, val = _gather_rows(self.indptr, self.indices, self.data, ranks)
+        return Proposal(self._rank_positions[ranks], keys, ptr, idx, val,
+                        (float(self._bound[0]), int(self._bound[1])), self.grp[ranks], self.cost[ranks])
 
-    def apply(self, positions: np.ndarray, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
-        """Add committed vectors (global commit order) to x; mark the ones this shard owns."""
+    def apply(self, positions: np.ndarray, ptr: np.ndarray, idx: np.ndarray, val: np.ndarray,
+              groups: np.ndarray | None = None, costs: np.ndarray | None = None) -> None:
+        """Add committed vectors (global commit order) to x and their groups and costs to the usage;
+        mark the ones this shard owns."""
         add_rows(self.x, ptr, idx, val)
+        if groups is not None:
+            np.add.at(self.counts, groups, 1)
+            add_costs(self.fb, costs)
         rows = np.searchsorted(self.positions, positions)
         mine = rows < self.n
         mine[mine] = self.positions[rows[mine]] == positions[mine]

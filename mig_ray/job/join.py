@@ -24,13 +24,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mig_ray.annotate.cache import RESULTS, cache_folder, parts
+from mig_ray.annotate.cache import RESULTS, cache_folder, parts, quarantine_parts
 from mig_ray.pools.ingest import blake_hashes, bucket_order
+from mig_ray.quarantine import Damaged, one_line
 from mig_ray.storage import Location, location, open_read, parquet_file, read_parquet, write_atomic
 
 # cache + pool rows per bucket: a join task holds about this many rows
 ROWS_PER_BUCKET = 2_000_000
 _ROW_BITS = 40  # order = cache part index << 40 | row in the part
+STAGE_OF_KIND = {"tags": "tag", "score": "score"}  # the stage that fills each kind of the cache
 
 
 def buckets_for(rows: int, rows_per_bucket: int = ROWS_PER_BUCKET) -> int:
@@ -153,7 +155,12 @@ def read_batch(path: Location, index: int) -> pa.RecordBatch:
 def cache_side(row: dict, kind: str, buckets: int, out: str) -> dict:
     """In a task: cache part row["i"] -> its IPC file of `buckets` batches."""
     name, _ = RESULTS[kind]
-    table = cache_rows(read_parquet(location(row["part"]), ["id", "status", "error", name]), kind, row["i"])
+    try:
+        table = cache_rows(read_parquet(location(row["part"]), ["id", "status", "error", name]), kind,
+                           row["i"])
+    except (pa.ArrowException, OSError, ValueError, TypeError, KeyError) as e:
+        # the driver moves the part aside and has its annotation stage redone
+        return {"i": row["i"], "rows": 0, "file": None, "part": row["part"], "problem": one_line(e)}
     path = location(out) / f"cache-{row['i']:06d}.arrow"
     batches = split_by_bucket(table, bucket_of(table.column("id"), buckets), buckets)
     write_ipc(path, cache_schema(kind), batches)
@@ -182,6 +189,14 @@ def join_side(row: dict, kind: str, caches: list[str], pools: list[str], out: st
     return {"b": b, "file": str(path)}
 
 
+def footer_rows(part: Location) -> int | str:
+    """A Parquet file's row count from its footer, or why the footer cannot be read."""
+    try:
+        return parquet_file(part).metadata.num_rows
+    except (pa.ArrowException, OSError) as e:
+        return one_line(e)
+
+
 Runner = Callable[[list[dict], Callable, dict], list[dict]]
 
 
@@ -192,7 +207,13 @@ def join_pool(cache_dir: Location | str, kinds: dict[str, Any], ingest_parts: li
     files]}}: the assemble task of part k reads batch k of each (`annotations_of_part`)."""
     out = location(out)
     folders = {kind: parts(cache_folder(cache_dir, kind, ident)) for kind, ident in kinds.items()}
-    rows = sum(parquet_file(p).metadata.num_rows for ps in [*folders.values(), ingest_parts] for p in ps)
+    rows = sum(parquet_file(p).metadata.num_rows for p in ingest_parts)
+    for kind, ps in folders.items():
+        footers = [(p, footer_rows(p)) for p in ps]
+        bad = [(str(p), n) for p, n in footers if isinstance(n, str)]
+        if bad:  # read after its stage was done: the cache lost these parts since
+            raise Damaged((STAGE_OF_KIND[kind],), quarantine_parts(cache_dir, bad))
+        rows += sum(n for _, n in footers)
     buckets = buckets_for(rows, rows_per_bucket)
     pools = run([{"k": k, "part": str(p)} for k, p in enumerate(ingest_parts)], pool_side,
                 {"buckets": buckets, "out": str(out)})
@@ -200,6 +221,9 @@ def join_pool(cache_dir: Location | str, kinds: dict[str, Any], ingest_parts: li
     for kind, ps in folders.items():
         caches = run([{"i": i, "part": str(p)} for i, p in enumerate(ps)], cache_side,
                      {"kind": kind, "buckets": buckets, "out": str(out)})
+        bad = [(c["part"], c["problem"]) for c in caches if c.get("problem")]
+        if bad:  # read after its stage was done: the cache lost these parts since
+            raise Damaged((STAGE_OF_KIND[kind],), quarantine_parts(cache_dir, bad))
         joined = run([{"b": b} for b in range(buckets)], join_side,
                      {"kind": kind, "caches": [c["file"] for c in caches],
                       "pools": [p["file"] for p in pools], "out": str(out)})

@@ -20,6 +20,22 @@ from mig_ray.storage import Location, rmtree, write_atomic
 MARKER = "_DONE.json"
 
 
+@dataclass
+class StageResult:
+    """What a stage reports: counts for the summary table, and details kept in its marker (what a
+    later stage or the summary reads when this stage is skipped on a re-run)."""
+
+    counts: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_marker(self) -> dict[str, Any]:
+        return {"counts": self.counts, **self.details}
+
+    @classmethod
+    def from_marker(cls, stats: dict[str, Any]) -> StageResult:
+        return cls(dict(stats.get("counts", {})), {k: v for k, v in stats.items() if k != "counts"})
+
+
 def fingerprint(*parts: Any) -> str:
     """sha256 of the parts as canonical JSON: what a stage's output depends on."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -129,7 +145,7 @@ class StageLog:
     def table(self) -> str:
         lines = [f"{'stage':<10} {'status':<8} {'seconds':>9} {'peak MB':>9}  counts"]
         for name, row in self.rows.items():
-            counts = ", ".join(f"{k} {v}" for k, v in row.get("counts", {}).items())
+            counts = row.get("source") or ", ".join(f"{k} {v}" for k, v in row.get("counts", {}).items())
             lines.append(f"{name:<10} {row['status']:<8} {row['seconds']:>9.2f} {row['peak_memory_mb']:>9.0f}"
                          f"  {counts}")
         return "\n".join(lines)

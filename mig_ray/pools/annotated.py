@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from mig_ray.errors import BadRecord, PoolError
+from mig_ray.pools.costs import record_cost, record_group
 from mig_ray.pools.fields import FieldSpec, released_fast
 from mig_ray.pools.rejects import Rejects
 from mig_ray.storage import Location, location, open_read, parquet_file, read_parquet
@@ -33,6 +34,8 @@ class AnnotatedPool:
     locations: np.ndarray  # int64: byte offset (jsonl) or row index (parquet)
     lines: np.ndarray  # int64: 1-based line (jsonl) or row (parquet) number
     counts: dict[str, int] = field(default_factory=dict)
+    groups: list[str] | None = None  # each record's group (FieldSpec.group_field), if asked for
+    costs: np.ndarray | None = None  # float64 [N]: each record's cost (FieldSpec.cost_field), if asked
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -127,6 +130,8 @@ class _Builder:
         self.n_read = 0
         self.no_valid_label = 0
         self.dropped_labels = 0
+        self.groups: list[str] | None = [] if spec.group_field else None
+        self.costs = array("d") if spec.cost_field else None
 
     def add(self, rec: object, line: int, location: int, raw: object) -> None:
         self.n_read += 1
@@ -141,6 +146,8 @@ class _Builder:
                 rid = spec.record_id(rec)
                 score = spec.score(rec)
                 labels = spec.labels(rec)
+            if self.groups is not None or self.costs is not None:
+                group, cost = self._limits(rec)
             first = self.first_line.setdefault(rid, line)  # one lookup: inserts a new id
             if first != line:
                 raise BadRecord(f"duplicate id: {rid!r} (first at {self.where} {first})")
@@ -159,6 +166,17 @@ class _Builder:
         self.scores.append(score)
         self.locations.append(location)
         self.lines.append(line)
+        if self.groups is not None:
+            self.groups.append(group)
+        if self.costs is not None:
+            self.costs.append(cost)
+
+    def _limits(self, rec: dict) -> tuple[str | None, float | None]:
+        """The record's group and cost for quotas and a budget (a bad one rejects the record)."""
+        spec = self.spec
+        group = record_group(rec, spec.group_field, self.file) if spec.group_field else None
+        cost = record_cost(rec, spec.cost_field, spec.tokenizer) if spec.cost_field else None
+        return group, cost
 
     def add_columns(self, table, first: int) -> bool:
         """Rows `first`, `first + 1`, ... of a Parquet pool with flat `id`, `labels` and `score`
@@ -170,6 +188,8 @@ class _Builder:
 
         spec = self.spec
         names = (spec.id_field, spec.labels_field, spec.score_field)
+        if spec.group_field or spec.cost_field:
+            return False  # groups and costs are read row by row
         if any(n is None or "." in n or n not in table.column_names for n in names):
             return False
         ids_col, labels_col, score_col = (table.column(n) for n in names)
@@ -246,7 +266,8 @@ class _Builder:
             np.frombuffer(self.indptr, dtype=np.int64).copy(),
             np.frombuffer(self.codes, dtype=np.int32).copy(), self.vocab,
             np.frombuffer(self.locations, dtype=np.int64).copy(),
-            np.frombuffer(self.lines, dtype=np.int64).copy(), counts,
+            np.frombuffer(self.lines, dtype=np.int64).copy(), counts, self.groups,
+            None if self.costs is None else np.frombuffer(self.costs, dtype=np.float64).copy(),
         )
 
 

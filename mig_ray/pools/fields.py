@@ -16,6 +16,11 @@ RELEASED_SCORE = "annotation.deita"
 _MISSING = object()
 
 
+def short_repr(v: Any, limit: int = 80) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def split_path(path: str) -> tuple[str | int, ...]:
     """'a.b.0.c' -> ('a', 'b', 0, 'c'); integer parts index lists."""
     if not path or any(p.strip() == "" for p in path.split(".")) or len(path) > 1000:
@@ -123,6 +128,9 @@ class FieldSpec:
     labels_field: str | None = None
     score_field: str | None = None
     id_field: str | None = None
+    group_field: str | None = None  # a dotted field or "file" (see pools/costs.py); None: no groups
+    cost_field: str | None = None  # "tokens" or a dotted numeric field; None: no costs
+    tokenizer: str | None = None  # for cost "tokens": a local tokenizer folder (None: bundled MiniLM)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_labels", split_path(self.labels_field or RELEASED_LABELS))
@@ -139,18 +147,20 @@ class FieldSpec:
         return self.labels_field or RELEASED_LABELS
 
     def record_id(self, rec: dict) -> str:
+        name = self.id_field
         if self._id is not None:
             v = get_path(rec, self._id)
             if v is _MISSING or v is None:
                 raise BadRecord(f"missing id: {self.id_field}")
         else:
-            v = rec.get("_id", _MISSING)
+            name, v = "_id", rec.get("_id", _MISSING)
             if v is _MISSING or v is None:
-                v = rec.get("id", _MISSING)
+                name, v = "id", rec.get("id", _MISSING)
             if v is _MISSING or v is None:
                 return content_id(rec)
-        if isinstance(v, bool) or not isinstance(v, str | int):
-            raise BadRecord(f"id not a string: {self.id_field or '_id'} = {v!r}")
+        if isinstance(v, bool) or not isinstance(v, str | int):  # True would read as the id "True"
+            raise BadRecord(f"id not a string or a whole number: {name} = {short_repr(v)} (ids are strings "
+                            "or integers, in every reader)")
         return str(v)
 
     def score(self, rec: dict) -> float:

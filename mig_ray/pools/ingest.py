@@ -1,5 +1,5 @@
 """Ingest: raw pools (JSONL, JSON array, Parquet, Hugging Face `save_to_disk` dirs) -> one Parquet
-table of normalised conversations with stable ids, on Ray Data.
+table of normalised conversations with stable ids, in Ray tasks (one per block of input).
 
 Why two passes: positions must be the exact global input order (greedy ties go to the lowest), so
 every input is cut into units (byte ranges of JSONL cut at line starts, row ranges of Parquet,
@@ -29,11 +29,11 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from mig_ray.distributed.session import ensure_ray, task_slots
-from mig_ray.distributed.session import run_tasks as _run
+from mig_ray import metrics
 from mig_ray.errors import BadRecord, PoolError
 from mig_ray.pools.annotated import BOM, Block, count_lines, split_blocks
 from mig_ray.pools.layouts import IdRule, check_layout, normalise, released_annotations
+from mig_ray.runtime.session import ensure_ray, run_tasks, task_slots
 from mig_ray.storage import (
     Location,
     RemotePath,
@@ -118,9 +118,11 @@ def ingest(inputs: list[Location] | list[str], out_dir: Location | str, layout: 
     out = location(out_dir)
     rej_path = location(rejects_path) if rejects_path is not None \
         else out.with_name(out.name + ".rejects.jsonl")
+    for p in inputs:  # a missing or unknown input fails before Ray starts
+        input_format(location(p))
     if inputs:
         ensure_ray()
-    units = _plan([location(p) for p in inputs], block_bytes, block_rows, task_slots() if inputs else 1)
+    units = plan_units([location(p) for p in inputs], block_bytes, block_rows, task_slots() if inputs else 1)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("part-*.parquet"):
         old.unlink()
@@ -129,15 +131,15 @@ def ingest(inputs: list[Location] | list[str], out_dir: Location | str, layout: 
     tmp_rej.mkdir()
     result = IngestResult(str(out), str(rej_path), inputs=[str(p) for p in inputs], units=len(units))
     if units:
-        counts = _run([asdict(u) for u in units], _count_unit, {}, num_cpus)
+        counts = run_tasks([asdict(u) for u in units], _count_unit, {}, num_cpus)
         units = _place(units, {r["idx"]: r["n"] for r in counts})
         buckets = max(1, math.ceil(sum(r["n"] for r in counts) / bucket_rows))
-        summaries = _run([asdict(u) for u in units], _parse_unit,
+        summaries = run_tasks([asdict(u) for u in units], _parse_unit,
                          {"out": str(out), "layout": layout, "id_field": id_field, "buckets": buckets},
                          num_cpus)
         summaries.sort(key=lambda r: r["idx"])
         dupes = _duplicates(summaries, buckets, out, num_cpus)
-        fixed = _run([{"idx": s["idx"], "part": s["part"], "rejects": s["rejects"],
+        fixed = run_tasks([{"idx": s["idx"], "part": s["part"], "rejects": s["rejects"],
                        "drop": json.dumps(dupes[s["idx"]])} for s in summaries if s["idx"] in dupes],
                      _drop_duplicates, {"layout": layout}, num_cpus)
         _finish(summaries, {f["idx"]: f for f in fixed}, rej_path, result)
@@ -146,6 +148,8 @@ def ingest(inputs: list[Location] | list[str], out_dir: Location | str, layout: 
         rej_path.write_bytes(b"")
     rmtree(tmp_rej)
     result.seconds = round(time.perf_counter() - t0, 3)
+    metrics.ingested(result.accepted, result.rejected, result.reasons.get("duplicate id", 0),
+                     sum(location(p).stat().st_size for p in result.parts))
     return result
 
 
@@ -206,9 +210,9 @@ def _read_json(p: Location) -> dict:
     return v
 
 
-def _plan(inputs: list[Location], block_bytes: int, block_rows: int, slots: int = 1) -> list[_Unit]:
+def plan_units(inputs: list[Location], block_bytes: int, block_rows: int, slots: int = 1) -> list[_Unit]:
     """Units of work in input order; JSONL bytes and Parquet rows are cut so that `slots` tasks
-    running at once stay busy to the last wave (see _even; each file's share rounds up, so several
+    running at once stay busy to the last wave (see even_blocks; each file's share rounds up, so several
     files may add a few units)."""
     formats = [(p, input_format(p)) for p in inputs]
     sizes = {str(p): p.stat().st_size for p, fmt in formats if fmt == "jsonl"}
@@ -221,7 +225,8 @@ def _plan(inputs: list[Location], block_bytes: int, block_rows: int, slots: int 
                 raise PoolError(f"{p}: not a readable Parquet file ({e})") from e
     bytes_total = sum(sizes[str(p)] for p, fmt in formats if fmt == "jsonl")  # a file listed twice, twice
     rows_total = sum(rows_of[str(p)] for p, fmt in formats if fmt == "parquet")
-    byte_blocks, row_blocks = _even(bytes_total, block_bytes, slots), _even(rows_total, block_rows, slots)
+    byte_blocks = even_blocks(bytes_total, block_bytes, slots)
+    row_blocks = even_blocks(rows_total, block_rows, slots)
     units: list[_Unit] = []
     for k, (path, fmt) in enumerate(formats):
         name = str(path)
@@ -244,7 +249,7 @@ def _plan(inputs: list[Location], block_bytes: int, block_rows: int, slots: int 
     return units
 
 
-def _even(total: int, per_block: int, slots: int) -> int:
+def even_blocks(total: int, per_block: int, slots: int) -> int:
     """How many blocks to cut `total` (bytes or rows) into, near `per_block` each, so that `slots`
     cores stay busy to the end: a multiple of `slots` blocks, or, for a pool of fewer blocks, one
     per core down to an eighth of `per_block`."""
@@ -524,7 +529,7 @@ def _duplicates(summaries: list[dict], buckets: int, out: Location,
     compared in Ray tasks; the driver confirms the few candidates on the real ids, in input order."""
     items = [{"bucket": b, "units": [s["idx"] for s in summaries], "lo": [s["bounds"][b] for s in summaries],
               "hi": [s["bounds"][b + 1] for s in summaries]} for b in range(buckets)]
-    found = _run(items, _bucket_candidates, {"out": str(out)}, num_cpus)
+    found = run_tasks(items, _bucket_candidates, {"out": str(out)}, num_cpus)
     none = [np.zeros(0, np.int64)]
     units = np.concatenate([np.frombuffer(f["units"], dtype=np.int64) for f in found] or none)
     rows = np.concatenate([np.frombuffer(f["rows"], dtype=np.int64) for f in found] or none)
@@ -534,7 +539,7 @@ def _duplicates(summaries: list[dict], buckets: int, out: Location,
     for k, r in sorted(zip(units.tolist(), rows.tolist(), strict=True)):  # input order
         by_unit.setdefault(k, []).append(r)
     part = {s["idx"]: s["part"] for s in summaries}
-    got = _run([{"idx": k, "part": part[k], "rows": json.dumps(rows)} for k, rows in by_unit.items()],
+    got = run_tasks([{"idx": k, "part": part[k], "rows": json.dumps(rows)} for k, rows in by_unit.items()],
                _candidate_rows, {}, num_cpus)
     first: dict[str, tuple[str, int]] = {}
     dupes: dict[int, dict[int, str]] = {}

@@ -67,10 +67,10 @@ def normalise(rec: Any, layout: str = "auto") -> tuple[str, Messages]:
     if layout == "alpaca":
         msgs = _alpaca(rec)
     elif layout == "sharegpt":
-        msgs = _turns(rec["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
+        msgs = read_turns(rec["conversations"], "conversations", "from", "value", SHAREGPT_ROLES)
     else:
         key = LAYOUT_FIELDS[layout]
-        msgs = _turns(rec[key], key, "role", "content", OPENAI_ROLES)
+        msgs = read_turns(rec[key], key, "role", "content", OPENAI_ROLES)
     if not any(m["role"] == "user" for m in msgs):
         raise BadRecord(f"no user turn: {LAYOUT_FIELDS[layout]}")
     return layout, msgs
@@ -90,10 +90,10 @@ def _text(v: Any, where: str) -> str:
     return v
 
 
-def _turns(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Messages:
+def read_turns(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Messages:
     """The turns as messages. Well-formed turns (a known role spelled as the table has it, a
     non-blank string content) take a few dict lookups each; anything else goes through the checks
-    of `_turns_checked`, which give the same messages or name what is wrong."""
+    of `read_turns_checked`, which give the same messages or name what is wrong."""
     if type(turns) is list:
         out: Messages = []
         try:
@@ -107,10 +107,10 @@ def _turns(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, 
                     return out
         except (KeyError, TypeError):
             pass
-    return _turns_checked(turns, key, role_key, text_key, roles)
+    return read_turns_checked(turns, key, role_key, text_key, roles)
 
 
-def _turns_checked(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Messages:
+def read_turns_checked(turns: Any, key: str, role_key: str, text_key: str, roles: dict[str, str]) -> Messages:
     if not isinstance(turns, list):
         raise BadRecord(f"conversation not a list: {key}")
     if not turns:

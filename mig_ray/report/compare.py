@@ -58,6 +58,18 @@ def _fmt(v: Any) -> str:
     return "—" if v is None else f"{v:,.5g}" if isinstance(v, float) else escape(str(v))
 
 
+def _papers(data: dict) -> str:
+    """One line per method (run or skipped): what it picks and the paper it comes from, as compare.json
+    recorded them from the method's module."""
+    about = data.get("about") or {name: m for name, m in data.get("methods", {}).items() if "paper" in m}
+    if not about:
+        return ""
+    items = "".join(f'<li data-method="{escape(name)}"><b>{escape(name)}</b>: '
+                    f'{escape(str(a.get("summary", "")))} <i>({escape(str(a.get("paper", "")))})</i></li>'
+                    for name, a in about.items())
+    return f'<ul id="compare-papers" class="note">{items}</ul>'
+
+
 def sections(data: dict, rows: dict[str, list[dict]]) -> list[str]:
     methods = data.get("methods", {})
     colours = {name: svg.METHOD_COLOURS[i % len(svg.METHOD_COLOURS)] for i, name in enumerate(methods)}
@@ -86,7 +98,7 @@ def sections(data: dict, rows: dict[str, list[dict]]) -> list[str]:
                     f'<td colspan="{len(METRICS) + 1}">skipped: {escape(str(why))}</td></tr>')
     vendi_on = next((m["metrics"].get("vendi_on") for m in methods.values()), None)
     out.append('<section id="compare-metrics" class="wide"><h2>Methods side by side</h2>'
-               f'<table id="compare-table" class="compare">{head}{"".join(body)}</table>'
+               f'<table id="compare-table" class="compare">{head}{"".join(body)}</table>{_papers(data)}'
                '<p class="note">Bars: share of the best method on that measure. Label coverage: share of the '
                "pool's graph labels carried by a selected sample; label-mass coverage: share of the pool's "
                "label occurrences on covered labels; effective labels: exp of the entropy of the "
@@ -104,5 +116,6 @@ def sections(data: dict, rows: dict[str, list[dict]]) -> list[str]:
                f'<table id="overlap-table" class="compare">{grid}</table></section>')
     total = {name: int(m["metrics"]["samples"]) for name, m in methods.items()}
     out.append(browse.section(rows, total, "Gain: the increase of E(D) as the sample joins, in that "
-                                           "method's order."))
+                                           "method's order (the manifests also carry greedy_key, the key "
+                                           "MIG's greedy ranks by)."))
     return out

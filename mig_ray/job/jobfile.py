@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from importlib import resources
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,27 +19,22 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mig_ray.annotate.resources import ActorResources
-from mig_ray.config import ShardPlacement
+from mig_ray.bundled import resolve_bundled
+from mig_ray.core.options import ConstraintOptions, GraphOptions, ObjectiveOptions, ShardingOptions
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
+from mig_ray.pools.layouts import LAYOUTS
+from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import Location, RemotePath, is_uri, location
 
-BUNDLED = "bundled:"
-Layout = Literal["auto", "annotated", "sharegpt", "openai", "alpaca"]
+# the layout names ingest knows, one list (mig_ray.pools.layouts), so the schema cannot drift from it
+Layout = Literal[("auto", *LAYOUTS)]  # type: ignore[valid-type]
 
 
 def resolve_path(value: str | Path) -> Path:
     """`bundled:NAME` -> the file shipped in mig_ray/demo or mig_ray/data; else the path as given."""
-    text = str(value)
-    if text.startswith(BUNDLED):
-        name = text[len(BUNDLED):]
-        for folder in ("demo", "data"):
-            p = Path(str(resources.files("mig_ray") / folder / name))
-            if p.exists():
-                return p
-        raise ValueError(f"no bundled file {name!r} (bundled files live in mig_ray/demo and mig_ray/data)")
-    return Path(text).expanduser()
+    return resolve_bundled(value)
 
 
 def glob_reaches(pattern: str, out: Path) -> bool:
@@ -64,7 +59,7 @@ class InputSpec(_Strict):
 
     paths: list[str] = Field(min_length=1, description="JSONL, JSON, Parquet files or datasets dirs, "
                              "local or s3://...; a glob (`incoming/*.jsonl`) expands to its matches, sorted")
-    layout: Layout = "auto"
+    layout: Layout = Field("auto", description="record layout of every file; auto detects it per file")
     id_field: str | None = Field(None, description="dotted path of the record id (default _id, id, "
                                  "else a content hash of the conversation)")
 
@@ -91,7 +86,11 @@ class TaggerSpec(_Strict):
     """Where labels come from. `from-data` reads them from the pool (`labels_field`, default the
     released layout's annotation.instag.content); `embedding`, `static` and `vllm` annotate."""
 
-    kind: Literal["embedding", "static", "vllm", "from-data"] = "embedding"
+    kind: Literal["embedding", "static", "vllm", "from-data"] = Field(
+        "embedding", description="embedding: the bundled MiniLM matched against the tag vocabulary (CPU, "
+                                 "offline); static: a static model distilled from it (CPU, offline, hundreds "
+                                 "of times faster); vllm: an InsTag-style chat model; from-data: labels "
+                                 "already in the pool")
     labels_field: str | None = Field(None, description="from-data: dotted path of the label list")
     options: dict[str, Any] = Field(default_factory=dict, description="the tagger's own settings")
     resources: ActorResources = ActorResources(concurrency=1, num_cpus=0.5, batch_size=64)
@@ -100,7 +99,9 @@ class TaggerSpec(_Strict):
 class ScorerSpec(_Strict):
     """Where scores come from: `field` (already in the pool), `constant`, or `vllm` (DEITA scorers)."""
 
-    kind: Literal["vllm", "field", "constant"] = "field"
+    kind: Literal["vllm", "field", "constant"] = Field(
+        "field", description="field: a score in the pool; constant: `value` for every sample; vllm: the "
+                             "DEITA quality and complexity scorers")
     field: str | None = Field(None, description="field: dotted path of a numeric score (default: the "
                               "released layout's mean over turns of quality x complexity)")
     value: float = Field(1.0, gt=0, description="constant: the score of every sample")
@@ -118,29 +119,29 @@ class AnnotateSpec(_Strict):
                            "the parts it finished, and a re-run annotates only the rest")
 
 
-class GraphSpec(_Strict):
-    embedding_model: str = DEFAULT_MODEL
-    label_embeddings: str | None = None
-    valid_tags: str | None = None
-    sim_threshold: float = Field(0.9, ge=-1.0, le=1.0)
-    target_degree: float | None = Field(None, gt=0)
-    propagation: Literal["target", "source"] = "target"
-    prop_weight: float = Field(1.0, ge=0.0)
+class GraphInputs(_Strict):
+    embedding_model: str = Field(DEFAULT_MODEL, description="sentence-transformers model (a local folder) "
+                                 "that embeds the labels; the default is the bundled offline "
+                                 "all-MiniLM-L6-v2")
+    label_embeddings: str | None = Field(None, description=".npz with `labels` (str [L]) and `embeddings` "
+                                         "(float [L,d]); skips the model")
+    valid_tags: str | None = Field(None, description="keep only these labels, matched exactly: a JSON "
+                                   "list (or object: its keys) or one tag per line; "
+                                   "`bundled:valid_tags_tulu3.json` is the released Tulu3 list")
 
 
-class SelectionSpec(_Strict):
+class GraphSpec(GraphOptions, GraphInputs):
+    """The label graph: where label embeddings come from, which labels count, and the graph options
+    (the same as `mig-ray select`'s flags)."""
+
+
+class SelectionSize(_Strict):
     n: int | None = Field(None, gt=0, description="how many samples to select")
     fraction: float | None = Field(None, gt=0, le=1, description="or this share of the selectable pool")
-    phi: Literal["pow", "exp"] = "pow"
-    phi_a: float = Field(1e-6, gt=0)
-    phi_b: float = Field(0.8, gt=0, lt=1)
-    phi_alpha: float = Field(1.0, gt=0)
-    norm: bool = False
-    gain: Literal["gradient", "exact"] = "gradient"
-    shards: int = Field(1, ge=1)
-    batch: int = Field(256, ge=0)
-    checkpoint_seconds: float = Field(5.0, ge=0, description="sharded: seconds between checkpoints of "
-                                      "the committed order, kept across re-runs of the job")
+
+
+class SelectionSpec(ConstraintOptions, ShardingOptions, ObjectiveOptions, SelectionSize):
+    """How many samples, the objective and the engine (the same options as `mig-ray select`'s flags)."""
 
     @model_validator(mode="after")
     def _one_size(self) -> SelectionSpec:
@@ -156,7 +157,8 @@ class SelectionSpec(_Strict):
 
 class OutputSpec(_Strict):
     dir: str = Field(description="output folder, local or on an object store (s3://bucket/prefix)")
-    format: Literal["jsonl", "parquet"] = "jsonl"
+    format: Literal["jsonl", "parquet"] = Field("jsonl", description="format of selected.* (the "
+                                                "records unchanged, in selection order)")
 
 
 class RaySpec(_Strict):
@@ -164,7 +166,7 @@ class RaySpec(_Strict):
                                 "local Ray on loopback")
     num_cpus: int | None = Field(None, gt=0, description="logical CPUs of a local Ray (default: enough "
                                  "that actor stages and read tasks never wait on each other)")
-    include_dashboard: bool = False
+    include_dashboard: bool = Field(False, description="a local Ray with its dashboard (and Jobs API)")
     shard_actors: ShardPlacement = Field(default_factory=ShardPlacement, description="where the "
                                          "selection's shard actors run (selection.shards > 1)")
 
@@ -173,12 +175,13 @@ class CompareSpec(_Strict):
     """`mig-ray compare` after the selection, into OUTDIR/compare/ (shown by `mig-ray report OUTDIR`)."""
 
     methods: list[str] = Field(default_factory=lambda: ["mig", "random", "score", "instag", "deita",
-                                                        "kcenter"])
-    seed: int = 0
+                                                        "kcenter"], description="methods to run, by name")
+    seed: int = Field(0, description="seed of random, kcenter's first pick and the Vendi subsample")
     sample_embeddings: str | None = Field(None, description=".npz with `ids` and `embeddings` (deita, "
                                           "kcenter, Vendi)")
     embed_samples: bool = Field(False, description="or embed the user turns with graph.embedding_model")
-    deita_threshold: float = Field(0.9, gt=0, le=1)
+    deita_threshold: float = Field(0.9, gt=0, le=1, description="deita: take a sample only when its "
+                                   "cosine to every taken one is below this")
 
     @model_validator(mode="after")
     def _known(self) -> CompareSpec:
@@ -190,20 +193,67 @@ class CompareSpec(_Strict):
         return self
 
 
+class DedupSpec(_Strict):
+    """Exact and near-duplicate removal between ingest and tag (stage `dedup`): of each cluster of
+    duplicates the lowest input position stays; the others go to dedup/duplicates.jsonl with their
+    kept twin and the estimated Jaccard. With bands 16 x rows 8 (the default), a pair of Jaccard 0.7 /
+    0.8 / 0.9 becomes a candidate with probability 0.61 / 0.95 / 0.9999; candidates are then verified
+    on their full signatures against `threshold`."""
+
+    enabled: bool = Field(True, description="run it (`false`: later stages read every ingested record)")
+    turns: Literal["all", "user", "first-user"] = Field(
+        "all", description="which turns make a record's text: every turn, the user turns, or the first "
+        "user turn")
+    exact: bool = Field(True, description="drop records whose normalised text (NFKC, case-folded, "
+                        "whitespace collapsed) equals an earlier one's")
+    near: bool = Field(True, description="drop near duplicates: MinHash over word n-gram shingles, LSH "
+                       "banding, candidates verified on their signatures, clusters by connected components")
+    ngram: int = Field(5, ge=1, le=64, description="words per shingle")
+    num_perm: int = Field(128, ge=8, le=1024, description="MinHash permutations (signature length)")
+    bands: int = Field(16, ge=1, description="LSH bands; num_perm / bands values per band (must divide)")
+    threshold: float = Field(0.8, gt=0, le=1, description="estimated Jaccard at or above which a "
+                             "candidate pair is a duplicate")
+    seed: int = Field(1, ge=0, description="seed of the MinHash permutations (datasketch's)")
+    rows_per_bucket: int = Field(2_000_000, ge=1, description="band rows per hash bucket: each bucket "
+                                 "task holds about this many rows (26 bytes each)")
+
+    @model_validator(mode="after")
+    def _banding(self) -> DedupSpec:
+        if self.num_perm % self.bands:
+            raise ValueError(f"bands: {self.bands} does not divide num_perm {self.num_perm}")
+        return self
+
+
+class DecontaminateSpec(_Strict):
+    """Drop records whose user turns share a word n-gram with a benchmark prompt (stage `dedup`),
+    listed in dedup/contaminated.jsonl with the benchmark file and the n-gram. No benchmark ships
+    with mig_ray: name the files."""
+
+    paths: list[str] = Field(min_length=1, description="benchmark prompt files, local or s3://: plain "
+                             "text (.txt, one prompt a line), or JSONL / JSON / Parquet records in any "
+                             "layout ingest reads (their user turns), or with a `prompt` or `turns` field")
+    ngram: int = Field(13, ge=1, le=64, description="words an overlap must share (after normalising "
+                       "case, punctuation and spacing)")
+    layout: Layout = Field("auto", description="record layout of the benchmark files (auto: per record)")
+
+
 class JobConfig(_Strict):
     """A whole `mig-ray run`: input -> annotate -> graph -> selection -> output."""
 
-    name: str = "mig-ray-job"
+    name: str = Field("mig-ray-job", description="the job's name (echoed in the summary)")
     input: InputSpec
-    annotate: AnnotateSpec = AnnotateSpec()
+    annotate: AnnotateSpec = Field(AnnotateSpec(), description="where labels and scores come from")
     graph: GraphSpec = GraphSpec()
     selection: SelectionSpec
-    output: OutputSpec
-    ray: RaySpec = RaySpec()
+    output: OutputSpec = Field(description="where the outputs go")
+    ray: RaySpec = Field(RaySpec(), description="which Ray runs the job, and where the shard actors go")
     compare: CompareSpec | None = Field(None, description="compare MIG with baselines after select")
+    dedup: DedupSpec = Field(DedupSpec(), description="exact and near-duplicate removal before tagging")
+    decontaminate: DecontaminateSpec | None = Field(None, description="drop records that quote a "
+                                                    "benchmark prompt, before tagging")
     incremental: bool = Field(False, description="nightly: allow a grown pool in an existing output "
                               "directory; only new ids are annotated and a diff is written")
-    progress: bool = True
+    progress: bool = Field(True, description="progress bars on stderr")
 
     @model_validator(mode="after")
     def _paths(self) -> JobConfig:
@@ -248,6 +298,10 @@ class JobConfig(_Strict):
                 raise ValueError(f"graph.valid_tags: {e}") from e
         return self
 
+    def curates(self) -> bool:
+        """Whether the dedup stage filters the records (later stages then read its parts)."""
+        return self.dedup.enabled or self.decontaminate is not None
+
     def output_dir(self) -> Location:
         return location(self.output.dir)
 
@@ -262,7 +316,9 @@ def _describe(err: dict, source: str) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        return f"{source}: unknown key {short(loc, 120)}"
+        allowed = keys_at(JobConfig, err["loc"][:-1])
+        where = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+        return f"{source}: unknown key {short(loc, 120)}{where}; see docs/job-file.md"
     if kind == "missing":
         return f"{source}: missing key {short(loc, 120)}"
     msg = err["msg"]
@@ -272,6 +328,29 @@ def _describe(err: dict, source: str) -> str:
     return f"{source}: {loc}: {clip(msg, 300)} (got {short(err.get('input'), 80)})" \
         if "input" in err and kind != "value_error" \
         else f"{source}: {loc}: {clip(msg.removeprefix('Value error, '), 400)}"
+
+
+def keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys a job file may hold at `loc` (a path of keys from the top), [] when `loc` is not a
+    mapping of the schema."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        sub = model_in(field.annotation) if field is not None else None
+        if sub is None:
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field's type holds (itself, or inside an Optional or Union), else None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_job(data: Any, source: str = "job") -> JobConfig:

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 
 from mig_ray.core.certified import Commit
 from mig_ray.core.greedy import Proposal, ShardGreedy
+from mig_ray.core.limits import Limits, RowLimits
 from mig_ray.core.objective import GainMode, Phi
 from mig_ray.core.stats import score_hist
 from mig_ray.core.vectors import propagate, sample_matrix
@@ -107,9 +108,28 @@ class ShardActor:
         used[p.label_codes[row_of_code]] = True
         return [p.vocab[i] for i in np.flatnonzero(used)]
 
+    def limit_info(self) -> tuple[list[str], float, float]:
+        """Distinct groups of the kept records, their cheapest and their total cost (0 without costs)."""
+        p = self._loaded()
+        names = sorted({p.groups[i] for i in self.keep.tolist()}) if p.groups is not None else []
+        if p.costs is None:
+            return names, 0.0, 0.0
+        c = p.costs[self.keep]
+        return names, float(c.min(initial=np.inf)), float(np.sum(c))
+
+    def kept_limits(self, group_names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Global group code and cost of each kept record (for the per-group account)."""
+        p = self._loaded()
+        code = {name: j for j, name in enumerate(group_names)}
+        n = len(self.keep)
+        groups = np.zeros(n, np.int64) if p.groups is None else \
+            np.array([code[p.groups[i]] for i in self.keep.tolist()], dtype=np.int64)
+        return groups, np.zeros(n) if p.costs is None else p.costs[self.keep]
+
     def build(self, nodes: list[str], prop: sp.csr_matrix, offset: int, phi: Phi, mode: GainMode,
-              norm: bool) -> int:
-        """Propagated vectors of the kept records and the lazy heap; positions start at `offset`."""
+              norm: bool, group_names: list[str] | None = None, limits: Limits | None = None) -> int:
+        """Propagated vectors of the kept records and the lazy heap; positions start at `offset`;
+        `group_names` are the global group codes' names, `limits` the caps and budget."""
         p = self._loaded()
         node = {name: i for i, name in enumerate(nodes)}
         remap = np.array([node.get(v, -1) for v in p.vocab], dtype=np.int64)
@@ -121,7 +141,12 @@ class ShardActor:
         e = sample_matrix(indptr, codes, p.scores[self.keep], len(nodes), norm)
         self.carriers = np.bincount(e.indices, minlength=len(nodes))
         vectors = propagate(e, prop)
-        self.engine = ShardGreedy(vectors, phi, mode, offset + np.arange(len(self.keep)))
+        rows = None
+        if p.groups is not None or p.costs is not None:
+            code = {name: j for j, name in enumerate(group_names or [])}
+            groups = None if p.groups is None else np.array([code[p.groups[i]] for i in self.keep.tolist()])
+            rows = RowLimits.of(len(self.keep), groups, None if p.costs is None else p.costs[self.keep])
+        self.engine = ShardGreedy(vectors, phi, mode, offset + np.arange(len(self.keep)), rows, limits)
         return int(vectors.nnz)
 
     def score_range(self) -> tuple[float, float]:
@@ -140,7 +165,7 @@ class ShardActor:
 
     def apply(self, commit: Commit) -> None:
         """Add a round's committed vectors to x (the round's broadcast)."""
-        self._built().apply(commit.positions, commit.ptr, commit.idx, commit.val)
+        self._built().apply(commit.positions, commit.ptr, commit.idx, commit.val, commit.groups, commit.costs)
 
     def propose_after(self, commit: Commit, n_want: int) -> Proposal:
         """Apply the last round's commit, then propose: a round costs one wave of calls, not two."""
@@ -148,10 +173,11 @@ class ShardActor:
         return self.propose(n_want)
 
     def restore(self, first_line: int, drop_rows: np.ndarray, nodes: list[str], prop: sp.csr_matrix,
-                offset: int, phi: Phi, mode: GainMode, norm: bool, history: Commit) -> int:
+                offset: int, phi: Phi, mode: GainMode, norm: bool, group_names: list[str] | None,
+                limits: Limits | None, history: Commit) -> int:
         """After a restart: reread the block, drop the same rows, rebuild, replay the commits."""
         self.reload(first_line, drop_rows)
-        nnz = self.build(nodes, prop, offset, phi, mode, norm)
+        nnz = self.build(nodes, prop, offset, phi, mode, norm, group_names, limits)
         if len(history.positions):
             self.apply(history)
         return nnz

@@ -1,7 +1,8 @@
-"""The `compare:` step of a job: after `select`, on the job's assembled pool and graph, with `mig`
-taken from the select stage's manifest and, with the embedding tagger, the sample vectors it cached.
-Its output (OUTDIR/compare/) is what `mig-ray report OUTDIR` shows beside the selection; a re-run
-with the same selection and settings skips it."""
+"""The job's `compare:` step, run after the summary is written (not a stage of the loop): MIG
+beside the baselines on the job's assembled pool and graph, with `mig` taken from the select
+stage's manifest and, with the embedding tagger, the sample vectors it cached. Its output
+(OUTDIR/compare/) is what `mig-ray report OUTDIR` shows beside the selection; a re-run with the
+same selection and settings skips it."""
 
 from __future__ import annotations
 
@@ -14,17 +15,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mig_ray.compare.run import COMPARE_FILE, CachedVectors, CompareOptions, Messages, run_compare
-from mig_ray.job.config import resolve_path
+from mig_ray.job.context import RunContext
+from mig_ray.job.jobfile import resolve_path
+from mig_ray.job.select import select_config
 from mig_ray.job.stages import StageDir, fingerprint
 from mig_ray.storage import read_parquet
 
 
-def _ingested_messages(pipe: Any) -> Messages:
+def _ingested_messages(ctx: RunContext) -> Messages:
     """Messages of the asked ids, read part by part from the ingest stage (only those rows kept)."""
     def get(positions: np.ndarray, ids: list[str]) -> list[list[dict] | None]:
         wanted = pa.array(ids, pa.string())
         by_id: dict[str, str] = {}
-        for part in pipe._ingest_parts():
+        for part in ctx.record_parts():
             table = read_parquet(part, columns=["id", "messages"])
             table = table.filter(pc.is_in(table.column("id"), value_set=wanted))
             by_id.update(zip(table.column("id").to_pylist(), table.column("messages").to_pylist(),
@@ -34,17 +37,17 @@ def _ingested_messages(pipe: Any) -> Messages:
     return get
 
 
-def _tagger_vectors(pipe: Any) -> CachedVectors | None:
+def _tagger_vectors(ctx: RunContext) -> CachedVectors | None:
     """The embedding tagger's cached sample vectors of the asked ids (None: the job has no such
     tagger). It embedded every tagged sample already, so deita and kcenter need no model run."""
     from mig_ray.annotate.cache import cache_folder
     from mig_ray.annotate.embedding_tagger import EmbeddingTaggerConfig, cached_sample_vectors
     from mig_ray.annotate.static_tagger import StaticTaggerConfig
 
-    cfg = pipe.tagger[1] if pipe.tagger is not None else None
+    cfg = ctx.tagger.config if ctx.tagger is not None else None
     if not isinstance(cfg, EmbeddingTaggerConfig | StaticTaggerConfig):
         return None
-    cache_dir = pipe.job.cache_dir()
+    cache_dir = ctx.job.cache_dir()
     folder = cache_folder(cache_dir, "tags", cfg)
 
     def get(ids: list[str]) -> tuple[np.ndarray | None, str]:
@@ -58,22 +61,22 @@ def _tagger_vectors(pipe: Any) -> CachedVectors | None:
     return get
 
 
-def run_job_compare(pipe: Any) -> dict[str, Any]:
+def run(ctx: RunContext) -> dict[str, Any]:
     """Run (or skip) the job's comparison; returns its compare.json path and the methods run."""
-    spec = pipe.job.compare
-    stage = StageDir(pipe.out, "compare")
-    fp = fingerprint("compare", pipe.fingerprints["select"], spec.model_dump())
+    spec = ctx.job.compare
+    stage = StageDir(ctx.out, "compare")
+    fp = fingerprint("compare", ctx.fingerprints["select"], spec.model_dump())
     stats = stage.done(fp)
     if stats is None:
         path = stage.reset()
-        cfg = pipe._select_config(path).model_copy(update={"out": path / "mig" / "selected.jsonl",
+        cfg = select_config(ctx).model_copy(update={"out": path / "mig" / "selected.jsonl",
                                                           "previous_manifest": None})
         opts = CompareOptions(tuple(spec.methods), spec.seed,
                               resolve_path(spec.sample_embeddings) if spec.sample_embeddings else None,
                               None, spec.embed_samples, spec.deita_threshold)
-        result = run_compare(cfg, path, opts, _ingested_messages(pipe),
-                             mig_manifest=pipe.out / "select" / "selected.manifest.jsonl",
-                             cached_vectors=_tagger_vectors(pipe))
+        result = run_compare(cfg, path, opts, _ingested_messages(ctx),
+                             mig_manifest=ctx.out / "select" / "selected.manifest.jsonl",
+                             cached_vectors=_tagger_vectors(ctx))
         stats = {"compare": str(Path(path) / COMPARE_FILE), "methods": list(result["methods"]),
                  "skipped": result["skipped"]}
         stage.finish(fp, stats)

@@ -1,7 +1,7 @@
 """Generate the synthetic demo pool shipped with mig_ray.
 
-Writes ``demo_pool.jsonl`` (next to this file, or to the path given as the
-first command-line argument) in the "released annotated" record layout::
+Writes ``mig_ray/demo/demo_pool.jsonl`` (or the path given as the first
+command-line argument) in the "released annotated" record layout::
 
     {"_id": "demo-0001",
      "dialogs": [{"role": "user", "content": ...},
@@ -19,8 +19,8 @@ the output of any scorer.  Standard library only.
 
 Usage::
 
-    python -m mig_ray.demo.make_demo_pool            # writes demo_pool.jsonl here
-    python mig_ray/demo/make_demo_pool.py OUT.jsonl  # writes elsewhere
+    python tools/make_demo_pool.py            # rewrites mig_ray/demo/demo_pool.jsonl
+    python tools/make_demo_pool.py OUT.jsonl  # writes elsewhere
 """
 
 from __future__ import annotations
@@ -1040,9 +1040,12 @@ def build_records(seed: int = 0):
     return out
 
 
+BUNDLED = Path(__file__).resolve().parents[1] / "mig_ray" / "demo" / "demo_pool.jsonl"
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    out = Path(argv[0]) if argv else Path(__file__).with_name("demo_pool.jsonl")
+    out = Path(argv[0]) if argv else BUNDLED
     records = build_records(0)
     for rec in records:
         tags = rec["annotation"]["instag"]["content"]

@@ -17,18 +17,21 @@ from typing import Any
 
 import numpy as np
 import orjson
+import scipy.sparse as sp
 from tqdm import tqdm
 
 from mig_ray import __version__
-from mig_ray.config import SelectConfig, output_paths
+from mig_ray.core.certified import Commit
 from mig_ray.core.graph import LabelGraph
-from mig_ray.core.greedy import GreedyResult, lazy_greedy
+from mig_ray.core.greedy import GreedyResult, LazyGreedy, add_rows, lazy_greedy
+from mig_ray.core.increments import keys_and_gains
+from mig_ray.core.limits import Limits, RowLimits, best_under_budget
 from mig_ray.core.objective import Phi, information, label_mass
 from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.core.vectors import propagate, sample_matrix
 from mig_ray.embeddings import LabelVectors
 from mig_ray.errors import PoolError
-from mig_ray.guard import check_outputs_not_inputs, check_writable
+from mig_ray.guard import check_not_a_jobs_outputs, check_outputs_not_inputs, check_writable
 from mig_ray.pools.annotated import (
     AnnotatedPool,
     load_valid_tags,
@@ -37,9 +40,11 @@ from mig_ray.pools.annotated import (
     pool_format,
     read_annotated,
 )
-from mig_ray.pools.fields import FieldSpec
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
+from mig_ray.selection.checkpoint import Checkpoint, fingerprint
+from mig_ray.selection.config import SelectConfig, output_paths
+from mig_ray.selection.limits import account, has_limits, local_limits
 
 ISOLATED_WARNING = 0.5
 
@@ -68,7 +73,8 @@ def label_vectors(cfg: SelectConfig, valid: set[str] | None) -> LabelVectors:
 
 def build_graph(cfg: SelectConfig, labels: list[str], vectors: LabelVectors) -> LabelGraph:
     emb = vectors.embeddings(labels)
-    return LabelGraph.build(labels, emb, threshold=cfg.sim_threshold, target_degree=cfg.target_degree)
+    threshold, degree, _ = cfg.graph_rule()
+    return LabelGraph.build(labels, emb, threshold=threshold, target_degree=degree)
 
 
 def phi_of(cfg: SelectConfig) -> Phi:
@@ -76,10 +82,13 @@ def phi_of(cfg: SelectConfig) -> Phi:
 
 
 def read_pool(cfg: SelectConfig, rejects: Rejects, valid: set[str] | None) -> AnnotatedPool:
-    spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
-    size = cfg.pool.stat().st_size
-    bar = tqdm(total=size if cfg.pool.suffix != ".parquet" else None, unit="B", unit_scale=True,
-               desc="read pool", disable=not cfg.progress, file=sys.stderr)
+    spec = cfg.field_spec()
+    if pool_format(cfg.pool) == "parquet":  # the reader reports rows read (over every part)
+        total, unit = sum(n for _, n in parquet_parts(cfg.pool)), " records"
+    else:  # bytes read
+        total, unit = cfg.pool.stat().st_size, "B"
+    bar = tqdm(total=total, unit=unit, unit_scale=True, desc="read pool", disable=not cfg.progress,
+               file=sys.stderr)
 
     def progress(done: int) -> None:
         bar.update(done - bar.n)
@@ -103,11 +112,12 @@ class Selection:
     manifest: Iterable[dict]
     extra: dict[str, Any] = field(default_factory=dict)
     report: ReportData | None = None
+    constraints: dict[str, Any] | None = None  # per-group account and budget (selection/limits.py)
 
 
-def _log_graph(graph: LabelGraph) -> None:
+def _log_graph(graph: LabelGraph, rule: str) -> None:
     stats = graph.stats()
-    log(stats.line())
+    log(f"{stats.line()} [{rule}]")
     if stats.labels and stats.isolated_share > ISOLATED_WARNING:
         log(f"warning: {stats.isolated_share:.0%} of labels have no neighbour at cos >= "
             f"{stats.threshold:.3f}; propagation changes little. The threshold is model-relative: "
@@ -116,9 +126,11 @@ def _log_graph(graph: LabelGraph) -> None:
 
 def _log_read(cfg: SelectConfig, counts: dict[str, int], rejects_path: Path) -> None:
     see = f" (see {rejects_path})" if counts["rejected"] else ""
+    dropped = counts.get("labels_dropped_by_valid_tags", 0)
+    filtered = f" ({dropped} labels not in {cfg.valid_tags} dropped)" if cfg.valid_tags is not None else ""
     log(f"read {counts['read']} records from {cfg.pool}: {counts['selectable']} selectable, "
-        f"{counts['rejected']} rejected{see}, {counts['no_valid_label']} with no valid label")
-    if cfg.n > counts["selectable"]:
+        f"{counts['rejected']} rejected{see}, {counts['no_valid_label']} with no valid label{filtered}")
+    if cfg.n is not None and cfg.n > counts["selectable"]:
         log(f"-n {cfg.n} is more than the {counts['selectable']} selectable records: selecting all of them")
 
 
@@ -142,6 +154,7 @@ def check_before_write(cfg: SelectConfig, paths: dict[str, Path]) -> None:
                                      "label embeddings": cfg.label_embeddings,
                                      "previous manifest": cfg.previous_manifest})
     check_writable(paths.values())
+    check_not_a_jobs_outputs(paths.values(), cfg.force)
 
 
 def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str, Any]:
@@ -168,12 +181,14 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
         if cfg.shards > 1 or cfg.ray_address:
             sel = _select_ray(cfg, timer, paths, phi, vectors, on_round)
         else:
-            sel = _select_local(cfg, timer, paths, phi, vectors, valid)
+            sel = _select_local(cfg, timer, paths, phi, vectors, valid, on_round)
     with timer.stage("write"):
         if cfg.records:
             sel.write_records(paths["selected"])
-        write_jsonl(paths["manifest"], ({"rank": r, **row, "gain": float(g)} for r, (row, g)
-                                        in enumerate(zip(sel.manifest, sel.gains, strict=True), 1)))
+        increase = information_increase(sel, phi)
+        rows = zip(sel.manifest, sel.gains, increase, strict=True)
+        write_jsonl(paths["manifest"], ({"rank": r, **row, "greedy_key": float(key), "gain": float(g)}
+                                        for r, (row, key, g) in enumerate(rows, 1)))
     summary = _summary(cfg, sel, phi, timer, paths)
     if previous is not None:
         summary["information"]["previous_selection"] = {
@@ -186,22 +201,41 @@ def run_select(cfg: SelectConfig, on_round: Callable | None = None) -> dict[str,
     return summary
 
 
+def information_increase(sel: Selection, phi: Phi) -> np.ndarray:
+    """E(D + i) - E(D) of each selected sample in order (the manifest's `gain`; the engines' gains
+    are the greedy's keys, its `greedy_key`)."""
+    r = sel.report
+    return keys_and_gains(phi, "exact", r.ptr, r.idx, r.val, sel.graph.n_labels)[1]
+
+
 def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
-                  label_vecs: LabelVectors, valid: set[str] | None) -> Selection:
+                  label_vecs: LabelVectors, valid: set[str] | None, on_round: Callable | None) -> Selection:
     with timer.stage("read"), Rejects(paths["rejects"], cfg.strict) as rejects:
         pool = read_pool(cfg, rejects, valid)
     _log_read(cfg, pool.counts, paths["rejects"])
     labels, codes = pool.node_labels()
     with timer.stage("embed_labels"):
         graph = build_graph(cfg, labels, label_vecs)
-    _log_graph(graph)
+    _log_graph(graph, cfg.graph_rule()[2])
     with timer.stage("graph"):
         p = graph.propagation(cfg.propagation, cfg.prop_weight)
     with timer.stage("vectors"):
         e = sample_matrix(pool.label_indptr, codes, pool.scores, graph.n_labels, cfg.norm)
         vectors = propagate(e, p)
+    rows, limits, names = local_limits(cfg, pool.groups, pool.costs, cfg.n, len(pool))
     with timer.stage("select"):
-        result = _greedy(vectors, min(cfg.n, len(pool)), phi, cfg)
+        resumed = first_pass = 0
+        if has_limits(cfg):  # quotas or a budget: not checkpointed in process yet
+            result, decided = _greedy(vectors, cfg.k(len(pool)), phi, cfg, rows, limits)
+        else:
+            ckpt = Checkpoint(paths["checkpoint"], fingerprint(cfg), cfg.checkpoint_seconds)
+            result, resumed, first_pass = resumable_greedy(vectors, cfg.k(len(pool)), phi, cfg, ckpt,
+                                                           on_round)
+            ckpt.remove()
+    constraints = None
+    if has_limits(cfg):
+        constraints = account(names, limits, rows.groups, rows.costs, rows.groups[result.order],
+                              rows.costs[result.order], decided)
     chosen = vectors[result.order]
     edges = score_edges(pool.scores.min(initial=np.inf), pool.scores.max(initial=-np.inf))
     report = ReportData(chosen.indptr, chosen.indices, chosen.data,
@@ -213,16 +247,19 @@ def _select_local(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: 
     return Selection(result.order, result.gains, result.x, pool.counts, graph,
                      lambda out: write_selected(pool, result.order, out), manifest,
                      {"engine": "local", "evaluations_after_first_pass": result.evaluations,
-                      "evaluations_per_round": result.evaluations / max(1, len(result.order))}, report)
+                      "evaluations_per_round": result.evaluations / max(1, len(result.order)),
+                      # only when resumed: a run from scratch keeps the summary it always had
+                      **({"resumed_from_checkpoint": resumed, "first_pass_evaluations": first_pass}
+                         if resumed else {})}, report, constraints)
 
 
 def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Phi,
                 label_vecs: LabelVectors, on_round: Callable | None) -> Selection:
-    from mig_ray.distributed.engine import select_on_ray
+    from mig_ray.selection.engine import select_on_ray
 
     def embed(labels: list[str]) -> LabelGraph:
         graph = build_graph(cfg, labels, label_vecs)
-        _log_graph(graph)
+        _log_graph(graph, cfg.graph_rule()[2])
         return graph
 
     out = select_on_ray(cfg, timer.stage, embed, phi, paths["checkpoint"], cfg.checkpoint_seconds,
@@ -248,7 +285,7 @@ def _select_ray(cfg: SelectConfig, timer: Timer, paths: dict[str, Path], phi: Ph
     report = ReportData(c.ptr, c.idx, c.val, pool_carriers, chosen, edges, pool_hist, scores)
     return Selection(out["positions"], out["gains"], out["x"], out["counts"], graph,
                      lambda path: write_records(path, in_format, out["records"], schema), out["manifest"],
-                     {"engine": "ray", **rounds}, report)
+                     {"engine": "ray", **rounds}, report, out["constraints"])
 
 
 def read_manifest(path: Path) -> list[tuple[list[str], float]]:
@@ -301,16 +338,69 @@ def information_of(graph: LabelGraph, cfg: SelectConfig, phi: Phi,
     return {"samples": len(samples), "labels_not_in_graph": outside, "selected": information(phi, x)}
 
 
-def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig) -> GreedyResult:
-    bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
-
-    def progress(done: int) -> None:
-        bar.update(done - bar.n)
-
+def resumable_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, cfg: SelectConfig, ckpt: Checkpoint,
+                     on_round: Callable | None = None) -> tuple[GreedyResult, int, int]:
+    """The in-process lazy greedy, checkpointed as the sharded engine is: the committed order goes
+    to `ckpt` every `checkpoint_seconds`, and a run whose checkpoint matches its fingerprint starts
+    from it. The resumed run's remaining candidates start with fresh gains at the committed mass,
+    so its picks are exactly the uninterrupted run's. Returns the result (the whole order), how
+    many picks came from the checkpoint, and the gains evaluated in the first pass (the rows left).
+    `on_round(committed, [])` runs after each chunk (a test hook, as the sharded engine's)."""
+    n = vectors.shape[0]
+    resume = ckpt.load()
+    done = np.zeros(0, dtype=np.int64) if resume is None else resume.positions.astype(np.int64)
+    fits = len(done) <= k and len(np.unique(done)) == len(done) and bool(np.all((done >= 0) & (done < n)))
+    if not fits:
+        done = np.zeros(0, dtype=np.int64)
+    x0 = np.zeros(vectors.shape[1])
+    rows = vectors[done]  # the committed vectors from this pool, not from the file
+    add_rows(x0, rows.indptr.astype(np.int64), rows.indices.astype(np.int64), rows.data.astype(np.float64))
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), done)
+    state = LazyGreedy(vectors[rest], phi, cfg.gain, x0=x0, positions=rest)
+    gains = resume.gains[:len(done)].astype(np.float64) if len(done) else np.zeros(0)
+    history = [Commit(done, gains, rows.indptr.astype(np.int64), rows.indices.astype(np.int64),
+                      rows.data.astype(np.float64))]
+    chunk = max(1, min(1000, k // 100))
+    bar = tqdm(total=k, initial=len(done), desc="select", unit="sample", disable=not cfg.progress,
+               file=sys.stderr)
     try:
-        return lazy_greedy(vectors, k, phi, cfg.gain, chunk=max(1000, k // 100), progress=progress)
+        while len(done) + state.committed < k:
+            before = state.committed
+            if state.step(min(chunk, k - len(done) - state.committed)) == 0:
+                break
+            picked = rest[state.order[before:state.committed]]
+            sub = vectors[picked]
+            history.append(Commit(picked, state.order_gain[before:state.committed].copy(),
+                                  sub.indptr.astype(np.int64), sub.indices.astype(np.int64),
+                                  sub.data.astype(np.float64)))
+            ckpt.maybe_save(history)
+            bar.update(len(done) + state.committed - bar.n)
+            if on_round is not None:
+                on_round(len(done) + state.committed, [])
     finally:
         bar.close()
+    whole = Commit.concat(history)
+    result = GreedyResult(whole.positions, whole.gains, state.evaluations, state.x.copy())
+    return result, len(done), len(rest)
+
+
+def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig, rows: RowLimits,
+            limits: Limits) -> tuple[GreedyResult, dict]:
+    """Lazy greedy under the limits; under a binding budget twice (cost-benefit and plain gain, the
+    one of higher information kept: core/limits.best_under_budget)."""
+    def run(lim: Limits) -> GreedyResult:
+        bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
+
+        def progress(done: int) -> None:
+            bar.update(done - bar.n)
+
+        try:
+            return lazy_greedy(vectors, k, phi, cfg.gain, chunk=max(1000, k // 100), progress=progress,
+                               rows=rows, limits=lim)
+        finally:
+            bar.close()
+
+    return best_under_budget(run, lambda r: information(phi, r.x), limits, float(np.sum(rows.costs)))
 
 
 def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: dict[str, Path]) -> dict:
@@ -321,9 +411,10 @@ def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: d
         "command": "select",
         "config": json.loads(cfg.model_dump_json()),
         "counts": {**sel.counts, "selected": len(sel.order), "requested": cfg.n},
-        "selected_all": cfg.n >= sel.counts["selectable"],
+        "selected_all": len(sel.order) >= sel.counts["selectable"],
+        **({"constraints": sel.constraints} if sel.constraints is not None else {}),
         "approximate": False,
-        "graph": vars(sel.graph.stats()),
+        "graph": vars(sel.graph.stats()) | {"threshold_rule": cfg.graph_rule()[2]},
         "information": {"selected": info, "empty": empty, "gain": info - empty},
         "greedy": sel.extra,
         "seconds": timer.seconds,

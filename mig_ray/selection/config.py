@@ -3,48 +3,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from mig_ray.distributed.placement import CustomResources
+from mig_ray.bundled import resolve_bundled
+from mig_ray.core.options import SelectionOptions, graph_defaults
 from mig_ray.embeddings import DEFAULT_MODEL
-from mig_ray.pools.fields import split_path
+from mig_ray.pools.fields import FieldSpec, split_path
+from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import RemotePath, location
 
 
-class ShardPlacement(BaseModel):
-    """Where Ray puts the shard actors of a sharded selection. A shard whose node dies is restarted
-    by Ray on another node that has these resources, so name resources that more than one node
-    carries: a resource only the dead node had leaves its shard nowhere to go."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    num_cpus: float = Field(1.0, ge=0, description="logical CPUs per shard actor")
-    custom_resources: CustomResources = Field(
-        default_factory=dict, description="custom Ray resources per shard actor (e.g. {selection: 1}: only "
-                                          "nodes started with --resources '{\"selection\": N}' take one)")
-    spread: bool = Field(True, description="spread the shard actors over the nodes that fit (Ray's SPREAD "
-                                           "strategy) rather than packing them onto few")
-
-    def actor_options(self) -> dict:
-        """Keyword arguments of ray.remote / .options for a shard actor."""
-        kw: dict = {"num_cpus": self.num_cpus}
-        if self.custom_resources:
-            kw["resources"] = dict(self.custom_resources)
-        if self.spread:
-            kw["scheduling_strategy"] = "SPREAD"
-        return kw
-
-
-class SelectConfig(BaseModel):
-    """Everything `mig-ray select` needs; defaults follow the paper's released runs."""
+class SelectConfig(SelectionOptions):
+    """Everything `mig-ray select` needs: the selection options plus the pool, the output and how
+    the pool is read; defaults follow the paper's released runs."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pool: Path | RemotePath = Field(description="the annotated pool: a file, a folder of Parquet parts, "
                                     "or either on an object store (s3://...)")
-    n: int = Field(gt=0, description="number of samples to select")
+    n: int | None = Field(None, gt=0, description="number of samples to select (optional with "
+                                                  "budget_tokens: then the budget alone decides)")
     out: Path
     valid_tags: Path | None = None
     embedding_model: str = DEFAULT_MODEL
@@ -52,22 +31,9 @@ class SelectConfig(BaseModel):
     embedding_batch_size: int = Field(256, gt=0)
     embedding_cache: bool = Field(True, description="reuse embeddings of the valid-tag list from disk")
     embedding_cache_dir: Path | None = Field(None, description="None: ~/.cache/mig_ray/label-embeddings")
-    sim_threshold: float = Field(0.9, ge=-1.0, le=1.0)
-    target_degree: float | None = Field(None, gt=0)
-    prop_weight: float = Field(1.0, ge=0.0)
-    propagation: Literal["target", "source"] = "target"
-    phi: Literal["pow", "exp"] = "pow"
-    phi_a: float = Field(1e-6, gt=0)
-    phi_b: float = Field(0.8, gt=0, lt=1)
-    phi_alpha: float = Field(1.0, gt=0)
-    norm: bool = False
-    gain: Literal["gradient", "exact"] = "gradient"
-    shards: int = Field(1, ge=1)
     ray_address: str | None = None
     shard_placement: ShardPlacement = Field(default_factory=ShardPlacement,
                                             description="Ray resources and strategy of the shard actors")
-    batch: int = Field(256, ge=0, description="candidates per shard per round; 0: one pick per round")
-    checkpoint_seconds: float = Field(5.0, ge=0)
     checkpoint: Path | RemotePath | None = Field(
         None, description="where the sharded engine keeps its checkpoint (default <stem>.checkpoint.npz "
                           "beside OUT); a job with its output on an object store keeps it there")
@@ -81,6 +47,7 @@ class SelectConfig(BaseModel):
     id_field: str | None = None
     strict: bool = False
     progress: bool = True
+    force: bool = Field(False, description="replace the outputs of a job (mig-ray run) found at OUT")
     previous_manifest: Path | None = Field(
         None, description="manifest of an earlier selection: its information on this run's graph is "
                           "reported beside this selection's, so the two compare on one measure")
@@ -90,20 +57,52 @@ class SelectConfig(BaseModel):
     def _location(cls, v: object) -> object:
         return location(v) if isinstance(v, str) else v
 
-    @field_validator("labels_field", "score_field", "id_field")
+    @field_validator("valid_tags", "label_embeddings", mode="before")
+    @classmethod
+    def _bundled(cls, v: object) -> object:
+        return resolve_bundled(v) if isinstance(v, str | Path) else v  # `bundled:valid_tags_tulu3.json`
+
+    @field_validator("labels_field", "score_field", "id_field", "groups", "cost")
     @classmethod
     def _dotted(cls, v: str | None) -> str | None:
         if v is not None:
             split_path(v)  # a malformed path fails before the read
         return v
 
+    def graph_rule(self) -> tuple[float, float | None, str]:
+        """The threshold, target degree and the rule that chose them (see graph_defaults)."""
+        bundled = self.label_embeddings is None and self.embedding_model == DEFAULT_MODEL
+        return graph_defaults(self, bundled)
+
+    def k(self, selectable: int) -> int:
+        """The most samples the selection may take: n, or with a budget and no n every selectable one."""
+        return selectable if self.n is None else min(self.n, selectable)
+
+    def field_spec(self) -> FieldSpec:
+        """Where the pool's records keep what the selection reads (group and cost only when asked)."""
+        return FieldSpec(self.labels_field, self.score_field, self.id_field, self.groups,
+                         self.cost if self.budget_tokens is not None else None, self.tokenizer)
+
     @model_validator(mode="after")
-    def _outputs_not_input(self) -> SelectConfig:
-        pool = self.pool.expanduser().resolve()
-        for p in output_paths(self.out).values():
-            if p.expanduser().resolve() == pool:
-                raise ValueError(f"output {p} would overwrite the input pool {self.pool}")
+    def _size(self) -> SelectConfig:
+        if self.n is None and self.budget_tokens is None:
+            raise ValueError("give n (how many samples) or budget_tokens (or both)")
+        if self.n is None and any(isinstance(v, float) for v in self.quotas.values()):
+            raise ValueError("quotas: a share of n needs n; give caps as counts with a budget alone")
+        if self.quotas and self.groups is None:
+            raise ValueError("quotas need groups: name the field that holds a sample's group")
         return self
+
+    @field_validator("out")
+    @classmethod
+    def _outputs_not_input(cls, out: Path, info: ValidationInfo) -> Path:
+        """Checked on `out` (not the whole model), so the error names the flag: --out."""
+        pool = info.data.get("pool")
+        if pool is not None:
+            for p in output_paths(out).values():
+                if p.expanduser().resolve() == pool.expanduser().resolve():
+                    raise ValueError(f"output {p} would overwrite the input pool {pool}")
+        return out
 
 
 def output_paths(out: Path) -> dict[str, Path]:

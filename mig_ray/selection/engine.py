@@ -9,9 +9,6 @@ the committed order is checkpointed so that a re-run of a killed driver resumes.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
 import time
 from collections.abc import Callable
@@ -21,80 +18,19 @@ from typing import Any
 
 import numpy as np
 
-from mig_ray.config import SelectConfig
+from mig_ray import metrics
 from mig_ray.core.certified import Commit, RoundLog, sharded_greedy
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import add_rows
+from mig_ray.core.limits import Limits, best_under_budget
+from mig_ray.core.objective import information
 from mig_ray.core.stats import pool_stats
-from mig_ray.distributed.session import ray_up
 from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
-from mig_ray.pools.fields import FieldSpec
-from mig_ray.storage import Location, write_atomic
-
-RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
-               "prop_weight", "propagation", "phi", "phi_a", "phi_b", "phi_alpha", "norm", "gain",
-               "labels_field", "score_field", "id_field")
-
-
-def fingerprint(cfg: SelectConfig) -> str:
-    """What the selection depends on: options that change the result, the pool file's identity and
-    the content of the valid-tag and label-embedding files (a copy elsewhere, or the same file
-    rewritten with the same content, keeps a checkpoint valid; an edit in place does not).
-    Shard count and batch size do not change the result, so a checkpoint survives them."""
-    files = sorted(cfg.pool.glob("part-*.parquet")) if cfg.pool.is_dir() else [cfg.pool]  # a job's parts
-    key = {k: str(getattr(cfg, k)) for k in RESULT_KEYS} | {"pool": str(cfg.pool.resolve()), "files": [
-        (f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]}
-    for k in ("valid_tags", "label_embeddings"):
-        path = getattr(cfg, k)
-        key[k] = None if path is None else content_digest(Path(path))
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
-
-
-def content_digest(path: Path) -> str:
-    """sha256 of a file's content; of an .npz, of its arrays (np.savez stamps the zip entries with
-    the time of writing, so equal arrays written twice differ in bytes)."""
-    h = hashlib.sha256()
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            for name in sorted(z.files):
-                a = np.ascontiguousarray(z[name])
-                h.update(json.dumps([name, a.dtype.str, a.shape]).encode())
-                h.update(a.tobytes())
-        return h.hexdigest()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-class Checkpoint:
-    """The committed order (with vectors) in one .npz, written atomically every few seconds."""
-
-    def __init__(self, path: Location, fp: str, every_seconds: float) -> None:
-        self.path, self.fp, self.every = path, fp, every_seconds
-        self.last = time.monotonic()
-
-    def load(self) -> Commit | None:
-        if not self.path.exists():
-            return None
-        with np.load(io.BytesIO(self.path.read_bytes()), allow_pickle=False) as z:
-            if str(z["fingerprint"]) != self.fp:
-                return None
-            return Commit(z["positions"], z["gains"], z["ptr"], z["idx"], z["val"])
-
-    def maybe_save(self, commits: list[Commit], force: bool = False) -> None:
-        if not force and time.monotonic() - self.last < self.every:
-            return
-        c = Commit.concat(commits)
-        buf = io.BytesIO()
-        np.savez(buf, fingerprint=self.fp, positions=c.positions, gains=c.gains, ptr=c.ptr, idx=c.idx,
-                 val=c.val)
-        write_atomic(self.path, buf.getvalue())
-        self.last = time.monotonic()
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
+from mig_ray.runtime.session import ray_up
+from mig_ray.selection.checkpoint import Checkpoint, fingerprint
+from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.limits import account, build_limits, has_limits
 
 
 @dataclass
@@ -173,10 +109,10 @@ class Shards:
         self.restarts += 1
         plan = self.plans[i]
         if self.level == "built":
-            nodes_ref, p_ref, phi, mode, norm = self.restore_args
+            nodes_ref, p_ref, phi, mode, norm, names, limits = self.restore_args
             history = ray.put(Commit.concat(self.history))
             method, args = "restore", (plan.block.first_line, plan.drop_rows, nodes_ref, p_ref, plan.offset,
-                                       phi, mode, norm, history)
+                                       phi, mode, norm, names, limits, history)
         elif self.level == "loaded":
             method, args = "reload", (plan.block.first_line, plan.drop_rows)
         else:
@@ -197,7 +133,7 @@ def _shard_failure(e: BaseException) -> bool:
     """Is `e` an actor that died, is unreachable, or came back from a restart without its state?"""
     from ray.exceptions import RayActorError, RayTaskError
 
-    from mig_ray.distributed.shard import ShardLost
+    from mig_ray.selection.shard import ShardLost
 
     if isinstance(e, RayActorError):
         return True
@@ -241,14 +177,14 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
     committed round."""
     import ray
 
-    from mig_ray.distributed.shard import ShardActor
+    from mig_ray.selection.shard import ShardActor
 
     started = ray_up(cfg.ray_address, max(os.cpu_count() or 1, cfg.shards + 1))
     actors = []
     try:
         with stage("read"):
             valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
-            spec = FieldSpec(cfg.labels_field, cfg.score_field, cfg.id_field)
+            spec = cfg.field_spec()
             blocks = split_blocks(cfg.pool, cfg.shards)
             remote = ray.remote(max_restarts=4, max_task_retries=0,
                                 **cfg.shard_placement.actor_options())(ShardActor)
@@ -296,44 +232,40 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
         with stage("graph"):
             p = graph.propagation(cfg.propagation, cfg.prop_weight)
             nodes_ref, p_ref = ray.put(graph.labels), ray.put(p)
-        with stage("vectors"):
-            shards.restore_args = (nodes_ref, p_ref, phi, cfg.gain, cfg.norm)
+        names, limits, total_cost = [""], Limits(), 0.0
+        if has_limits(cfg):
+            infos = shards.call("limit_info")
+            names = sorted(set().union(*[i[0] for i in infos])) or [""]
+            total_cost = sum(i[2] for i in infos)
+            limits = build_limits(cfg, names, cfg.n, min((i[1] for i in infos), default=0.0))
+        built: list = [None]
+
+        def build(lim: Limits) -> int:
+            shards.restore_args = (nodes_ref, p_ref, phi, cfg.gain, cfg.norm, names, lim)
             shards.level = "built"
-            nnz = sum(shards.call_each("build", [(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm)
-                                                 for plan in plans], replayed_by_restore=True))
-        k = min(cfg.n, counts["selectable"])
-        ckpt = Checkpoint(checkpoint_path, fingerprint(cfg), checkpoint_seconds)
+            shards.history = []
+            built[0] = lim.key
+            return sum(shards.call_each("build", [(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm,
+                                                   names, lim) for plan in plans], replayed_by_restore=True))
+
+        binding = limits.budgeted and limits.budget < total_cost
+        with stage("vectors"):
+            nnz = build(limits.with_key("ratio" if binding else "gain"))
+        k = cfg.k(counts["selectable"])
         with stage("select"):
-            resume = ckpt.load()
-            if resume is not None and len(resume.positions) > k:
-                resume = None
-            if resume is not None:
-                shards.history.append(resume)
+            def run(lim: Limits) -> tuple:
+                if built[0] != lim.key:
+                    build(lim)
+                return _rounds(cfg, shards, lim, phi, graph.n_labels, k, batch, on_round,
+                               Checkpoint(checkpoint_path, fingerprint(cfg) + lim.key, checkpoint_seconds))
 
-            # A round's commit travels with the next round's request (propose_after): one wave of
-            # actor calls per round instead of two. The last commit need not reach the shards.
-            pending: list = [None]
+            def info(out: tuple) -> float:
+                x = np.zeros(graph.n_labels)
+                add_rows(x, out[0].ptr, out[0].idx, out[0].val)
+                return information(phi, x)
 
-            def apply(c: Commit) -> None:
-                if c is not resume:
-                    shards.history.append(c)
-                pending[0] = ray.put(c)
-
-            def after_round(r: int, c: Commit) -> None:
-                ckpt.maybe_save(shards.history)
-                if on_round is not None:
-                    on_round(r, shards.actors)
-
-            def propose(b: int):
-                ref, pending[0] = pending[0], None
-                if ref is None:
-                    return shards.call("propose", b)
-                return shards.call("propose_after", ref, b, retry=("propose", (b,)))
-
-            t0 = time.perf_counter()
-            committed, log = sharded_greedy(propose, apply, graph.n_labels, k, phi, cfg.gain, batch,
-                                            resume=resume, on_round=after_round)
-            select_seconds = time.perf_counter() - t0
+            (committed, log, resume, select_seconds, ckpt), decided = best_under_budget(run, info, limits,
+                                                                                        total_cost)
         x = np.zeros(graph.n_labels)
         add_rows(x, committed.ptr, committed.idx, committed.val)
         owner = np.searchsorted(offsets, committed.positions, side="right") - 1
@@ -347,17 +279,62 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             recs = shards.call_one(i, "records", pos) if cfg.records else [None] * len(pos)
             for j, rec, desc in zip(mine, recs, shards.call_one(i, "describe", pos), strict=True):
                 records[j], manifest[j] = rec, desc
+        constraints = None
+        if has_limits(cfg):
+            pool_codes, pool_costs = (np.concatenate(a) for a in zip(*shards.call("kept_limits", names),
+                                                                     strict=True))
+            constraints = account(names, limits, pool_codes, pool_costs, committed.groups, committed.costs,
+                                  decided)
         return {"graph": graph, "counts": counts, "rejects": rejects, "positions": committed.positions,
                 "gains": committed.gains, "x": x, "records": records, "manifest": manifest, "nnz": nnz,
                 "rounds": _rounds_summary(log, select_seconds, len(actors), shards.restarts,
                                           0 if resume is None else len(resume.positions),
                                           shards.call("peak_rss_mb"), nnz),
-                "checkpoint": ckpt, "committed": committed, "pool_stats": pool_stats(shards.call)}
+                "checkpoint": ckpt, "committed": committed, "pool_stats": pool_stats(shards.call),
+                "constraints": constraints}
     finally:
         for a in actors:
             ray.kill(a)
         if started:
             ray.shutdown()
+
+
+def _rounds(cfg: SelectConfig, shards: Shards, limits: Limits, phi, n_labels: int, k: int, batch: int,
+            on_round: Callable | None, ckpt: Checkpoint) -> tuple:
+    """The certified rounds against the built shards, resumed from and saved to `ckpt`."""
+    import ray
+
+    resume = ckpt.load()
+    if resume is not None and len(resume.positions) > k:
+        resume = None
+    if resume is not None:
+        shards.history.append(resume)
+
+    # A round's commit travels with the next round's request (propose_after): one wave of
+    # actor calls per round instead of two. The last commit need not reach the shards.
+    pending: list = [None]
+
+    def apply(c: Commit) -> None:
+        if c is not resume:
+            shards.history.append(c)
+        pending[0] = ray.put(c)
+
+    def after_round(r: int, c: Commit) -> None:
+        metrics.round_committed(len(c.positions))
+        ckpt.maybe_save(shards.history)
+        if on_round is not None:
+            on_round(r, shards.actors)
+
+    def propose(b: int):
+        ref, pending[0] = pending[0], None
+        if ref is None:
+            return shards.call("propose", b)
+        return shards.call("propose_after", ref, b, retry=("propose", (b,)))
+
+    t0 = time.perf_counter()
+    committed, log = sharded_greedy(propose, apply, n_labels, k, phi, cfg.gain, batch,
+                                    resume=resume, on_round=after_round, limits=limits)
+    return committed, log, resume, time.perf_counter() - t0, ckpt
 
 
 def _sum_counts(counts: list[dict], cross_duplicates: int) -> dict:

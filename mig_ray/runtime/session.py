@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def ray_up(address: str | None, num_cpus: int, include_dashboard: bool = False) -> bool:
@@ -79,10 +80,11 @@ def task_slots() -> int:
     return min(cpus, _LOCAL_CORES) if _LOCAL_CORES else cpus
 
 
-def run_tasks(items: list[dict], fn, kwargs: dict, num_cpus: float = 1.0) -> list[dict]:
-    """`fn(item, **kwargs)` as one Ray task per item, in parallel; the small dicts they return, in
-    the items' order. The stages' way to run per-block work where the data is and hand the driver
-    only summaries (plain tasks: a Ray Data pipeline costs seconds to start, per call).
+def run_tasks(items: list[Any], fn: Callable[..., Any], kwargs: dict, num_cpus: float = 1.0) -> list[Any]:
+    """`fn(item, **kwargs)` as one Ray task per item, in parallel; the small results they return
+    (counts and paths, typed by the stage), in the items' order. The stages' way to run per-block
+    work where the data is and hand the driver only summaries (plain tasks: a Ray Data pipeline
+    costs seconds to start, per call).
 
     On a local Ray this process started, which has more logical CPUs than the machine has cores
     (so that actor stages never wait), at most one task per core is in flight: more would only
@@ -104,7 +106,7 @@ def run_tasks(items: list[dict], fn, kwargs: dict, num_cpus: float = 1.0) -> lis
     return ray.get(refs)
 
 
-def _apply(fn, item: dict, kwargs: dict) -> dict:
+def _apply(fn: Callable[..., Any], item: Any, kwargs: dict) -> Any:
     return fn(item, **kwargs)
 
 

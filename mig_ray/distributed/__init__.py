@@ -1,1 +1,0 @@
-"""Ray shell around the sharded core: shard actors, the driver's rounds, checkpoints."""
