@@ -183,3 +183,24 @@ def test_the_caches_ids_never_reach_the_driver(ray_address, tmp_path, monkeypatc
     assert (second.total, second.cached, second.annotated) == (30, 20, 10)
     assert sorted(load_annotations(tmp_path, "score", cfg)["id"].to_pylist()) == sorted(
         x["id"] for x in _items(30))
+
+
+def test_the_stage_shows_one_bar_of_records_with_rate_and_eta(ray_address, tmp_path, capsys):
+    """progress=True: one bar over the new records (not blocks or parts), fed by the actors' counts:
+    it ends at new/new whatever the batch and part sizes, with a rate in records/s; cached records
+    are not counted."""
+    rng = np.random.default_rng(5)
+    n_old, n_new = int(rng.integers(5, 30)), int(rng.integers(20, 90))
+    res = ActorResources(concurrency=2, num_cpus=0.5, batch_size=int(rng.integers(3, 17)))
+    annotate(ray.data.from_items(_items(n_old)), FakeScorer, Ident(v=3), tmp_path, res, kind="score",
+             progress=False)
+    capsys.readouterr()
+    grown = ray.data.from_items(_items(n_old + n_new), override_num_blocks=3)
+    stats = annotate(grown, FakeScorer, Ident(v=3), tmp_path, res, kind="score", progress=True,
+                     part_rows=int(rng.integers(4, 40)))
+    assert stats.annotated == n_new
+    err = capsys.readouterr().err
+    bars = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("annotate score")]
+    assert bars, err
+    assert f"{n_new}/{n_new}" in bars[-1] and "rec/s" in bars[-1], bars[-1]
+    assert not any(f"/{n_old + n_new} " in b for b in bars)  # the total is the new records only

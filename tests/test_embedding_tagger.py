@@ -10,6 +10,8 @@ import orjson
 import pyarrow as pa
 import pytest
 from fixtures import DATA, TULU3_TAGS_SHA256
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from mig_ray.annotate.embedding_tagger import (
@@ -20,6 +22,7 @@ from mig_ray.annotate.embedding_tagger import (
     default_vocab_cache,
     default_vocabulary,
     mmr,
+    tag_batch,
     user_texts,
 )
 from mig_ray.pools.layouts import messages_json, normalise
@@ -138,3 +141,50 @@ def test_a_small_vocabulary_from_a_file(tmp_path, vocab_cache):
     out = t(pa.table({"id": ["q"], "messages": [messages_json([{"role": "user", "content": "How do I use "
                                                                   "list comprehensions in Python?"}])]}))
     assert out["labels"].to_pylist() == [["python programming"]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.floats(0.0, 3.0), st.floats(-0.5, 0.5), st.integers(1, 8))
+def test_the_margin_keeps_only_tags_clearly_above_the_records_mean(seed, margin, floor, k):
+    """tag_batch with diversity 0 against the rule written here: per record, the best similarity
+    over its turns; the k best tags at or above max(floor, mean + margin * std), the margin's bar
+    capped at the record's best tag (60 tags: margins up to 3 often bind, and sometimes exceed the
+    best tag)."""
+    rng = np.random.default_rng(seed)
+    vocab_emb = rng.normal(size=(60, 8)).astype(np.float32)
+    vocab_emb /= np.linalg.norm(vocab_emb, axis=1, keepdims=True)
+    vocab = [f"tag{i:02d}" for i in range(60)]
+    turns = [[f"text {seed} {i} {j}" for j in range(int(rng.integers(1, 4)))] for i in range(6)]
+    table = {t: rng.normal(size=8) for ts in turns for t in ts}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        v = np.array([table[t] for t in texts], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    cfg = EmbeddingTaggerConfig(top_k=k, min_similarity=floor, diversity=0.0, margin=margin)
+    msgs = [messages_json([{"role": "user", "content": t} for t in ts]) for ts in turns]
+    out = tag_batch({"id": np.array([str(i) for i in range(6)], dtype=object),
+                     "messages": np.array(msgs, dtype=object)}, cfg, encode, vocab, vocab_emb).to_pylist()
+    for row, ts in zip(out, turns, strict=True):
+        sims = (encode(ts).astype(np.float64) @ vocab_emb.T.astype(np.float64)).max(axis=0)
+        bar = max(floor, min(sims.max(), sims.mean() + margin * sims.std()))
+        clear = [j for j in np.argsort(-sims, kind="stable") if sims[j] >= bar + 1e-5]
+        unclear = {j for j in range(60) if abs(sims[j] - bar) <= 1e-5}
+        got = [vocab.index(t) for t in row["labels"]]
+        assert got[:len(clear[:k])] == clear[:k] or unclear, (got, clear[:k])
+        assert all(sims[j] >= bar - 1e-5 for j in got)
+        assert got or sims.max() < floor + 1e-5  # the margin alone never empties a record
+
+
+def test_max_tokens_cuts_each_turn(vocab_cache):
+    head = "Write a python function that sorts a list of numbers from the largest to the smallest one. "
+    a, b = head + "Then bake bread. " * 60, head + "Then water the garden. " * 60
+    batch = pa.table({"id": ["a", "b"], "messages": [messages_json([{"role": "user", "content": t}])
+                                                     for t in (a, b)]})
+    cut = EmbeddingTagger(EmbeddingTaggerConfig(vocab_cache=vocab_cache, max_tokens=16))
+    assert cut.model.max_seq_length == 16
+    rows = cut(batch).to_pylist()
+    np.testing.assert_allclose(rows[0][SAMPLE_VECTOR], rows[1][SAMPLE_VECTOR], atol=1e-6)
+    assert rows[0]["labels"] == rows[1]["labels"]
+    full = EmbeddingTagger(EmbeddingTaggerConfig(vocab_cache=vocab_cache, max_tokens=None)).model
+    assert full.max_seq_length == 256

@@ -10,6 +10,8 @@ run keeps what it finished. A failed row is cached as failed and counted, not re
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -102,11 +104,16 @@ def annotate(source: Any, annotator_cls: type, annotator_cfg: Any, cache_dir: Lo
             kw = resources.map_batches_kwargs()
             # Ray 2.51+ deprecates `concurrency` for actor pools in favour of `compute`
             kw["compute"] = ray.data.ActorPoolStrategy(size=kw.pop("concurrency"))
-            done = todo.map_batches(_Annotate, fn_constructor_args=(annotator_cls, annotator_cfg, kind),
-                                    batch_format="numpy", **kw,
+            counter = ray.remote(num_cpus=0)(RecordCounter).remote() if progress else None
+            done = todo.map_batches(_Annotate, batch_format="numpy", **kw,
+                                    fn_constructor_args=(annotator_cls, annotator_cfg, kind, counter),
             ).map_batches(_write, fn_kwargs={"folder": str(folder), "kind": kind}, batch_size=part_rows,
                           batch_format="pyarrow", num_cpus=AUX_CPUS)
-            for row in done.take_all():
+            # one bar for the stage (records/s and ETA over all new records) instead of Ray Data's
+            # per-operator bars, whose counts are blocks and parts
+            with ray_progress_bars(False), StageProgress(counter, n_new, kind):
+                rows = done.take_all()
+            for row in rows:
                 stats.annotated += int(row["rows"])
                 stats.failed += int(row["failed"])
                 stats.model_calls += int(row["calls"])
@@ -161,14 +168,70 @@ def _drop_cached(batch: pa.Table, seen: Any) -> pa.Table:
     return batch.filter(pa.array(~contains(arr, ids)))
 
 
+class RecordCounter:
+    """A Ray actor's state: how many records the annotator actors have finished (each adds after
+    a batch and waits for the answer, a millisecond, so the count is complete when the stage is)."""
+
+    def __init__(self) -> None:
+        self.done = 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+
+    def value(self) -> int:
+        return self.done
+
+
+class StageProgress:
+    """A tqdm bar over the stage's new records, fed from a RecordCounter by a driver thread every
+    second: records/s and an ETA for the whole stage from the first finished batch on, so a user
+    sees within seconds whether it takes a minute or a day. No counter: no bar."""
+
+    def __init__(self, counter: Any, total: int, kind: str, interval: float = 1.0) -> None:
+        self.counter, self.total, self.kind, self.interval = counter, total, kind, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.bar = None
+
+    def __enter__(self) -> StageProgress:
+        if self.counter is None:
+            return self
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, desc=f"annotate {self.kind}", unit="rec", smoothing=0.05,
+                        file=sys.stderr, dynamic_ncols=True)
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._update()
+
+    def _update(self) -> None:
+        import ray
+
+        done = ray.get(self.counter.value.remote())
+        self.bar.update(min(done, self.total) - self.bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._update()  # every batch's count has arrived: the actors wait for it
+        self.bar.close()
+
+
 class _Annotate:
     """Wraps an annotator: builds it once per actor, checks that every input id comes back in
     order (an annotator that drops or reorders rows would corrupt the cache), and gives the
     writer one Arrow table with the contract columns."""
 
-    def __init__(self, annotator_cls: type, annotator_cfg: Any, kind: str) -> None:
+    def __init__(self, annotator_cls: type, annotator_cfg: Any, kind: str, counter: Any = None) -> None:
         self.inner = annotator_cls(annotator_cfg)
         self.kind = kind
+        self.counter = counter
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         out = _to_table(self.inner(batch))
@@ -177,6 +240,10 @@ class _Annotate:
         if got != want:
             raise RuntimeError(f"{type(self.inner).__name__} returned ids that do not match its input "
                                f"batch ({len(want)} in, {out.num_rows} out)")
+        if self.counter is not None:
+            import ray
+
+            ray.get(self.counter.add.remote(len(want)))
         return result_table(out, self.kind)
 
 

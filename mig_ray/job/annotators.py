@@ -30,6 +30,7 @@ class Annotator:
 # kind -> (module, annotator class, config class): a new annotator is a module and one line here
 TAGGERS = {
     "embedding": ("mig_ray.annotate.embedding_tagger", "EmbeddingTagger", "EmbeddingTaggerConfig"),
+    "static": ("mig_ray.annotate.static_tagger", "StaticTagger", "StaticTaggerConfig"),
     "vllm": ("mig_ray.annotate.vllm_tagger", "VLLMTagger", "VLLMTaggerConfig"),
 }
 SCORERS = {

@@ -42,9 +42,10 @@ def _tagger_vectors(ctx: RunContext) -> CachedVectors | None:
     tagger). It embedded every tagged sample already, so deita and kcenter need no model run."""
     from mig_ray.annotate.cache import cache_folder
     from mig_ray.annotate.embedding_tagger import EmbeddingTaggerConfig, cached_sample_vectors
+    from mig_ray.annotate.static_tagger import StaticTaggerConfig
 
     cfg = ctx.tagger.config if ctx.tagger is not None else None
-    if not isinstance(cfg, EmbeddingTaggerConfig):
+    if not isinstance(cfg, EmbeddingTaggerConfig | StaticTaggerConfig):
         return None
     cache_dir = ctx.job.cache_dir()
     folder = cache_folder(cache_dir, "tags", cfg)
@@ -54,7 +55,8 @@ def _tagger_vectors(ctx: RunContext) -> CachedVectors | None:
         if emb is None:
             return None, (f"the embedding tagger cache {folder} has no sample vector for {missing:,} of "
                           f"{len(ids):,} selectable ids (parts written before mig_ray stored them)")
-        return emb, f"embedding tagger cache {folder} (mean of the user-turn embeddings, {cfg.model})"
+        static = " distilled to a static model" if isinstance(cfg, StaticTaggerConfig) else ""
+        return emb, f"embedding tagger cache {folder} (mean of the user-turn embeddings, {cfg.model}{static})"
 
     return get
 
