@@ -19,7 +19,7 @@ from reference import dense_graph, phi_value, propagated
 from test_report import chromium, mig_ray
 
 from mig_ray.compare import uniform
-from mig_ray.compare.methods import METHODS
+from mig_ray.compare.methods import DEFAULT, METHODS
 from mig_ray.compare.run import CompareOptions, run_compare
 from mig_ray.selection.config import SelectConfig
 
@@ -298,7 +298,7 @@ def test_report_shows_the_comparison_and_escapes_record_text(tmp_path):
     drawn = re.findall(r'<polyline class="series" data-series="(\w+)"', chart)
     assert sorted(drawn) == sorted(data["methods"])
     table = re.search(r'<table id="compare-table".*?</table>', dom, re.S).group(0)
-    assert len(re.findall(r'class="minibar"', table)) == 7 * len(data["methods"]) == 7 * 9
+    assert len(re.findall(r'class="minibar"', table)) == 7 * len(data["methods"]) == 7 * len(DEFAULT)
     for name, m in data["methods"].items():
         assert f'<tr data-method="{name}"><th>{name}</th><td data-metric="information">' \
                f'{m["metrics"]["information"]:,.5g}<br>' in table

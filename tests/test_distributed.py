@@ -136,7 +136,7 @@ def test_restarted_actor_without_state_is_restored(tmp_path, ray_address):
         shards = Shards([actor], [ShardPlan(block, np.zeros(0, dtype=np.int64))])
         shards.call_each("load", [(block.first_line,)])
         shards.level = "loaded"
-        shards.restore_args = (nodes_ref, p_ref, Phi(), "gradient", False)
+        shards.restore_args = (nodes_ref, p_ref, Phi(), "gradient", False, None, None)  # no limits
         shards.level = "built"
         shards.call_each("build", [(nodes_ref, p_ref, 0, Phi(), "gradient", False)], replayed_by_restore=True)
         before = shards.call("propose", 5)[0]

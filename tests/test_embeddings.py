@@ -8,15 +8,32 @@ import numpy as np
 import pytest
 from fixtures import TULU3_TAGS
 
-from mig_ray.embeddings import BackgroundEmbedder, LabelVectors, embed_labels
+from mig_ray.embeddings import BackgroundEmbedder, LabelVectors
 from mig_ray.errors import PoolError
 
 
-def test_background_embedder_equals_in_process():
+def fresh_embed_labels(labels: list[str], batch_size: int, tmp_path) -> np.ndarray:
+    """`embed_labels` (the in-process path) run in a fresh Python process: this test process may
+    have run other tests' models and libraries first, and one full-suite run gave vectors that
+    differed from the child's in the last bits (cause not found); a fresh process compares like
+    with like, bit for bit."""
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "labels.json", tmp_path / "want.npy"
+    src.write_text(json.dumps(labels))
+    code = ("import json, sys, numpy as np\nfrom mig_ray.embeddings import embed_labels\n"
+            f"np.save({str(out)!r}, embed_labels(json.load(open({str(src)!r})), batch_size={batch_size}, "
+            "progress=False))\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=600)
+    return np.load(out)
+
+
+def test_background_embedder_equals_in_process(tmp_path):
     tags = sorted(json.loads(TULU3_TAGS.read_text()))[::37]
     with BackgroundEmbedder(batch_size=16, progress=False) as bg:
         got = bg.embed(tags)
-    want = embed_labels(tags, batch_size=16, progress=False)
+    want = fresh_embed_labels(tags, 16, tmp_path)
     assert got.dtype == np.float32 and got.shape == (len(tags), 384)
     assert np.array_equal(got, want)
 
@@ -37,27 +54,30 @@ def test_leaving_before_embedding_kills_the_child():
 def test_valid_tags_are_embedded_whole_then_served_from_the_cache(tmp_path):
     valid = set(sorted(json.loads(TULU3_TAGS.read_text()))[::25])
     pool_labels = sorted(valid)[3::7]
-    want = embed_labels(sorted(valid), batch_size=32, progress=False)
+    want = fresh_embed_labels(sorted(valid), 32, tmp_path)
     rows = [sorted(valid).index(t) for t in pool_labels]
-    with LabelVectors(batch_size=32, progress=False, valid_tags=valid, cache_dir=tmp_path) as first:
+    cache = tmp_path / "cache"
+    with LabelVectors(batch_size=32, progress=False, valid_tags=valid, cache_dir=cache) as first:
         got = first.embeddings(pool_labels)
     assert first.info["source"] == "model: valid tags" and first.info["embedded"] == len(valid)
     assert np.array_equal(got, want[rows])  # rows of the whole list, not a re-embedding of the subset
-    with LabelVectors(batch_size=32, progress=False, valid_tags=valid, cache_dir=tmp_path) as again:
+    with LabelVectors(batch_size=32, progress=False, valid_tags=valid, cache_dir=cache) as again:
         assert again._embedder is None  # no model process at all
         assert np.array_equal(again.embeddings(pool_labels), got)
     assert again.info["source"] == "cache"
     # another batch size or tag list is another entry, not a stale hit
-    with LabelVectors(batch_size=16, progress=False, valid_tags=valid, cache_dir=tmp_path) as other:
+    with LabelVectors(batch_size=16, progress=False, valid_tags=valid, cache_dir=cache) as other:
         assert other.info["source"] == "model: valid tags"
     with pytest.raises(PoolError, match="not valid tags"):
-        LabelVectors(progress=False, valid_tags=valid, cache_dir=tmp_path, batch_size=32).embeddings(["zzz"])
+        LabelVectors(progress=False, valid_tags=valid, cache_dir=cache, batch_size=32).embeddings(["zzz"])
 
 
 def test_without_valid_tags_the_pool_labels_are_embedded(tmp_path):
     labels = ["coding", "math", "poetry"]
-    with LabelVectors(batch_size=8, progress=False, cache_dir=tmp_path) as vecs:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with LabelVectors(batch_size=8, progress=False, cache_dir=cache) as vecs:
         got = vecs.embeddings(labels)
     assert vecs.info == {"source": "model: pool labels", "embedded": 3}
-    assert np.array_equal(got, embed_labels(labels, batch_size=8, progress=False))
-    assert not any(tmp_path.iterdir())  # nothing cached: the key would be this pool's labels
+    assert np.array_equal(got, fresh_embed_labels(labels, 8, tmp_path))
+    assert not any(cache.iterdir())  # nothing cached: the key would be this pool's labels

@@ -93,6 +93,11 @@ def test_sharded_selection_in_the_job_gives_the_same_outputs(tmp_path, reference
 
 
 def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_run):
+    """The shipped demo job (dedup on) through the CLI gives the bytes of the same job run in process
+    elsewhere (its annotations from the reference run's cache), and a re-run does no work."""
+    want = tmp_path / "in_process"
+    run_job(load_job(small_job(tmp_path, DEMO_POOL, want, **{
+        "dedup.enabled": True, "annotate.cache_dir": str(reference_run / "cache")})))
     out = tmp_path / "demo"
     proc = cli_run("run", DEMO_JOB, "-o", out, "--no-progress")
     assert proc.returncode == 0, proc.stderr
@@ -101,7 +106,7 @@ def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_ru
     assert set(stage_status(summary).values()) == {"ran"}
     assert summary["counts"]["tagging"]["annotated"] == summary["counts"]["ingested"] > 200
     for name in FINAL:  # same bytes as the in-process run of the same job elsewhere
-        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+        assert (out / name).read_bytes() == (want / name).read_bytes(), name
     # the selected records are input lines, byte for byte, in manifest order
     lines = DEMO_POOL.read_bytes().splitlines(keepends=True)
     manifest = [orjson.loads(x) for x in (out / "selected.manifest.jsonl").read_bytes().splitlines()]
@@ -113,7 +118,7 @@ def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_ru
     summary2 = json.loads((out / "summary.json").read_text())
     assert set(stage_status(summary2).values()) == {"skipped"}
     for name in FINAL:
-        assert (out / name).read_bytes() == (reference_run / name).read_bytes(), name
+        assert (out / name).read_bytes() == (want / name).read_bytes(), name
 
 
 def start_then_kill_when(job: Path, tmp_path: Path, ready, done_marker: Path) -> None:
@@ -478,7 +483,7 @@ def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_add
             if m and m.group(2) == "ran":
                 ran[m.group(1)] = ran.get(m.group(1), 0) + 1
         assert f"stopped after stage {last}" in proc.stdout and not (out / "selected.jsonl").exists()
-    assert ran == {"ingest": 1, "tag": 1, "score": 1, "assemble": 1}
+    assert ran == {"ingest": 1, "dedup": 1, "tag": 1, "score": 1, "assemble": 1}
     full = run_job(load_job(job))  # the rest, in process
     assert [name for name, st in stage_status(full).items() if st == "ran"] == ["select", "write"]
     pool_rows = pq.read_table(out / "assemble" / "pool.parquet").num_rows
@@ -491,8 +496,8 @@ def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_add
     # write run again; greedy's first 4 picks are the first 4 of its 6 (the same graph, no randomness).
     first = manifest_ids(out)
     again = run_job(load_job(job, {"selection.n": 4}))
-    assert stage_status(again) == {"ingest": "skipped", "tag": "skipped", "score": "skipped",
-                                   "assemble": "skipped", "select": "ran", "write": "ran"}
+    assert stage_status(again) == {"ingest": "skipped", "dedup": "skipped", "tag": "skipped",
+                                   "score": "skipped", "assemble": "skipped", "select": "ran", "write": "ran"}
     assert manifest_ids(out) == first[:4]
     assert (out / "selected.jsonl").read_bytes() == b"".join(selected[:4])
 

@@ -83,7 +83,8 @@ def test_vllm_tagger_and_scorer_job_end_to_end(tmp_path, ray_address, tiny_model
     path.write_text(yaml.safe_dump(job))
     summary = run_job(load_job(path), until="assemble")
     status = {name: row["status"] for name, row in summary["stages"].items()}
-    assert status == {"ingest": "skipped", "tag": "ran", "score": "skipped", "assemble": "ran"}
+    assert status == {"ingest": "skipped", "dedup": "skipped", "tag": "ran", "score": "skipped",
+                      "assemble": "ran"}
     assert summary["stages"]["tag"]["counts"] == {"total": 12, "cached": 0, "annotated": 12, "failed": 12,
                                                    "model_calls": 24}
     assert summary["stages"]["assemble"]["counts"] == {"ingested": 12, "selectable": 0, "unselectable": 12}
