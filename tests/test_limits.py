@@ -16,9 +16,9 @@ import pytest
 from pools import random_pool
 from reference import naive_budgeted, naive_greedy, naive_limited_greedy
 from test_greedy_equivalence import engine_vectors
-from test_sharded_core import split_shards
+from test_sharded_core import run_local, split_shards
 
-from mig_ray.core.certified import Commit, sharded_greedy
+from mig_ray.core.certified import Commit
 from mig_ray.core.greedy import ShardGreedy, lazy_greedy
 from mig_ray.core.limits import Limits, RowLimits, best_under_budget
 from mig_ray.core.objective import Phi, information
@@ -44,15 +44,7 @@ def sharded(vectors, n_labels, k, phi, mode, batch, n_shards, rows, limits, rng)
     base = split_shards(vectors, n_shards, phi, mode, rng)
     shards = [ShardGreedy(vectors[s.positions[0]:s.positions[-1] + 1], phi, mode, s.positions,
                           rows.take(s.positions), limits) for s in base]
-
-    def propose(b):
-        return [s.propose(b) for s in shards]
-
-    def apply(c: Commit):
-        for s in shards:
-            s.apply(c.positions, c.ptr, c.idx, c.val, c.groups, c.costs)
-
-    return sharded_greedy(propose, apply, n_labels, k, phi, mode, batch, limits=limits)
+    return run_local(shards, n_labels, k, phi, mode, batch, limits=limits)
 
 
 def vectors_of(seed_pool, propagation):

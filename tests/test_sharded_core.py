@@ -23,7 +23,8 @@ def split_shards(vectors, n_shards, phi, mode, rng):
                                                                                         strict=False)]
 
 
-def run_local(shards, n_labels, k, phi, mode, batch, resume=None):
+def run_local(shards, n_labels, k, phi, mode, batch, resume=None, limits=None):
+    """The certified rounds over in-process shards (the Ray engine's rounds without Ray)."""
     def propose(b):
         return [s.propose(b) for s in shards]
 
@@ -31,7 +32,7 @@ def run_local(shards, n_labels, k, phi, mode, batch, resume=None):
         for s in shards:
             s.apply(c.positions, c.ptr, c.idx, c.val, c.groups, c.costs)
 
-    return sharded_greedy(propose, apply, n_labels, k, phi, mode, batch, resume=resume)
+    return sharded_greedy(propose, apply, n_labels, k, phi, mode, batch, resume=resume, limits=limits)
 
 
 @pytest.mark.parametrize("n_shards", [1, 2, 3, 5])
