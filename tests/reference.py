@@ -67,18 +67,26 @@ def propagated(label_lists, scores, nodes, w, propagation="target", prop_weight=
     return e @ p
 
 
+def all_gains(ehat: np.ndarray, x: np.ndarray, family: str, gain: str, a: float, b: float,
+              alpha: float) -> np.ndarray:
+    """Every row's gain at x by a full rescan (gradient: phi'(x)·ê; exact: E(x + ê) - E(x)),
+    summed left to right over the labels."""
+    n, L = ehat.shape
+    if gain == "gradient":
+        terms = phi_grad(family, x, a, b, alpha)[None, :] * ehat
+    else:
+        before = phi_value(family, x, a, b, alpha)[None, :]
+        terms = phi_value(family, x[None, :] + ehat, a, b, alpha) - before
+    return np.cumsum(terms, axis=1)[:, -1] if L else np.zeros(n)
+
+
 def naive_greedy(ehat: np.ndarray, k: int, family="pow", gain="gradient", a=1e-6, b=0.8, alpha=1.0):
     n, L = ehat.shape
     x = np.zeros(L)
     left = np.ones(n, dtype=bool)
     order, gains = [], []
     for _ in range(min(k, n)):
-        if gain == "gradient":
-            terms = phi_grad(family, x, a, b, alpha)[None, :] * ehat
-        else:
-            before = phi_value(family, x, a, b, alpha)[None, :]
-            terms = phi_value(family, x[None, :] + ehat, a, b, alpha) - before
-        g = np.cumsum(terms, axis=1)[:, -1] if L else np.zeros(n)
+        g = all_gains(ehat, x, family, gain, a, b, alpha)
         g = np.where(left, g, -np.inf)
         m = g.max()
         i = int(np.flatnonzero(left & (g >= m - TIE * abs(m)))[0])
@@ -117,12 +125,7 @@ def naive_limited_greedy(ehat: np.ndarray, k: int, groups, caps, costs, budget=n
         fits = left & (counts[groups] < caps[groups]) & (used + costs <= budget)
         if not fits.any():
             break
-        if gain == "gradient":
-            terms = phi_grad(family, x, a, b, alpha)[None, :] * ehat
-        else:
-            before = phi_value(family, x, a, b, alpha)[None, :]
-            terms = phi_value(family, x[None, :] + ehat, a, b, alpha) - before
-        g = np.cumsum(terms, axis=1)[:, -1] if L else np.zeros(n)
+        g = all_gains(ehat, x, family, gain, a, b, alpha)
         kv = g / costs if key == "ratio" else g
         kv = np.where(fits, kv, -np.inf)
         m = kv.max()
