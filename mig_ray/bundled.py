@@ -20,10 +20,11 @@ def is_bundled(value: str | Path) -> bool:
 
 def resolve_bundled(value: str | Path) -> Path:
     """`bundled:NAME` -> the file shipped in mig_ray/demo or mig_ray/data; any other value -> that
-    path (user-expanded). ValueError names the folders when no bundled file has that name."""
+    path (user-expanded, absolute: Ray tasks run in other folders). ValueError names the folders
+    when no bundled file has that name."""
     text = str(value)
     if not is_bundled(text):
-        return Path(text).expanduser()
+        return Path(text).expanduser().absolute()
     name = text[len(BUNDLED):]
     for folder in FOLDERS:
         path = Path(str(resources.files("mig_ray") / folder / name))

@@ -27,8 +27,17 @@ app = typer.Typer(
 EXIT_USAGE = 2
 
 
+CONTROL = {c: f"\\x{c:02x}" for c in range(32)} | {10: "\\n", 13: "\\r", 9: "\\t", 127: "\\x7f"}
+
+
+def error_line(msg: object) -> str:
+    """`error: MSG` on one line: a newline or other control character in a name the user gave
+    (a path, a field) is shown escaped, so the error stays one line a script can read."""
+    return f"error: {str(msg).translate(CONTROL)}"
+
+
 def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    typer.echo(error_line(msg), err=True)
     raise typer.Exit(EXIT_USAGE)
 
 
@@ -280,14 +289,18 @@ def run(
     progress: Annotated[bool, typer.Option(help="Progress bars on stderr.")] = True,
     until: Annotated[str, typer.Option(help="Stop after this stage: ingest, tag, score, assemble, select "
                                        "or write (the default: everything).")] = "write",
+    check: Annotated[bool, typer.Option(
+        "--check", help="Only check the job: its keys and values, the annotators' options, that the "
+        "inputs exist and that no output would overwrite an input; starts no Ray and writes "
+        "nothing.")] = False,
 ) -> None:
     """Run a whole job: ingest, tag, score, label graph, selection, output. Resumable: re-running the
     same job skips completed stages and gives byte-identical outputs."""
-    _run_job(job_file, output, incremental, ray_address, shards, progress, until)
+    _run_job(job_file, output, incremental, ray_address, shards, progress, until, check)
 
 
 def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address: str | None,
-             shards: int | None, progress: bool, until: str) -> None:
+             shards: int | None, progress: bool, until: str, check: bool = False) -> None:
     from mig_ray.errors import JobError
     from mig_ray.job.jobfile import load_job
     from mig_ray.job.pipeline import run_job
@@ -305,9 +318,12 @@ def _run_job(job_file: Path, output: Path | None, incremental: bool, ray_address
         overrides["progress"] = False
     try:
         job = load_job(job_file, overrides)
-        summary = run_job(job, str(job_file), until)
+        summary = run_job(job, str(job_file), until, check_only=check)
     except (JobError, PoolError) as e:
         _fail(str(e))
+    if check:
+        typer.echo(f"{job_file}: the job is valid; outputs would go to {job.output_dir()}")
+        return
     if until != "write":
         typer.echo(f"stopped after stage {until}; outputs under {job.output_dir()}")
         return
@@ -412,18 +428,18 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as e:
         cmd = f" {e.ctx.command_path.removeprefix('mig-ray').strip()}" if e.ctx else ""
         msg = e.format_message().replace("Value error, ", "").replace("\n", " ")
-        typer.echo(f"error: {msg} (see mig-ray{cmd.rstrip()} --help)", err=True)
+        typer.echo(error_line(f"{msg} (see mig-ray{cmd.rstrip()} --help)"), err=True)
         sys.exit(EXIT_USAGE)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("error: interrupted", err=True)
         sys.exit(130)
     except (PoolError, JobError, ReportError) as e:  # raised outside a command body, or in a Ray task
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(error_line(e), err=True)
         sys.exit(EXIT_USAGE)
     except OSError as e:  # a file the checks could not foresee (disk full, permissions changed)
         where = f"{e.filename}: " if e.filename else ""
         full = " (the disk is full: free space and run again)" if e.errno == errno.ENOSPC else ""
-        typer.echo(f"error: {where}{e.strerror or e}{full}", err=True)
+        typer.echo(error_line(f"{where}{e.strerror or e}{full}"), err=True)
         sys.exit(EXIT_USAGE)
     except Exception as e:
         if os.environ.get("MIG_RAY_DEBUG"):

@@ -215,10 +215,11 @@ Location = Path | RemotePath
 
 
 def location(value: str | Path | RemotePath) -> Location:
-    """A local `Path` (user's `~` expanded) or a `RemotePath` for a URI."""
+    """A local `Path` (user's `~` expanded, made absolute: Ray tasks run in other folders) or a
+    `RemotePath` for a URI."""
     if isinstance(value, RemotePath | Path):
         return value
-    return RemotePath(value) if is_uri(value) else Path(value).expanduser()
+    return RemotePath(value) if is_uri(value) else Path(value).expanduser().absolute()
 
 
 def open_read(path: Location) -> IO[bytes]:

@@ -76,7 +76,7 @@ class InputSpec(_Strict):
                     raise ValueError(f"{raw}: on an object store only the last part may be a glob")
                 out += sorted(RemotePath(folder).glob(name)) if glob_name else [RemotePath(raw)]
             elif any(ch in raw for ch in "*?["):
-                out += sorted(Path(p) for p in glob.glob(str(Path(raw).expanduser())))
+                out += sorted(Path(p).absolute() for p in glob.glob(str(Path(raw).expanduser())))
             else:
                 out.append(resolve_path(raw))
         return out

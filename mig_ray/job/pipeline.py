@@ -29,13 +29,17 @@ STAGE_NAMES = tuple(stage.NAME for stage in STAGES)
 
 
 def run_job(job: JobConfig, source: str = "job", until: str = "write",
-            on_round: Callable | None = None) -> dict[str, Any]:
-    """Validate the annotators' options, then run the job's stages up to `until`. `on_round` is
-    the sharded selection's test hook (select_on_ray)."""
+            on_round: Callable | None = None, check_only: bool = False) -> dict[str, Any]:
+    """Validate the annotators' options, then run the job's stages up to `until`. `check_only`
+    stops after the checks a run makes before it writes anything or starts Ray (`run --check`).
+    `on_round` is the sharded selection's test hook (select_on_ray)."""
     if until not in STAGE_NAMES:
         raise JobError(f"unknown stage {until!r} (stages: {', '.join(STAGE_NAMES)})")
     tagger, scorer = annotators(job, source)
     ctx = RunContext.create(job, source, tagger, scorer, on_round)
+    if check_only:
+        checks.check_outputs(ctx)
+        return {"checked": source}
     stage_log = StageLog()
     result = run_stages(ctx, stage_log, until)
     log(stage_log.table())

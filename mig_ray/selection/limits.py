@@ -30,7 +30,11 @@ def group_codes(groups: list[str] | None, n: int) -> tuple[list[str], np.ndarray
 
 def build_limits(opts: ConstraintOptions, names: list[str], n: int | None, cheapest: float) -> Limits:
     """Caps of the groups `names` (in code order) and the budget; the checks a user sees:
-    a quota for a group no record has (a warning), a budget below the cheapest sample (an error)."""
+    a quota for a group no record has (a warning), a budget below the cheapest sample or no
+    record with a group (errors)."""
+    if opts.groups is not None and not names:
+        raise PoolError(f"groups: no selectable record has the group field {opts.groups!r} (the records "
+                        "without one are in the rejects file)")
     for g in opts.quotas:
         if g != "default" and g not in names:
             warn(f"quotas: no record has group {g!r} (groups: {', '.join(names[:10])}"
