@@ -109,15 +109,16 @@ def test_night_2_copies_of_night_1_are_dropped_and_not_annotated(tmp_path, ray_a
     f2.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in [*fresh[:20], *copies, *fresh[20:]]))
     out = tmp_path / "out"
     job = dedup_job(tmp_path, [f1], out)
-    first = run_job(load_job(job), until="tag")
+    first = run_job(load_job(job))
     kept1 = first["stages"]["dedup"]["counts"]["kept"]
     assert first["stages"]["tag"]["counts"]["annotated"] == kept1
     job2 = dedup_job(tmp_path, [f2], out, incremental=True)
-    second = run_job(load_job(job2), until="tag")
+    second = run_job(load_job(job2))
     d = second["stages"]["dedup"]["counts"]
     rows = [orjson.loads(x) for x in (out / "dedup" / "duplicates.jsonl").read_bytes().splitlines()]
     against = {r["id"]: r["kept_id"] for r in rows if r["kept_position"] < 0}
     assert d["earlier_nights"] == 30 == len(against)
+    assert json.loads((out / "diff.json").read_text())["duplicates_of_earlier_nights"] == 30
     assert all(against[f"recrawl-{i}"] == night1[i]["_id"] or against[f"recrawl-{i}"] in
                {r["_id"] for r in night1} for i in longest)
     tag = second["stages"]["tag"]["counts"]
@@ -127,3 +128,43 @@ def test_night_2_copies_of_night_1_are_dropped_and_not_annotated(tmp_path, ray_a
     out3 = tmp_path / "out3"
     plain = run_job(load_job(dedup_job(tmp_path, [f2], out3)), until="dedup")
     assert plain["stages"]["dedup"]["counts"]["kept"] == d["kept"] + 30
+
+
+def test_report_shows_the_clusters_their_sizes_examples_and_contamination_hits(tmp_path, ray_address):
+    """`mig-ray report OUTDIR` of a job with dedup and decontamination: the cluster count and size
+    histogram agree with duplicates.jsonl, the largest cluster's kept record is shown beside its
+    copies, and the hits are counted per benchmark file."""
+    from html import escape
+
+    from mig_ray.cli import main
+
+    library = orjson.loads(BENCHMARK.read_bytes().splitlines()[2])["turns"][0].split()
+    quote = " ".join(library[:14])
+    records = pool_records(3, 150) + [
+        {"id": f"quote-{i}", "messages": [{"role": "user", "content": f"Tell me {i}: {quote}"},
+                                          {"role": "assistant", "content": "ok"}]} for i in range(2)]
+    out = tmp_path / "out"
+    job = dedup_job(tmp_path, write_files(tmp_path, records, 2), out,
+                    **{"decontaminate": {"paths": [str(BENCHMARK)]}, "annotate.scorer": {"kind": "constant"},
+                       "selection.n": 5})
+    run_job(load_job(job))
+    try:
+        main(["report", str(out)])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    rows = [orjson.loads(x) for x in (out / "dedup" / "duplicates.jsonl").read_bytes().splitlines()]
+    clusters: dict[str, list[dict]] = {}
+    for r in rows:
+        clusters.setdefault(r["kept_id"], []).append(r)
+    numbers = json.loads((out / "report" / "summary.json").read_text())["curation"]
+    assert numbers["clusters"] == len(clusters) > 3 and numbers["dropped"] == len(rows)
+    assert {int(k): v for k, v in numbers["sizes"].items()} == {
+        s: sum(1 + len(v) == s for v in clusters.values()) for s in {1 + len(v) for v in clusters.values()}}
+    assert numbers["contaminated"] == {str(BENCHMARK): 2}
+    html = (out / "report" / "report.html").read_text()
+    largest = max(len(v) for v in clusters.values())
+    kept = next(k for k, v in sorted(clusters.items(), key=lambda kv: min(r["position"] for r in kv[1]))
+                if len(v) == largest)
+    kept_text = next(r for r in records if r["id"] == kept)["messages"][0]["content"]
+    assert escape(kept_text[:200]) in html and all(escape(r["id"]) in html for r in clusters[kept][:3])
+    assert escape(str(BENCHMARK)) in html and 'id="dedup-sizes"' in html

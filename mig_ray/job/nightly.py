@@ -94,7 +94,8 @@ def record_run(ctx: RunContext, information: dict) -> None:
 
 
 def write_diff(ctx: RunContext, previous: dict, information: dict) -> dict[str, Any]:
-    """diff.json: the ids added and dropped since the archived run, and the information of both."""
+    """diff.json: the ids added and dropped since the archived run, the information of both, and
+    how many of tonight's records were dropped as copies of an earlier night's."""
     old_path = ctx.out / PREVIOUS / "selected.manifest.jsonl"
     old = []
     if old_path.exists():
@@ -105,7 +106,10 @@ def write_diff(ctx: RunContext, previous: dict, information: dict) -> dict[str, 
                                               "the diff lists no previous ids").to_dict())
     new = manifest_ids(ctx.out / "selected.manifest.jsonl")
     old_set, new_set = set(old), set(new)
+    dedup = ctx.results["dedup"].counts if "dedup" in ctx.results else {}
     diff = {"previous_selected": len(old), "selected": len(new),
+            # tonight's records dropped as duplicates of an earlier night's kept ones (not annotated)
+            "duplicates_of_earlier_nights": dedup.get("earlier_nights", 0),
             "added": [i for i in new if i not in old_set],
             "dropped": [i for i in old if i not in new_set],
             "kept": len(old_set & new_set),

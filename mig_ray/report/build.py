@@ -345,7 +345,7 @@ def _compare_page(compare_path: Path, out_dir: Path | None) -> tuple[str, dict, 
 def write_report(path: Path, out_dir: Path | None = None) -> dict[str, Path]:
     """Find the selection (and comparison) behind `path`, write report.html and summary.json;
     returns their paths. A `mig-ray compare` output directory alone gives the comparison page."""
-    from mig_ray.report import browse, compare
+    from mig_ray.report import browse, compare, curation
 
     compare_path = compare.find_compare(Path(path))
     try:
@@ -369,6 +369,11 @@ def write_report(path: Path, out_dir: Path | None = None) -> dict[str, Path]:
                 manifest, records = _selection_files(summary_path, summary)
                 extra = [browse.section({"selection": browse.selection_rows(manifest, records)},
                                         {"selection": int(numbers["counts"].get("selected", 0))})]
+            if summary_path.parent.name in JOB_SELECTION_DIRS:  # a job's: its dedup stage, if it ran
+                job_dir = summary_path.parent.parent
+                if (cur := curation.curation_numbers(job_dir)) is not None:
+                    numbers["curation"] = cur
+                    extra = [curation.section(job_dir, cur), *extra]
             html = render_html(numbers, labels, extra)
         except (AttributeError, TypeError, KeyError, ValueError, IndexError) as e:
             raise ReportError(f"{summary_path}: not a selection summary mig_ray can report on "
