@@ -76,3 +76,41 @@ def test_a_job_with_relative_paths_runs_from_its_folder(tmp_path, ray_address):
     outcome = run_case(["run", "job.yaml"], folder, base_job(compare=False))
     assert outcome.code == 0, outcome.err
     assert len((folder / "out" / "selected.jsonl").read_text().splitlines()) == 4
+
+
+def test_more_shard_actors_than_the_local_ray_can_hold_is_one_error_line_not_a_hang(tmp_path,
+                                                                                     ray_address):
+    """`selection.shards: 3052` on a 10-record pool (found by bench/fuzz_cli.py) left 3044 shard
+    actors waiting forever for a CPU of the session's 8: the job and `select` now say so, exit 2.
+    (A regression here shows as a hang: the actors wait, nothing fails.)"""
+    from fuzz_inputs import base_job
+
+    folder = make_case_folder(tmp_path)
+    job = base_job(compare=False)
+    job["selection"]["shards"] = 9
+
+    outcome = run_case(["run", "job.yaml"], folder, job)
+    argv = ["select", "pool.jsonl", "-n", "3", "-o", "out/sel.jsonl", "--label-embeddings", "emb.npz",
+            "--no-progress", "--shards", "3052"]
+    selected = run_case(argv, folder)
+    assert outcome.code == 2 and not outcome.bug, outcome.err
+    assert "selection.shards 9 x ray.shard_actors.num_cpus 1 needs 9 CPUs at once; this Ray has 8" \
+        in outcome.err
+    outcome = selected
+    assert outcome.code == 2, outcome.err
+    # one actor a block, a block at least a line: 10 actors
+    assert "--shards 3052: 10 shard actors of 1 CPUs need 10 CPUs at once; this Ray has 8: use fewer shards" \
+        in outcome.err
+
+
+def test_select_does_not_start_thousands_of_actor_processes_on_a_laptop(tmp_path):
+    import subprocess
+    import sys
+
+    folder = make_case_folder(tmp_path)
+    argv = ["select", "pool.jsonl", "-n", "3", "-o", "sel.jsonl", "--label-embeddings", "emb.npz",
+            "--shards", "100000"]
+    proc = subprocess.run([sys.executable, "-m", "mig_ray", *argv], cwd=folder, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "a local Ray would start 100000 actor processes" in proc.stderr

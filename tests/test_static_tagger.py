@@ -1,5 +1,7 @@
-"""The static tagger: a model2vec model distilled in this session from the bundled MiniLM, run
-through the real job on the session's Ray, checked against a direct computation written here."""
+"""The static tagger: a model2vec model distilled in this session from a tiny random-weight
+sentence transformer with the bundled MiniLM's tokenizer (seconds, where MiniLM itself takes
+minutes: bench/tagger_agreement.py distils that one), run through the real job on the session's
+Ray, checked against a direct computation written here."""
 
 from __future__ import annotations
 
@@ -32,11 +34,23 @@ from mig_ray.pools.layouts import messages_json, normalise
 TIE = 1e-5  # float32 sums in another order: a choice closer than this is not checked
 
 
+PCA_DIMS = 16
+
+
 @pytest.fixture(scope="session")
-def static_model():
-    """The default static model, distilled once per test session into the session's user cache
-    (conftest points XDG_CACHE_HOME at a fresh folder; Ray's workers inherit it)."""
-    return ensure_static_model(StaticTaggerConfig())
+def static_config(tmp_path_factory) -> StaticTaggerConfig:
+    """The static tagger distilled from the tiny sentence model (width 32, PCA to 16)."""
+    from tiny_sentence_model import build_tiny_sentence_model
+
+    source = build_tiny_sentence_model(tmp_path_factory.mktemp("tiny-sentence-model"))
+    return StaticTaggerConfig(model=str(source), pca_dims=PCA_DIMS)
+
+
+@pytest.fixture(scope="session")
+def static_model(static_config):
+    """The static model, distilled once per test session into the session's user cache (conftest
+    points XDG_CACHE_HOME at a fresh folder; Ray's workers inherit it)."""
+    return ensure_static_model(static_config)
 
 
 class Direct:
@@ -100,25 +114,26 @@ def _demo_records() -> dict[str, list[dict]]:
     return out
 
 
-def _static_job(tmp_path, name: str, concurrency: int, batch_size: int):
+def _static_job(tmp_path, name: str, cfg: StaticTaggerConfig, concurrency: int, batch_size: int):
     out = tmp_path / name
     job = small_job(tmp_path, DEMO_POOL, out, **{
-        "annotate.tagger": {"kind": "static", "resources": {"concurrency": concurrency, "num_cpus": 0.5,
-                                                             "batch_size": batch_size}},
+        "annotate.tagger": {"kind": "static", "options": {"model": cfg.model, "pca_dims": cfg.pca_dims},
+                            "resources": {"concurrency": concurrency, "num_cpus": 0.5,
+                                          "batch_size": batch_size}},
         "compare": {"methods": ["mig", "deita"]}})
     return out, run_job(load_job(job))
 
 
 @pytest.fixture(scope="module")
-def two_runs(tmp_path_factory, ray_address, static_model):
+def two_runs(tmp_path_factory, ray_address, static_config, static_model):
     """The demo job with the static tagger, on 1 actor (batches of 64) and on 2 (batches of 25)."""
     tmp = tmp_path_factory.mktemp("static-jobs")
-    return [_static_job(tmp, name, c, b) for name, c, b in (("one", 1, 64), ("two", 2, 25))]
+    return [_static_job(tmp, name, static_config, c, b) for name, c, b in (("one", 1, 64), ("two", 2, 25))]
 
 
-def test_the_job_labels_are_those_of_the_direct_computation(two_runs, static_model):
+def test_the_job_labels_are_those_of_the_direct_computation(two_runs, static_config, static_model):
     (out, summary), _ = two_runs
-    cfg = StaticTaggerConfig()
+    cfg = static_config
     assert summary["counts"]["tagging"]["annotated"] == summary["counts"]["ingested"] > 200
     rows = {r["id"]: r for r in load_annotations(out / "cache", "tags", cfg).to_pylist()}
     direct = Direct(static_model)
@@ -137,12 +152,12 @@ def test_the_job_labels_are_those_of_the_direct_computation(two_runs, static_mod
         np.testing.assert_allclose(row["label_scores"], sims, atol=1e-5, err_msg=rid)
     assert near <= len(records) // 20, near
     emb, missing = cached_sample_vectors(out / "cache", cfg, list(records))
-    assert missing == 0 and emb.shape == (len(records), 256)
+    assert missing == 0 and emb.shape == (len(records), PCA_DIMS)
 
 
-def test_labels_are_the_same_on_one_and_two_actors_and_feed_compare(two_runs):
+def test_labels_are_the_same_on_one_and_two_actors_and_feed_compare(two_runs, static_config):
     (one, s1), (two, s2) = two_runs
-    cfg = StaticTaggerConfig()
+    cfg = static_config
     a = {r["id"]: r for r in load_annotations(one / "cache", "tags", cfg).to_pylist()}
     b = {r["id"]: r for r in load_annotations(two / "cache", "tags", cfg).to_pylist()}
     assert a == b
@@ -150,15 +165,16 @@ def test_labels_are_the_same_on_one_and_two_actors_and_feed_compare(two_runs):
     assert s1["counts"]["tagging"]["annotated"] == s2["counts"]["tagging"]["annotated"] > 200
     compare = json.loads((one / "compare" / "compare.json").read_text())
     assert "static model" in compare["sample_embeddings"]["source"], compare["sample_embeddings"]
-    assert compare["sample_embeddings"]["dimensions"] == 256
+    assert compare["sample_embeddings"]["dimensions"] == PCA_DIMS
 
 
-def test_a_distilled_model_is_reused_not_distilled_again(static_model):
+def test_a_distilled_model_is_reused_not_distilled_again(static_config, static_model):
     stamp = (static_model / "model.safetensors").stat().st_mtime_ns
-    assert ensure_static_model(StaticTaggerConfig(top_k=3, min_similarity=0.2)) == static_model
+    other_labels = static_config.model_copy(update={"top_k": 3, "min_similarity": 0.2})
+    assert ensure_static_model(other_labels) == static_model
     assert (static_model / "model.safetensors").stat().st_mtime_ns == stamp
     recorded = json.loads((static_model / "mig_ray-distillation.json").read_text())
-    assert recorded == StaticTaggerConfig().distillation()
+    assert recorded == static_config.distillation()
 
 
 SETTINGS = st.fixed_dictionaries({}, optional={
@@ -199,8 +215,8 @@ def test_a_source_folder_is_part_of_the_key(tmp_path):
     assert static_model_key(local) != before
 
 
-def test_seed_tasks_in_process_and_failures(static_model):
-    tagger = StaticTagger(StaticTaggerConfig())
+def test_seed_tasks_in_process_and_failures(static_config, static_model):
+    tagger = StaticTagger(static_config)
     direct = Direct(static_model)
     recs = [json.loads(x) for x in (DATA / "alpaca_seed_tasks_175.jsonl").read_text().splitlines()]
     msgs = [normalise(r)[1] for r in recs]

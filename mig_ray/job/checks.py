@@ -11,7 +11,7 @@ from mig_ray.guard import SELECT_SIDECAR, check_outputs_not_inputs, check_writab
 from mig_ray.job.context import RunContext, log
 from mig_ray.job.jobfile import resolve_path
 from mig_ray.job.nightly import RUN_FILE
-from mig_ray.runtime.placement import unplaceable
+from mig_ray.runtime.placement import cpu_shortfall, joins_a_cluster, unplaceable
 from mig_ray.storage import RemotePath
 
 FINAL_OUTPUTS = ("selected.jsonl", "selected.parquet", "selected.manifest.jsonl", "summary.json", "diff.json",
@@ -58,8 +58,9 @@ def probe_store(folder: RemotePath, what: str) -> None:
 
 
 def check_placement(ctx: RunContext, started: bool) -> None:
-    """Custom resources that no node has: a local Ray never gets them, so fail now rather than
-    wait forever; a cluster may still add such a node (autoscaler), so there it is a warning."""
+    """Custom resources that no node has, or more shard actors than the CPUs can hold at once: a
+    local Ray never grows, so fail now rather than wait forever; a cluster may still add nodes
+    (autoscaler), so there it is a warning."""
     j = ctx.job
     asks = (("annotate.tagger.resources", j.annotate.tagger.resources, ctx.tagger is not None),
             ("annotate.scorer.resources", j.annotate.scorer.resources, ctx.scorer is not None),
@@ -74,3 +75,14 @@ def check_placement(ctx: RunContext, started: bool) -> None:
                 raise JobError(f"{msg} (a local Ray has no custom resources: set ray.address to a "
                                "cluster whose nodes were started with them, or drop the key)")
             log(f"warning: {msg}; its actors wait until such a node joins")
+    if j.selection.shards > 1 and (short := cpu_shortfall(j.selection.shards, j.ray.shard_actors.num_cpus)):
+        msg = (f"{ctx.source}: selection.shards {j.selection.shards} x ray.shard_actors.num_cpus "
+               f"{j.ray.shard_actors.num_cpus:g} needs {short[0]:g} CPUs at once; this Ray has {short[1]:g}")
+        if not joins_a_cluster(j.ray.address):
+            if started:
+                import ray
+
+                ray.shutdown()
+            raise JobError(f"{msg}: lower selection.shards (or shard_actors.num_cpus), or give the local Ray "
+                           "more logical CPUs (ray.num_cpus)")
+        log(f"warning: {msg}; the shard actors wait until the cluster grows")

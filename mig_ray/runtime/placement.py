@@ -76,3 +76,21 @@ def unplaceable(requested: dict[str, float]) -> bool:
     return bool(requested) and not any(
         node["Alive"] and all(node["Resources"].get(k, 0) >= v for k, v in requested.items())
         for node in ray.nodes())
+
+
+def cpu_shortfall(actors: int, num_cpus: float) -> tuple[float, float] | None:
+    """(CPUs needed, CPUs the live nodes have) when `actors` actors of `num_cpus` each can never
+    all run at once on the connected Ray (they would wait forever on a cluster that does not grow)."""
+    import ray
+
+    need = actors * num_cpus
+    have = sum(node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"])
+    return (need, have) if need > have else None
+
+
+def joins_a_cluster(address: str | None) -> bool:
+    """Whether Ray here is a cluster named by the user (an address, or RAY_ADDRESS inside a Ray
+    job) rather than a local one: a cluster may grow (autoscaler), a local Ray never does."""
+    import os
+
+    return bool(address or os.environ.get("RAY_ADDRESS"))

@@ -27,10 +27,13 @@ from mig_ray.core.objective import information
 from mig_ray.core.stats import pool_stats
 from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import Block, load_valid_tags, pool_format, split_blocks
+from mig_ray.runtime.placement import cpu_shortfall, joins_a_cluster
 from mig_ray.runtime.session import ray_up
 from mig_ray.selection.checkpoint import Checkpoint, fingerprint
 from mig_ray.selection.config import SelectConfig
-from mig_ray.selection.limits import account, build_limits, has_limits
+from mig_ray.selection.limits import account, build_limits, has_limits, warn
+
+LOCAL_SHARDS_PER_CORE = 8  # a local Ray runs one process per shard actor: beyond this, a cluster
 
 
 @dataclass
@@ -179,13 +182,26 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
 
     from mig_ray.selection.shard import ShardActor
 
-    started = ray_up(cfg.ray_address, max(os.cpu_count() or 1, cfg.shards + 1))
+    cores = os.cpu_count() or 1
+    local = not joins_a_cluster(cfg.ray_address)
+    if local and not ray.is_initialized() and cfg.shards > max(LOCAL_SHARDS_PER_CORE * cores, 16):
+        raise PoolError(f"--shards {cfg.shards}: a local Ray would start {cfg.shards} actor processes on "
+                        f"this machine's {cores} cores; use at most {max(LOCAL_SHARDS_PER_CORE * cores, 16)} "
+                        "here, or a cluster (--ray-address)")
+    started = ray_up(cfg.ray_address, max(cores, cfg.shards + 1))
     actors = []
     try:
         with stage("read"):
             valid = load_valid_tags(cfg.valid_tags) if cfg.valid_tags else None
             spec = cfg.field_spec()
             blocks = split_blocks(cfg.pool, cfg.shards)
+            if short := cpu_shortfall(len(blocks), cfg.shard_placement.num_cpus):
+                msg = (f"--shards {cfg.shards}: {len(blocks)} shard actors of "
+                       f"{cfg.shard_placement.num_cpus:g} CPUs need {short[0]:g} CPUs at once; this Ray "
+                       f"has {short[1]:g}")
+                if local:
+                    raise PoolError(f"{msg}: use fewer shards")
+                warn(f"{msg}; the shard actors wait until the cluster grows")
             remote = ray.remote(max_restarts=4, max_task_retries=0,
                                 **cfg.shard_placement.actor_options())(ShardActor)
             actors = [remote.remote(str(cfg.pool.resolve()), b, spec, valid, cfg.strict) for b in blocks]
