@@ -114,3 +114,19 @@ def test_select_does_not_start_thousands_of_actor_processes_on_a_laptop(tmp_path
                           text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "a local Ray would start 100000 actor processes" in proc.stderr
+
+
+@pytest.mark.parametrize("extra,code,message", [
+    (["--labels-field", "nope", "--sample-embeddings-field", "x"], 0, "compare: "),
+    (["--sample-embeddings-field", "dialogs"], 2,
+     "error: pool.jsonl: field 'dialogs': not one length of numbers"),
+])
+def test_compare_sample_embeddings_of_no_record_or_of_the_wrong_shape(extra, code, message, tmp_path):
+    """No selectable record (every label list missing) with an embeddings field was `internal error
+    AxisError` (found by bench/fuzz_cli.py); a field of dicts was a TypeError."""
+    folder = make_case_folder(tmp_path)
+    argv = ["compare", "pool.jsonl", "-n", "3", "-o", "out", "--label-embeddings", "emb.npz",
+            "--no-progress", "--methods", "mig,random,score,kcenter", *extra]
+    outcome = run_case(argv, folder)
+    assert outcome.code == code and not outcome.bug, outcome.err
+    assert outcome.err.rstrip("\n").rsplit("\n", 1)[-1].startswith(message)

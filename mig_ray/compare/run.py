@@ -137,10 +137,13 @@ def sample_embeddings(opts: CompareOptions, cfg: SelectConfig, ids: list[str],
             raise PoolError(f"{cfg.pool}: record {ids[bad]!r}: field {opts.embeddings_field!r} must be a "
                             "non-empty list of numbers")
         try:
-            emb = np.asarray(vals, dtype=np.float32)
-        except ValueError as e:
+            emb = np.asarray(vals, dtype=np.float32).reshape(n, -1) if n else np.zeros((0, 0), np.float32)
+        except (ValueError, TypeError) as e:  # lists of other lengths, or of things not numbers
             raise PoolError(f"{cfg.pool}: field {opts.embeddings_field!r}: not one length of numbers "
                             f"({e})") from e
+        if emb.shape[1:] != (len(vals[0]) if n else 0,):  # nested lists: [[1, 2], [3, 4]] per record
+            raise PoolError(f"{cfg.pool}: field {opts.embeddings_field!r}: each must be a flat list of "
+                            "numbers")
         return unit_rows(emb), f"field {opts.embeddings_field}", None, None
     no_cache = None
     if cached is not None:
