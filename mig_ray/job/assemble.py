@@ -1,5 +1,6 @@
-"""Stage `assemble`: one annotated pool (id, labels, score, position; in input order) for the
-selection, as Parquet parts `pool.parquet/part-*.parquet`, written by one Ray task per ingest part.
+"""Stage `assemble`: one annotated pool (id, labels, score, position; in input order; and each
+record's group and cost when the selection has quotas or a budget) for the selection, as Parquet
+parts `pool.parquet/part-*.parquet`, written by one Ray task per ingest part.
 Labels and scores come from the annotation cache (through the hash join of join.py), from fields
 of the records, from the ingest part's own columns (released annotations) or a constant; a record
 without usable labels or score goes to unselectable.jsonl with the reason, counted. The driver sees
@@ -20,11 +21,13 @@ from mig_ray.job.context import RunContext
 from mig_ray.job.join import annotations_of_part, join_pool
 from mig_ray.job.stages import StageResult
 from mig_ray.job.stages import fingerprint as digest
+from mig_ray.pools.costs import FILE_GROUP, TOKENS, record_cost, record_group
 from mig_ray.pools.fields import FieldSpec
 from mig_ray.runtime.session import run_tasks
 from mig_ray.storage import concat_files, location, read_parquet, rmtree, write_atomic, write_parquet_atomic
 
 NAME = "assemble"
+GROUP, COST = "group", "cost"  # the pool's columns of each record's group and cost, when asked for
 NO_LABELS = "missing labels: annotation.instag.content"
 NO_SCORE = "missing score: annotation.deita"
 
@@ -42,6 +45,12 @@ class AssembleSpec:
     pool: str  # folder of the assembled parts
     unselectable: str  # folder of each part's unselectable rows
     join: dict[str, Any] | None = None  # per kind ("tags", "score"): the join's files (join_pool)
+    group_field: str | None = None  # selection.groups: a dotted field of the records, or "file"
+    cost_field: str | None = None  # selection.cost when there is a budget: "tokens" or a numeric field
+    tokenizer: str | None = None  # selection.tokenizer, for cost "tokens"
+
+    def limits(self) -> bool:
+        return self.group_field is not None or self.cost_field is not None
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,14 @@ class AssembledPart:
 
 
 def fingerprint(ctx: RunContext) -> str:
-    return digest("assemble", ctx.fingerprints["tag"], ctx.fingerprints["score"])
+    return digest("assemble", ctx.fingerprints["tag"], ctx.fingerprints["score"], limit_fields(ctx.job))
+
+
+def limit_fields(job) -> tuple[str | None, str | None, str | None]:
+    """(group field, cost field, tokenizer) the pool carries for the selection's quotas and budget."""
+    s = job.selection
+    cost = s.cost if s.budget_tokens is not None else None
+    return s.groups, cost, s.tokenizer if cost == TOKENS else None
 
 
 def run(ctx: RunContext) -> StageResult:
@@ -65,7 +81,8 @@ def run(ctx: RunContext) -> StageResult:
         scorer=j.annotate.scorer.kind if ctx.scorer is None else "cache",
         score_field=j.annotate.scorer.field, constant=j.annotate.scorer.value,
         score=None if ctx.scorer is None else ctx.scorer.identity(),
-        pool=str(path / "pool.parquet"), unselectable=str(path / "_unselectable"))
+        pool=str(path / "pool.parquet"), unselectable=str(path / "_unselectable"),
+        group_field=(fields := limit_fields(j))[0], cost_field=fields[1], tokenizer=fields[2])
     (path / "pool.parquet").mkdir()
     (path / "_unselectable").mkdir()
     parts = ctx.record_parts()
@@ -97,10 +114,11 @@ def assemble_task(item: tuple[int, str], spec: AssembleSpec) -> AssembledPart:
 def assemble_part(k: int, part: str, spec: AssembleSpec) -> AssembledPart:
     """One ingest part's labels and scores, row by row where they come from the cache or the
     records; a column filter where they are the part's own columns or a constant."""
-    need_record = bool(spec.labels_field) or (spec.scorer == "field" and bool(spec.score_field))
+    need_record = bool(spec.labels_field) or (spec.scorer == "field" and bool(spec.score_field)) \
+        or spec.cost_field is not None or spec.group_field not in (None, FILE_GROUP)
     cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
     table = read_parquet(location(part), columns=cols)
-    if spec.tags is None and not need_record and spec.score is None:
+    if spec.tags is None and not need_record and spec.score is None and not spec.limits():
         return _assemble_columns(k, spec, table)
     ids = table.column("id").to_pylist()
     records = table.column("record").to_pylist() if need_record else None
@@ -125,22 +143,46 @@ def assemble_part(k: int, part: str, spec: AssembleSpec) -> AssembledPart:
     else:
         scores = table.column("score").to_pylist()
         score_err = [None if v is not None else NO_SCORE for v in scores]
-    keep, bad = [], []
     files, lines = table.column("file"), table.column("line")
+    groups, costs, limit_err = _limits(spec, records, files.to_pylist(), n)
+    keep, bad = [], []
     for i in range(n):
-        reason = label_err[i] or score_err[i]
+        reason = label_err[i] or score_err[i] or limit_err[i]
         if reason:
             bad.append({"id": ids[i], "file": files[i].as_py(), "line": lines[i].as_py(), "reason": reason})
         else:
             keep.append(i)
     idx = pa.array(keep, pa.int64())
-    pool = pa.table({
+    columns = {
         "id": table.column("id").take(idx),
         "labels": pa.array([labels[i] for i in keep], pa.list_(pa.string())),
         "score": pa.array([float(scores[i]) for i in keep], pa.float64()),
         "position": table.column("position").take(idx),
-    })
-    return _write_assembled(k, spec, pool, n, bad)
+    }
+    if spec.group_field is not None:
+        columns[GROUP] = pa.array([groups[i] for i in keep], pa.string())
+    if spec.cost_field is not None:
+        columns[COST] = pa.array([costs[i] for i in keep], pa.float64())
+    return _write_assembled(k, spec, pa.table(columns), n, bad)
+
+
+def _limits(spec: AssembleSpec, records: list[str] | None, files: list[str],
+            n: int) -> tuple[list, list, list]:
+    """Each record's group and cost (pools/costs.py, as `mig-ray select` reads them), and the reason
+    a record has none usable (it is then unselectable, listed with the reason)."""
+    groups, costs, err = [None] * n, [None] * n, [None] * n
+    if not spec.limits():
+        return groups, costs, err
+    for i in range(n):
+        try:
+            rec = orjson.loads(records[i]) if records is not None else None
+            if spec.group_field is not None:
+                groups[i] = record_group(rec, spec.group_field, files[i])
+            if spec.cost_field is not None:
+                costs[i] = record_cost(rec, spec.cost_field, spec.tokenizer)
+        except BadRecord as e:
+            err[i] = e.reason
+    return groups, costs, err
 
 
 def _assemble_columns(k: int, spec: AssembleSpec, table: pa.Table) -> AssembledPart:

@@ -136,7 +136,8 @@ class GraphSpec(GraphOptions, GraphInputs):
 
 
 class SelectionSize(_Strict):
-    n: int | None = Field(None, gt=0, description="how many samples to select")
+    n: int | None = Field(None, gt=0, description="how many samples to select (optional with "
+                          "budget_tokens: then the budget alone bounds the selection)")
     fraction: float | None = Field(None, gt=0, le=1, description="or this share of the selectable pool")
 
 
@@ -145,13 +146,20 @@ class SelectionSpec(ConstraintOptions, ShardingOptions, ObjectiveOptions, Select
 
     @model_validator(mode="after")
     def _one_size(self) -> SelectionSpec:
-        if (self.n is None) == (self.fraction is None):
-            raise ValueError("give exactly one of n and fraction")
+        if self.n is not None and self.fraction is not None:
+            raise ValueError("give one of n and fraction, not both")
+        if self.n is None and self.fraction is None and self.budget_tokens is None:
+            raise ValueError("give n or fraction (or budget_tokens: the budget alone bounds the selection)")
+        if self.quotas and self.groups is None:
+            raise ValueError("quotas need groups: name the field that holds a sample's group")
         return self
 
     def k(self, selectable: int) -> int:
+        """K for a pool of `selectable` records (with a budget alone: all of them at most)."""
         if self.n is not None:
             return self.n
+        if self.fraction is None:
+            return selectable
         return max(1, round(self.fraction * selectable))
 
 

@@ -11,6 +11,7 @@ from mig_ray.core.options import graph_defaults, options_of
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.job import nightly
+from mig_ray.job.assemble import COST, GROUP
 from mig_ray.job.context import RunContext, log
 from mig_ray.job.jobfile import resolve_path
 from mig_ray.job.stages import StageResult, file_identity
@@ -46,10 +47,6 @@ def select_config(ctx: RunContext) -> SelectConfig:
     """The select stage's options. With the output on an object store, the selection writes its
     files to local scratch (the stage uploads them) and checkpoints straight to the store."""
     j, g = ctx.job, ctx.job.graph
-    if has_limits(j.selection):
-        raise JobError(f"{ctx.source}: selection.groups / selection.budget_tokens: a job does not yet carry "
-                       "groups and costs to its select stage; run `mig-ray select` with --groups, --quota "
-                       "and --budget-tokens on the pool")
     path = ctx.stage_dir(NAME)
     selectable = ctx.counts("assemble")["selectable"]
     remote = isinstance(path, RemotePath)
@@ -58,8 +55,10 @@ def select_config(ctx: RunContext) -> SelectConfig:
     threshold, degree, _ = graph_rule(ctx)
     options = options_of(j.graph) | options_of(j.selection) | {"sim_threshold": threshold,
                                                                 "target_degree": degree}
+    if has_limits(j.selection):  # the assembled pool carries each record's group and cost as columns
+        options |= {"groups": GROUP if j.selection.groups else None, "cost": COST, "tokenizer": None}
     return SelectConfig(
-        pool=ctx.out / "assemble" / "pool.parquet", n=max(1, j.selection.k(selectable)),
+        pool=ctx.out / "assemble" / "pool.parquet", n=selection_size(j.selection, selectable),
         out=out, checkpoint=path / output_paths(out)["checkpoint"].name if remote else None,
         valid_tags=resolve_path(g.valid_tags) if g.valid_tags else None,
         embedding_model=g.embedding_model,
@@ -68,6 +67,13 @@ def select_config(ctx: RunContext) -> SelectConfig:
         ray_address=j.ray.address, shard_placement=j.ray.shard_actors,
         labels_field="labels", score_field="score", id_field="id", progress=j.progress,
         previous_manifest=nightly.previous_manifest(ctx), records=False, ids_unique=True, **options)
+
+
+def selection_size(s, selectable: int) -> int | None:
+    """K: n, or the fraction of the selectable pool; none when only a budget bounds the selection."""
+    if s.n is None and s.fraction is None:
+        return None
+    return max(1, s.k(selectable))
 
 
 def _tag_embeddings(ctx: RunContext) -> Path | None:
@@ -93,7 +99,9 @@ def run(ctx: RunContext) -> StageResult:
     c = summary["counts"]
     resumed = summary["greedy"].get("resumed_from_checkpoint", 0)
     graph = {k: v for k, v in summary["graph"].items() if k != "threshold_rule"}
+    details = {"information": summary["information"], "graph": graph, "greedy": summary["greedy"],
+               "seconds": summary["seconds"]}
+    if "constraints" in summary:
+        details["constraints"] = summary["constraints"]
     return StageResult({"selectable": c["selectable"], "selected": c["selected"],
-                        "resumed_from_checkpoint": resumed},
-                       {"information": summary["information"], "graph": graph,
-                        "greedy": summary["greedy"], "seconds": summary["seconds"]})
+                        "resumed_from_checkpoint": resumed}, details)

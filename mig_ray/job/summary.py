@@ -39,6 +39,8 @@ def finish(ctx: RunContext, log: StageLog) -> dict[str, Any]:
             "selection": str(ctx.out / "select" / "selected.summary.json"),
         },
     }
+    if "constraints" in sel:  # quotas and budget: per group, pool and selected against the cap
+        summary["constraints"] = sel["constraints"]
     if ctx.quarantined:  # files of this run moved aside (never deleted) and their work redone
         summary["counts"]["quarantined"] = len(ctx.quarantined)
         summary["quarantined"] = ctx.quarantined
