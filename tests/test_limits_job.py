@@ -82,6 +82,14 @@ def test_a_job_under_quotas_and_a_budget_equals_the_reference(tmp_path, ray_addr
     assert c["greedy"]["greedy"] == {"ratio": "cost_benefit", "gain": "gain"}[which]
     pool_counts = {g: row["pool"] for g, row in c["groups"].items()}
     assert c["used"] <= 25 and pool_counts == {g: int(np.sum(groups == j)) for j, g in enumerate(GROUPS)}
+    if shards == 1:  # the report's section: per group, the pool and selected counts against the cap
+        from mig_ray.report.build import write_report
+
+        html = write_report(tmp_path / name)["html"].read_text()
+        for g, row in c["groups"].items():
+            assert (f"<tr><td>{g}</td><td>{row['pool']}</td><td>{row['selected']}</td><td>{row['cap']}</td>"
+                    in html), g
+        assert f"<th>cost used</th><td>{c['used']:g}</td>" in html
     unselectable = (tmp_path / name / "assemble" / "unselectable.jsonl").read_text().splitlines()
     assert sorted(json.loads(x)["reason"] for x in unselectable) == [
         "cost not positive: ntok = -3", "group not a single value: source", "missing cost: ntok"]

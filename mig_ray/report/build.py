@@ -124,6 +124,7 @@ def report_numbers(summary: dict, labels: dict | None, source: Path, diff: dict 
         "scores": extra.get("scores"),
         "labels": None,
         "diff": diff,
+        "constraints": summary.get("constraints"),
     }
     if labels is not None:
         rows = _label_rows(labels, n_pool, n_sel)
@@ -163,6 +164,26 @@ def _label_table(ident: str, rows: list[dict]) -> str:
                    f"<td>{100 * r['selected_of_pool']:.2f}%</td>"
                    f"<td>{100 * r['selection_share']:.2f}%</td></tr>" for r in rows)
     return f'<table id="{ident}" class="labels">{head}{body}</table>'
+
+
+def constraints_body(c: dict) -> str:
+    """Per group: pool and selected counts and costs against the cap; the budget used; which of the
+    two greedies under a budget was kept, with both informations."""
+    head = ("<tr><th>group</th><th>pool</th><th>selected</th><th>cap</th><th>pool cost</th>"
+            "<th>selected cost</th></tr>")
+    body = "".join(f"<tr><td>{escape(str(g))}</td><td>{_num(r.get('pool'))}</td>"
+                   f"<td>{_num(r.get('selected'))}</td>"
+                   f"<td>{_num(r.get('cap')) if r.get('cap') is not None else 'none'}</td>"
+                   f"<td>{_num(r.get('pool_cost'))}</td><td>{_num(r.get('selected_cost'))}</td></tr>"
+                   for g, r in (c.get("groups") or {}).items())
+    budget = c.get("budget")
+    rows = [("budget", budget if budget is not None else "none"), ("cost used", c.get("used"))]
+    greedy = c.get("greedy") or {}
+    if greedy.get("greedy"):
+        rows.append(("greedy kept", f"{greedy['greedy']} ({greedy.get('why', '')})"))
+        rows += [(f"information, {k} greedy", v) for k, v in (greedy.get("information") or {}).items()]
+    groups = f'<table id="constraint-groups" class="labels">{head}{body}</table>'
+    return groups + _table("constraint-stats", rows)
 
 
 def _section(ident: str, title: str, body: str) -> str:
@@ -291,6 +312,8 @@ def render_html(n: dict, per_label: dict | None = None, extra: list[str] | None 
             ("previous selection on this run's graph", dinfo.get("before_on_this_graph"))])
             + '<p class="note">Before and now are each measured on their own run\'s label graph; the '
               'previous selection on this run\'s graph is the number that compares with now.</p>'))
+    if n.get("constraints"):
+        sections.append(_section("constraints", "Quotas and budget", constraints_body(n["constraints"])))
     sections.append(_section("graph", "Graph statistics", _table("graph-stats", graph_rows)))
     sections.append(_section("method", "Selection", _table("selection-stats", sel_rows)))
     if labels is not None:
