@@ -7,6 +7,7 @@ resolves the name in its own installation. Ground floor: imports nothing of mig_
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -24,7 +25,7 @@ def resolve_bundled(value: str | Path) -> Path:
     when no bundled file has that name."""
     text = str(value)
     if not is_bundled(text):
-        return Path(text).expanduser().absolute()
+        return Path(os.path.expanduser(text)).absolute()  # pathlib's raises for an unknown ~user
     name = text[len(BUNDLED):]
     for folder in FOLDERS:
         path = Path(str(resources.files("mig_ray") / folder / name))

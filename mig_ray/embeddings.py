@@ -16,6 +16,7 @@ import numpy as np
 
 from mig_ray.errors import PoolError
 from mig_ray.guard import short
+from mig_ray.storage import user_path
 
 DEFAULT_MODEL = "bundled:all-MiniLM-L6-v2"
 
@@ -29,7 +30,7 @@ def default_model_path() -> str:
 def resolve_model(name_or_path: str | None) -> str:
     if name_or_path in (None, "", DEFAULT_MODEL):
         return default_model_path()
-    p = Path(name_or_path).expanduser()
+    p = user_path(name_or_path)
     if not p.is_dir():
         raise PoolError(
             f"embedding model {name_or_path!r} is not a local directory; mig_ray never downloads models "

@@ -219,7 +219,13 @@ def location(value: str | Path | RemotePath) -> Location:
     `RemotePath` for a URI."""
     if isinstance(value, RemotePath | Path):
         return value
-    return RemotePath(value) if is_uri(value) else Path(value).expanduser().absolute()
+    return RemotePath(value) if is_uri(value) else user_path(value).absolute()
+
+
+def user_path(value: str | Path) -> Path:
+    """The path with a leading `~` or `~user` expanded; an unknown user's `~name` stays as it is
+    (pathlib's expanduser raises RuntimeError there, os.path's does not)."""
+    return Path(os.path.expanduser(value))
 
 
 def open_read(path: Location) -> IO[bytes]:

@@ -33,15 +33,20 @@ BENCHMARK = DATA / "benchmark_prompts.jsonl"
 
 ODD = ["", " ", "\t", "\n", "null", "~", "NaN", "-1", "0", "1e309", "ü", "日本語", "\u200b", "a\x00b",
        "x" * 300, "%s", "{x}", "${HOME}", "*", "?", "[", "s3://", "s3://no-such-bucket/x", ".", "pool.jsonl",
-       "emb.npz", "out", "yes", "- a", "a: b"]
+       "emb.npz", "out", "yes", "- a", "a: b", "~nosuchuser-mig/x"]
 ODD_STRINGS = st.sampled_from(ODD) | st.text(max_size=12)
 JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats() | ODD_STRINGS,
                            lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(ODD_STRINGS, inner, max_size=3), max_leaves=6)
 
 
+UNKNOWN_USER = "~nosuchuser-mig"  # `~name` of no user stays a relative path: inside the folder
+
+
 def local(text: str) -> str:
     """Odd strings stay inside the case's folder: no absolute paths, no home, no parent."""
+    if text.startswith(UNKNOWN_USER):
+        return text.replace("..", "__")
     return text.lstrip("/~").replace("..", "__")
 
 
@@ -232,7 +237,7 @@ def argument_lists(draw, command: str, light: bool = False, wrong: bool = True) 
             if p.is_flag:
                 args.append(draw(st.sampled_from(p.opts + p.secondary_opts)))
             else:
-                value = ODD_STRINGS if kind == "wrong" else flag_values(p, light)
+                value = ODD_STRINGS.map(local) if kind == "wrong" else flag_values(p, light)
                 args += [draw(st.sampled_from(p.opts)), draw(value)]
         elif kind == "drop":
             at = draw(st.sampled_from([1, 2, 4]))  # the pool, -n, -o: each with its value

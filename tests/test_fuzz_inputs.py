@@ -116,6 +116,17 @@ def test_select_does_not_start_thousands_of_actor_processes_on_a_laptop(tmp_path
     assert "a local Ray would start 100000 actor processes" in proc.stderr
 
 
+def test_an_output_under_an_unknown_users_home_is_a_relative_path(tmp_path):
+    """`-o ~nosuchuser/...` was 'internal error RuntimeError: Could not determine home directory'
+    (pathlib's expanduser; found by bench/fuzz_cli.py): like the shell, the name stays as written."""
+    folder = make_case_folder(tmp_path)
+    argv = ["select", "pool.jsonl", "-n", "3", "-o", "~nosuchuser-mig/sel.jsonl", "--label-embeddings",
+            "emb.npz", "--no-progress"]
+    outcome = run_case(argv, folder)
+    assert outcome.code == 0, outcome.err
+    assert len((folder / "~nosuchuser-mig" / "sel.jsonl").read_text().splitlines()) == 3
+
+
 @pytest.mark.parametrize("extra,code,message", [
     (["--labels-field", "nope", "--sample-embeddings-field", "x"], 0, "compare: "),
     (["--sample-embeddings-field", "dialogs"], 2,

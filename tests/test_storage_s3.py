@@ -100,7 +100,7 @@ def test_job_on_s3_killed_mid_tag_then_rerun_matches_the_run_on_local_disk(s3_en
     local_pool = tmp_path / "pool.jsonl"
     data = hostile_pool(local_pool)
     settings = {"annotate.part_rows": 16, "annotate.tagger.resources.batch_size": 8, "selection.n": 15,
-                "ray.address": ray_address}
+                "ray.address": ray_address, "dedup": {"enabled": True}}  # its parts on s3 too (issue 19)
     ref_out = tmp_path / "local-out"
     run_job(load_job(small_job(tmp_path, local_pool, ref_out, **settings,
                                **{"annotate.cache_dir": str(tmp_path / "local-cache")})))
@@ -124,13 +124,14 @@ def test_job_on_s3_killed_mid_tag_then_rerun_matches_the_run_on_local_disk(s3_en
     status = stage_status(summary)
     assert status["ingest"] == "skipped" and status["tag"] == "ran"
     tagging = summary["counts"]["tagging"]
-    assert 0 < tagging["cached"] < tagging["total"] == len(DEMO_POOL.read_bytes().splitlines())
+    kept = summary["stages"]["dedup"]["counts"]["kept"]  # the demo pool's near duplicates are dropped
+    assert 0 < tagging["cached"] < tagging["total"] == kept < len(DEMO_POOL.read_bytes().splitlines())
     assert tagging["annotated"] == tagging["total"] - tagging["cached"]
     assert summary["greedy"]["engine"] == "ray" and summary["greedy"]["shards"] == 2
 
     got = objects(bucket, "out/")
     for name in ("selected.jsonl", "selected.manifest.jsonl", "ingest/rejects.jsonl",
-                 "assemble/unselectable.jsonl"):
+                 "dedup/duplicates.jsonl", "assemble/unselectable.jsonl"):
         want = (ref_out / name).read_bytes()
         assert _local_names(got[f"out/{name}"], pool_uri, local_pool) == want, name
     assert got["out/selected.jsonl"] == (ref_out / "selected.jsonl").read_bytes()  # records, byte for byte

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
+
+from mig_ray.storage import user_path
 
 # Defaults that keep vLLM small and offline; a user's own environment always wins (setdefault).
 _ENV_DEFAULTS = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
@@ -47,7 +48,7 @@ class EngineOptions(BaseModel):
 
 def model_fingerprint(model: str) -> str:
     """Names and sizes of a local model folder's files (cheap; catches a swapped checkpoint)."""
-    p = Path(model).expanduser()
+    p = user_path(model)
     if not p.is_dir():
         return ""
     h = hashlib.sha256()

@@ -26,7 +26,7 @@ from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
 from mig_ray.pools.layouts import LAYOUTS
 from mig_ray.runtime.placement import ShardPlacement
-from mig_ray.storage import Location, RemotePath, is_uri, location
+from mig_ray.storage import Location, RemotePath, is_uri, location, user_path
 
 # the layout names ingest knows, one list (mig_ray.pools.layouts), so the schema cannot drift from it
 Layout = Literal[("auto", *LAYOUTS)]  # type: ignore[valid-type]
@@ -40,7 +40,7 @@ def resolve_path(value: str | Path) -> Path:
 def glob_reaches(pattern: str, out: Path) -> bool:
     """Whether a glob can match `out`, a folder above it, or a file under it (what a job writes):
     each of the pattern's parts matches the same part of `out`, as far as both go."""
-    parts = Path(os.path.abspath(Path(pattern).expanduser())).parts
+    parts = Path(os.path.abspath(user_path(pattern))).parts
     out_parts = Path(os.path.abspath(out)).parts
     return all(fnmatch.fnmatchcase(o, p) for p, o in zip(parts, out_parts, strict=False))
 
@@ -76,7 +76,7 @@ class InputSpec(_Strict):
                     raise ValueError(f"{raw}: on an object store only the last part may be a glob")
                 out += sorted(RemotePath(folder).glob(name)) if glob_name else [RemotePath(raw)]
             elif any(ch in raw for ch in "*?["):
-                out += sorted(Path(p).absolute() for p in glob.glob(str(Path(raw).expanduser())))
+                out += sorted(Path(p).absolute() for p in glob.glob(str(user_path(raw))))
             else:
                 out.append(resolve_path(raw))
         return out
@@ -275,11 +275,11 @@ class JobConfig(_Strict):
                     raise ValueError(f"input.paths: {raw} matches no file")
                 continue
             if any(ch in raw for ch in "*?["):
-                if glob_reaches(raw, Path(self.output.dir).expanduser()):
+                if glob_reaches(raw, user_path(self.output.dir)):
                     raise ValueError(f"output.dir {self.output.dir} matches the input glob {raw}: a re-run "
                                      "would read this run's outputs as input; choose an output folder "
                                      "the glob does not match")
-                if not glob.glob(str(Path(raw).expanduser())):
+                if not glob.glob(str(user_path(raw))):
                     raise ValueError(f"input.paths: {raw} matches no file")
                 continue
             p = resolve_path(raw)

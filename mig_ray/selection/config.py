@@ -11,7 +11,7 @@ from mig_ray.core.options import SelectionOptions, graph_defaults
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.pools.fields import FieldSpec, split_path
 from mig_ray.runtime.placement import ShardPlacement
-from mig_ray.storage import RemotePath, location
+from mig_ray.storage import RemotePath, location, user_path
 
 
 class SelectConfig(SelectionOptions):
@@ -100,7 +100,7 @@ class SelectConfig(SelectionOptions):
         pool = info.data.get("pool")
         if pool is not None:
             for p in output_paths(out).values():
-                if p.expanduser().resolve() == pool.expanduser().resolve():
+                if user_path(p).resolve() == user_path(pool).resolve():
                     raise ValueError(f"output {p} would overwrite the input pool {pool}")
         return out
 
