@@ -222,9 +222,11 @@ def location(value: str | Path | RemotePath) -> Location:
     return RemotePath(value) if is_uri(value) else user_path(value).absolute()
 
 
-def user_path(value: str | Path) -> Path:
+def user_path(value: str | Path | RemotePath) -> Location:
     """The path with a leading `~` or `~user` expanded; an unknown user's `~name` stays as it is
-    (pathlib's expanduser raises RuntimeError there, os.path's does not)."""
+    (pathlib's expanduser raises RuntimeError there, os.path's does not). A URI stays a URI."""
+    if isinstance(value, RemotePath):
+        return value
     return Path(os.path.expanduser(value))
 
 
