@@ -35,8 +35,9 @@ from provenance import header, write_result  # noqa: E402
 from tulu3_shaped import valid_tags, write_jsonl  # noqa: E402
 
 
-def measured(argv: list[str]) -> dict:
-    """Run `python -m mig_ray ARGV`; its wall seconds, its own peak RSS and its tree's."""
+def measured(argv: list[str], keep_stderr: bool = False) -> dict:
+    """Run `python -m mig_ray ARGV`; its wall seconds, its own peak RSS and its tree's (and its
+    stderr lines with `keep_stderr`)."""
     import psutil
 
     env = {**os.environ, "RAY_ADDRESS": "", "HF_HUB_OFFLINE": "1"}
@@ -65,8 +66,11 @@ def measured(argv: list[str]) -> dict:
     reader.join(5)
     if proc.returncode != 0:
         raise SystemExit(f"mig_ray {' '.join(argv)} failed:\n{''.join(err[-40:])}")
-    return {"wall_seconds": round(wall, 2), "driver_peak_rss_mb": round(own / 2**20, 1),
-            "tree_peak_rss_mb": round(tree / 2**20, 1)}
+    out = {"wall_seconds": round(wall, 2), "driver_peak_rss_mb": round(own / 2**20, 1),
+           "tree_peak_rss_mb": round(tree / 2**20, 1)}
+    if keep_stderr:
+        out["stderr"] = err
+    return out
 
 
 def ids_of(manifest: Path) -> list[str]:
