@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numba
 import numpy as np
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -88,8 +89,7 @@ def shingle_hashes(word_hashes: np.ndarray, counts: np.ndarray, n: int) -> tuple
     return (h >> np.uint64(32)).astype(np.uint32), per
 
 
-def signatures(shingles: np.ndarray, per_record: np.ndarray, num_perm: int, seed: int,
-               chunk: int = 16) -> np.ndarray:
+def signatures(shingles: np.ndarray, per_record: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
     """uint32 [records, num_perm]: each record's minimum of every permutation over its shingles
     (datasketch's affine32 MinHash); a record without shingles keeps the empty value 2^32 - 1."""
     a, b = permutations(num_perm, seed)
@@ -98,13 +98,31 @@ def signatures(shingles: np.ndarray, per_record: np.ndarray, num_perm: int, seed
     some = np.flatnonzero(per_record > 0)
     if not len(some):
         return out
-    offsets = (np.cumsum(per_record) - per_record)[some]
-    hv = fmix32(np.asarray(shingles, dtype=np.uint32))[:, None]
-    for lo in range(0, num_perm, chunk):
-        hi = min(num_perm, lo + chunk)
-        phv = hv * a[None, lo:hi] + b[None, lo:hi]  # uint32 arithmetic wraps: mod 2^32
-        out[some, lo:hi] = np.minimum.reduceat(phv, offsets, axis=0)
+    offsets = np.cumsum(per_record) - per_record
+    hv = fmix32(np.asarray(shingles, dtype=np.uint32))
+    _min_hashes(hv, offsets, per_record, a.astype(np.uint32), b.astype(np.uint32), out)
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _min_hashes(hv, offsets, counts, a, b, out):  # pragma: no cover - compiled
+    """out[r, p] = min over record r's shingle hashes h of (a[p] * h + b[p]) mod 2^32: one pass
+    over the shingles per permutation, in registers (numpy's version built a [shingles, 16]
+    temporary per 16 permutations: 76 of dedup's 139 µs per record at 1M)."""
+    mask = np.uint64(0xFFFFFFFF)
+    for r in range(len(counts)):
+        n = counts[r]
+        if n == 0:
+            continue
+        lo = offsets[r]
+        for p in range(len(a)):
+            ap, bp = np.uint64(a[p]), np.uint64(b[p])
+            m = np.uint64(0xFFFFFFFF)
+            for i in range(lo, lo + n):
+                v = (np.uint64(hv[i]) * ap + bp) & mask
+                if v < m:
+                    m = v
+            out[r, p] = np.uint32(m)
 
 
 def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:
