@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-import numba
 import numpy as np
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -100,29 +99,13 @@ def signatures(shingles: np.ndarray, per_record: np.ndarray, num_perm: int, seed
         return out
     offsets = np.cumsum(per_record) - per_record
     hv = fmix32(np.asarray(shingles, dtype=np.uint32))
-    _min_hashes(hv, offsets, per_record, a.astype(np.uint32), b.astype(np.uint32), out)
+    from mig_ray.curate.compiled import min_hashes  # numba: imported where signatures are made, not
+    # by every process that imports this module (a job's driver: about 65 MB)
+
+    min_hashes(hv, offsets, per_record, a.astype(np.uint32), b.astype(np.uint32), out)
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _min_hashes(hv, offsets, counts, a, b, out):  # pragma: no cover - compiled
-    """out[r, p] = min over record r's shingle hashes h of (a[p] * h + b[p]) mod 2^32: one pass
-    over the shingles per permutation, in registers (numpy's version built a [shingles, 16]
-    temporary per 16 permutations: 76 of dedup's 139 µs per record at 1M)."""
-    mask = np.uint64(0xFFFFFFFF)
-    for r in range(len(counts)):
-        n = counts[r]
-        if n == 0:
-            continue
-        lo = offsets[r]
-        for p in range(len(a)):
-            ap, bp = np.uint64(a[p]), np.uint64(b[p])
-            m = np.uint64(0xFFFFFFFF)
-            for i in range(lo, lo + n):
-                v = (np.uint64(hv[i]) * ap + bp) & mask
-                if v < m:
-                    m = v
-            out[r, p] = np.uint32(m)
 
 
 def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:
