@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DEFAULT_THRESHOLD = 0.9  # the paper's T, for label embeddings the user names
 BUNDLED_TARGET_DEGREE = 5.0  # what the bundled MiniLM's default graph is built to (see graph_defaults)
@@ -99,6 +99,13 @@ class ConstraintOptions(_Options):
             if isinstance(cap, float) and cap > 1:
                 raise ValueError(f"quota {group!r}: a share above 1 ({cap}); give a count as an integer")
         return v
+
+    @model_validator(mode="after")
+    def _quotas_need_groups(self):
+        """One check for every model with constraints (`select`'s config, the job's `selection:`)."""
+        if self.quotas and self.groups is None:
+            raise ValueError("quotas need groups: name the field that holds a sample's group")
+        return self
 
 
 class SelectionOptions(ConstraintOptions, ShardingOptions, ObjectiveOptions, GraphOptions):

@@ -121,7 +121,8 @@ def assemble_part(k: int, part: str, spec: AssembleSpec) -> AssembledPart:
     if spec.tags is None and not need_record and spec.score is None and not spec.limits():
         return _assemble_columns(k, spec, table)
     ids = table.column("id").to_pylist()
-    records = table.column("record").to_pylist() if need_record else None
+    # each record parsed once, for every field read from it (labels, score, group, cost)
+    records = [orjson.loads(r) for r in table.column("record").to_pylist()] if need_record else None
     n = len(ids)
     if spec.tags is not None:
         got = annotations_of_part(spec.join["tags"], k, table.column("id"), "tags")
@@ -166,7 +167,7 @@ def assemble_part(k: int, part: str, spec: AssembleSpec) -> AssembledPart:
     return _write_assembled(k, spec, pa.table(columns), n, bad)
 
 
-def _limits(spec: AssembleSpec, records: list[str] | None, files: list[str],
+def _limits(spec: AssembleSpec, records: list[Any] | None, files: list[str],
             n: int) -> tuple[list, list, list]:
     """Each record's group and cost (pools/costs.py, as `mig-ray select` reads them), and the reason
     a record has none usable (it is then unselectable, listed with the reason)."""
@@ -175,7 +176,7 @@ def _limits(spec: AssembleSpec, records: list[str] | None, files: list[str],
         return groups, costs, err
     for i in range(n):
         try:
-            rec = orjson.loads(records[i]) if records is not None else None
+            rec = records[i] if records is not None else None
             if spec.group_field is not None:
                 groups[i] = record_group(rec, spec.group_field, files[i])
             if spec.cost_field is not None:
@@ -214,13 +215,13 @@ def _write_assembled(k: int, spec: AssembleSpec, pool: pa.Table, n: int, bad: li
     return AssembledPart(k, n, pool.num_rows, reasons, str(bad_path))
 
 
-def _from_records(records: list[str], read: Any) -> tuple[list, list]:
-    """`read` (a FieldSpec getter) on each raw record: its values, and per record the reason it failed."""
+def _from_records(records: list[Any], read: Any) -> tuple[list, list]:
+    """`read` (a FieldSpec getter) on each parsed record: its values, and per record why it failed."""
     out: list = [None] * len(records)
     err: list = [None] * len(records)
-    for i, raw in enumerate(records):
+    for i, rec in enumerate(records):
         try:
-            out[i] = read(orjson.loads(raw))
+            out[i] = read(rec)
         except BadRecord as e:
             err[i] = e.reason
     return out, err

@@ -150,16 +150,13 @@ class SelectionSpec(ConstraintOptions, ShardingOptions, ObjectiveOptions, Select
             raise ValueError("give one of n and fraction, not both")
         if self.n is None and self.fraction is None and self.budget_tokens is None:
             raise ValueError("give n or fraction (or budget_tokens: the budget alone bounds the selection)")
-        if self.quotas and self.groups is None:
-            raise ValueError("quotas need groups: name the field that holds a sample's group")
         return self
 
     def k(self, selectable: int) -> int:
-        """K for a pool of `selectable` records (with a budget alone: all of them at most)."""
+        """K for a pool of `selectable` records (n, or the fraction; see job/select.py for a budget
+        alone)."""
         if self.n is not None:
             return self.n
-        if self.fraction is None:
-            return selectable
         return max(1, round(self.fraction * selectable))
 
 

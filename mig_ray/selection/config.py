@@ -89,8 +89,6 @@ class SelectConfig(SelectionOptions):
             raise ValueError("give n (how many samples) or budget_tokens (or both)")
         if self.n is None and any(isinstance(v, float) for v in self.quotas.values()):
             raise ValueError("quotas: a share of n needs n; give caps as counts with a budget alone")
-        if self.quotas and self.groups is None:
-            raise ValueError("quotas need groups: name the field that holds a sample's group")
         return self
 
     @field_validator("out")

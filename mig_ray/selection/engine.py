@@ -184,10 +184,11 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
 
     cores = os.cpu_count() or 1
     local = not joins_a_cluster(cfg.ray_address)
-    if local and not ray.is_initialized() and cfg.shards > max(LOCAL_SHARDS_PER_CORE * cores, 16):
+    most = max(LOCAL_SHARDS_PER_CORE * cores, 16)
+    if local and not ray.is_initialized() and cfg.shards > most:
         raise PoolError(f"--shards {cfg.shards}: a local Ray would start {cfg.shards} actor processes on "
-                        f"this machine's {cores} cores; use at most {max(LOCAL_SHARDS_PER_CORE * cores, 16)} "
-                        "here, or a cluster (--ray-address)")
+                        f"this machine's {cores} cores; use at most {most} here, or a cluster "
+                        "(--ray-address)")
     started = ray_up(cfg.ray_address, max(cores, cfg.shards + 1))
     actors = []
     try:
