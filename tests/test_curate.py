@@ -17,9 +17,7 @@ from mig_ray.curate.lsh import candidate_pairs
 from mig_ray.curate.minhash import (
     band_keys,
     collision_probability,
-    shingle_hashes,
-    signatures,
-    word_hashes,
+    text_signatures,
 )
 from mig_ray.curate.text import conversation_text, normalise, words
 
@@ -115,20 +113,45 @@ def test_planted_duplicates_against_brute_force(seed):
     assert np.mean(errors) < 0.05
 
 
-@settings(max_examples=40, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(VOCAB[:30]), min_size=0, max_size=20), min_size=1, max_size=12),
-       st.integers(1, 6), st.integers(0, 2**31))
-def test_signatures_equal_datasketch_record_by_record(docs, n, seed):
-    wh, counts = word_hashes(docs)
-    sh, per = shingle_hashes(wh, counts, n)
-    sig = signatures(sh, per, 64, seed)
-    off = np.cumsum(per) - per
-    for r, ws in enumerate(docs):
+M64 = (1 << 64) - 1
+
+
+def fnv_word_hash(word: str) -> int:
+    """FNV-1a 64 of the word's UTF-8, then MurmurHash3's 64-bit finalizer, in plain Python."""
+    h = 0xCBF29CE484222325
+    for c in word.encode():
+        h = ((h ^ c) * 0x100000001B3) & M64
+    for mul in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+        h = ((h ^ (h >> 33)) * mul) & M64
+    return h ^ (h >> 33)
+
+
+TEXT = st.lists(st.sampled_from(list("ab cd_9Z\t\n-—.,'é日本😀ǅ") + ["w1 ", "w2 ", "  "]),
+                max_size=40).map("".join)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(TEXT, min_size=1, max_size=10), st.integers(1, 6),
+       st.integers(0, 2**31))
+def test_text_signatures_equal_regex_words_and_datasketch(texts, n, seed):
+    """The compiled text -> signature pass against the regex's words, a Python word hash and
+    datasketch; texts with accents, CJK, emoji and dashes (no word characters) included."""
+    texts = [normalise(t) for t in texts]
+    sig, per = text_signatures(texts, n, 64, seed)
+    for r, text in enumerate(texts):
+        ws = [fnv_word_hash(w) for w in words(text)]
+        shingles = []
+        for s in range(max(len(ws) - n + 1, 1) if ws else 0):
+            h = 0
+            for t in range(n):
+                h = (h * 0x100000001B3 + (ws[s + t] if s + t < len(ws) else 0)) & M64
+            for mul in (0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53):
+                h = ((h ^ (h >> 33)) * mul) & M64
+            shingles.append((h ^ (h >> 33)) >> 32)
         m = datasketch.MinHash(num_perm=64, seed=seed, hashfunc=lambda x: x, scheme="affine32")
-        m.update_batch([int(x) for x in sh[off[r]:off[r] + per[r]]])
-        assert np.array_equal(m.hashvalues, sig[r])
-        # equal word sequences give equal shingles, and the count is as the doc says
-        assert per[r] == (0 if not ws else max(1, len(ws) - n + 1))
+        m.update_batch(shingles)
+        assert per[r] == len(shingles)
+        assert np.array_equal(m.hashvalues, sig[r]), (text, r)
 
 
 def naive_pairs(band, key, aux, pos) -> set[tuple[int, int]]:
@@ -243,3 +266,15 @@ def test_normalised_conversation_text():
     swapped = [{"role": "assistant", "content": "hello world !"}, {"role": "user", "content": "hi"}]
     assert conversation_text(swapped) != conversation_text(b)
     assert conversation_text(b, "user") == "hello world !"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(codec="utf-8"), max_size=40)
+       | st.text(" \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000aB", max_size=20))
+def test_normalise_equals_the_regex_definition(text):
+    """normalise: NFKC, case-folded, every run of whitespace (the regex's \\s) one space, stripped."""
+    import re
+    import unicodedata
+
+    expected = re.sub(r"\s+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    assert normalise(text) == expected

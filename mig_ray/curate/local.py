@@ -9,8 +9,8 @@ import numpy as np
 
 from mig_ray.curate.clusters import keep_lowest
 from mig_ray.curate.lsh import EXACT_BAND, candidate_pairs
-from mig_ray.curate.minhash import band_keys, estimated_jaccard, shingle_hashes, signatures, word_hashes
-from mig_ray.curate.text import text_hashes, words
+from mig_ray.curate.minhash import band_keys, estimated_jaccard, text_signatures
+from mig_ray.curate.text import text_hashes
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,7 @@ def find_duplicates(texts: list[str], ngram: int = 5, num_perm: int = 128, bands
     """Normalised texts at positions 0..n-1 -> the records to drop (the lowest of each cluster stays)."""
     n = len(texts)
     exact = text_hashes(texts)
-    wh, counts = word_hashes([words(t) for t in texts])
-    shingles, per = shingle_hashes(wh, counts, ngram)
-    sig = signatures(shingles, per, num_perm, seed)
+    sig, per = text_signatures(texts, ngram, num_perm, seed)
     pos = np.arange(n, dtype=np.int64)
     some = np.flatnonzero(per > 0)
     keys = band_keys(sig[some], bands)

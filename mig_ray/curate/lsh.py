@@ -34,6 +34,8 @@ def candidate_pairs(band: np.ndarray, key: np.ndarray, aux: np.ndarray, pos: np.
                     all_pairs_up_to: int = ALL_PAIRS_UP_TO) -> tuple[np.ndarray, np.ndarray]:
     """Distinct pairs (a, b) of positions, a < b, that share a band key (see the module doc)."""
     band, key, aux, pos = (np.asarray(x) for x in (band, key, aux, pos))
+    shared = shared_keys(key)  # most keys are one record's: one sort of the keys leaves them out
+    band, key, aux, pos = band[shared], key[shared], aux[shared], pos[shared]
     order = np.lexsort((pos, aux, key, band))
     band, key, aux, pos = band[order], key[order], aux[order], pos[order]
     first = group_bounds(band, key, aux)[:-1]  # the lowest position of each (band, key, aux)
@@ -56,6 +58,18 @@ def candidate_pairs(band: np.ndarray, key: np.ndarray, aux: np.ndarray, pos: np.
     a = np.concatenate(a_parts).astype(np.int64)
     b = np.concatenate(b_parts).astype(np.int64)
     return unique_pairs(a, b)
+
+
+def shared_keys(key: np.ndarray) -> np.ndarray:
+    """Indices (ascending) of the rows whose key another row has too: the only rows that can share
+    a (band, key) group. About a quarter of the time of sorting every row by all four columns."""
+    order = np.argsort(key)
+    sk = key[order]
+    same = sk[1:] == sk[:-1]
+    shared = np.zeros(len(key), dtype=bool)
+    shared[1:] |= same
+    shared[:-1] |= same
+    return np.sort(order[shared])
 
 
 def unique_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,11 +2,13 @@
 
 The permutations are datasketch's (`MinHash(num_perm, seed, scheme="affine32")`: each 32-bit input
 hash is pre-mixed by the MurmurHash3 finalizer, then permutation k is `a_k * h + b_k mod 2^32`
-with `a_k` odd); `signatures` applies them to every shingle of a block of records at once with numpy
-and takes each record's minimum, which is what datasketch's `update_batch` computes one record at a
-time (a test checks they agree value for value). Measured on this machine (bench/bench_dedup.py,
-`libraries`): datasketch record by record and rensa (whose digests leave Rust only as Python lists)
-were both slower per record than this vectorised form of datasketch's own scheme.
+with `a_k` odd). `text_signatures` goes from a block of normalised texts to their signatures in one
+compiled pass (compiled.py): words, word hashes, n-gram shingles, minima. A test checks every value
+against the regex's words, a word hash written in Python and datasketch record by record. Measured
+on this machine (bench/bench_minhash_libraries.py, 128 permutations of 5-grams, µs per record of
+40-80 words): this pass 3.4; rensa's bulk Rust digest 5.4 plus 22 for the Python shingles it needs
+as input; datasketch's `MinHash.bulk` 63 plus the same 22. So the stage keeps datasketch's scheme
+(and its permutation parameters) without calling either library per record.
 
 Banding: `bands` bands of `rows = num_perm // bands` values; two records whose signatures agree on
 every value of some band share that band's key and become a candidate pair. With Jaccard s the
@@ -21,17 +23,6 @@ import numpy as np
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _PRIME = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: the shingle fold's multiplier
-
-
-def fmix32(h: np.ndarray) -> np.ndarray:
-    """MurmurHash3's 32-bit finalizer (datasketch's affine32 pre-mix), element-wise on uint32."""
-    h = h.astype(np.uint32, copy=True)
-    h ^= h >> np.uint32(16)
-    h *= np.uint32(0x85EBCA6B)
-    h ^= h >> np.uint32(13)
-    h *= np.uint32(0xC2B2AE35)
-    h ^= h >> np.uint32(16)
-    return h
 
 
 def fmix64(h: np.ndarray) -> np.ndarray:
@@ -81,31 +72,33 @@ def ngram_hashes(word_hashes: np.ndarray, counts: np.ndarray, n: int,
     return fmix64(h), per
 
 
-def shingle_hashes(word_hashes: np.ndarray, counts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 32-bit shingle hashes MinHash takes (the top half of `ngram_hashes`, short records as one
-    shingle), and each record's shingle count."""
-    h, per = ngram_hashes(word_hashes, counts, n, short=True)
-    return (h >> np.uint64(32)).astype(np.uint32), per
+def encoded_words(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The UTF-8 of every text back to back (uint8) and each text's offsets [len + 1], such that the
+    compiled word runs (runs of [0-9A-Za-z_] and of bytes >= 0x80) are `text.words(t)`: an ASCII text
+    as it is (there the runs are exactly the regex's \\w runs), any other as its words joined by spaces
+    (a non-ASCII character that is no word character, a dash or an emoji, would otherwise join two
+    words)."""
+    from mig_ray.curate.text import words
+
+    data = [t.encode() if t.isascii() else " ".join(words(t)).encode() for t in texts]
+    offsets = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)), out=offsets[1:])
+    return np.frombuffer(b"".join(data), dtype=np.uint8), offsets
 
 
-def signatures(shingles: np.ndarray, per_record: np.ndarray, num_perm: int, seed: int) -> np.ndarray:
-    """uint32 [records, num_perm]: each record's minimum of every permutation over its shingles
-    (datasketch's affine32 MinHash); a record without shingles keeps the empty value 2^32 - 1."""
+def text_signatures(texts: list[str], ngram: int, num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The MinHash signatures of normalised texts (uint32 [len(texts), num_perm]) and each text's
+    shingle count, in one compiled pass per text: words (`text.words`) hashed by FNV-1a 64 and
+    MurmurHash3's finalizer, folded into n-gram shingles as `ngram_hashes` folds them (short texts as
+    one shingle), then datasketch's affine32 permutations, as `signatures` applies them."""
+    from mig_ray.curate.compiled import text_minhash
+
     a, b = permutations(num_perm, seed)
-    per_record = np.asarray(per_record, dtype=np.int64)
-    out = np.full((len(per_record), num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
-    some = np.flatnonzero(per_record > 0)
-    if not len(some):
-        return out
-    offsets = np.cumsum(per_record) - per_record
-    hv = fmix32(np.asarray(shingles, dtype=np.uint32))
-    from mig_ray.curate.compiled import min_hashes  # numba: imported where signatures are made, not
-    # by every process that imports this module (a job's driver: about 65 MB)
-
-    min_hashes(hv, offsets, per_record, a.astype(np.uint32), b.astype(np.uint32), out)
-    return out
-
-
+    buf, offsets = encoded_words(texts)
+    out = np.full((len(texts), num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+    per = np.zeros(len(texts), dtype=np.int64)
+    text_minhash(buf, offsets, ngram, a, b, out, per)
+    return out, per
 
 
 def band_keys(sig: np.ndarray, bands: int) -> np.ndarray:

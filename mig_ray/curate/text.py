@@ -17,13 +17,13 @@ import numpy as np
 
 Turns = Literal["all", "user", "first-user"]
 _WORD = re.compile(r"\w+")
-_SPACE = re.compile(r"\s+")
 TURN_SEPARATOR = "\n"
 
 
 def normalise(text: str) -> str:
-    """NFKC, case-folded, whitespace runs collapsed to one space, stripped."""
-    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    """NFKC, case-folded, whitespace runs collapsed to one space, stripped (str.split's whitespace is
+    the regex's \\s, and splitting is about twice as fast as substituting)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def turn_texts(messages: list[dict], turns: Turns = "all") -> list[str]:

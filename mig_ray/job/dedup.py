@@ -48,6 +48,7 @@ from mig_ray.runtime.session import run_tasks
 from mig_ray.storage import Location, concat_files, location, open_read, read_parquet, rmtree, write_atomic
 
 NAME = "dedup"
+SIGNATURE_SCHEME = 2  # raised when a signature's value changes (2: FNV-1a word hashes, compiled)
 NIGHTS = "nights.json"  # in the signature cache: the ingest fingerprints of the nights, in order
 
 
@@ -206,7 +207,7 @@ def record_prompts(rec: Any, layout: str, where: str) -> list[str]:
 def cache_root(job: JobConfig) -> Location:
     """The signature cache of these settings (what a signature depends on) in the annotation cache."""
     d = job.dedup
-    key = json.dumps([d.turns, d.exact, d.near, d.ngram, d.num_perm, d.seed], sort_keys=True)
+    key = json.dumps([SIGNATURE_SCHEME, d.turns, d.exact, d.near, d.ngram, d.num_perm, d.seed])
     return job.cache_dir() / "dedup" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -31,8 +31,8 @@ import pyarrow.compute as pc
 
 from mig_ray.curate.contamination import NgramIndex
 from mig_ray.curate.lsh import EXACT_BAND, candidate_pairs, unique_pairs
-from mig_ray.curate.minhash import band_keys, estimated_jaccard, shingle_hashes, signatures, word_hashes
-from mig_ray.curate.text import conversation_text, text_hashes, turn_texts, words
+from mig_ray.curate.minhash import band_keys, estimated_jaccard, text_signatures
+from mig_ray.curate.text import conversation_text, text_hashes, turn_texts
 from mig_ray.job.join import read_batch, split_by_bucket, write_ipc
 from mig_ray.pools.ingest import PART_COMPRESSION, blake_hashes
 from mig_ray.storage import location, parquet_file, read_parquet, write_atomic, write_parquet_atomic
@@ -146,9 +146,7 @@ def signature_matrix(texts: list[str], spec: CurateSpec) -> np.ndarray:
     """uint32 [len(texts), num_perm] (no columns when near duplicates are off)."""
     if not spec.near:
         return np.zeros((len(texts), 0), dtype=np.uint32)
-    wh, counts = word_hashes([words(t) for t in texts])
-    shingles, per = shingle_hashes(wh, counts, spec.ngram)
-    return signatures(shingles, per, spec.num_perm, spec.seed)
+    return text_signatures(texts, spec.ngram, spec.num_perm, spec.seed)[0]
 
 
 def signature_array(column: pa.ChunkedArray | pa.Array, width: int) -> np.ndarray:
