@@ -14,6 +14,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 # Embedding caches of this session (label and vocabulary embeddings) stay out of the user's
 # ~/.cache; subprocesses and the session's Ray workers inherit it.
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="mig_ray-test-cache-")
+# Ray's processes report metrics every second instead of every 10 (test_metrics waits for two quiet
+# report intervals before it counts, and for the reports after): the session's Ray reads this at start.
+os.environ.setdefault("RAY_metrics_report_interval_ms", "1000")
 atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 
