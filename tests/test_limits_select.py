@@ -75,3 +75,30 @@ def test_a_budget_below_the_cheapest_sample_and_an_unknown_group(tmp_path, capsy
     cfg = config(tmp_path, pool, emb, "unknown", n=5, groups="source", quotas={"poetry": 2})
     run_select(cfg)
     assert "warning: quotas: no record has group 'poetry'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("shards", "batch"), [(1, 0), (2, 4)])
+def test_select_with_floors_equals_the_reference(tmp_path, ray_address, shards, batch):
+    pool, emb, ehat, groups, costs = limited_pool(tmp_path, 6)
+    caps, floors = np.array([4, 4, 6, 4]), np.array([0, 3, 0, 4])  # code 3, web 4; sorted: code first
+    want, _, which = naive_budgeted(ehat, 20, groups, caps, costs, 30.0, floors=floors)
+    cfg = config(tmp_path, pool, emb, f"fl{shards}", n=20, groups="source",
+                 quotas={"math": 0.3, "default": 4}, floors={"code": 3, "web": 4}, budget_tokens=30.0,
+                 cost="ntok", shards=shards, batch=batch, ray_address=ray_address if shards > 1 else None)
+    summary = run_select(cfg)
+    assert manifest_ids(cfg) == [f"r{i}" for i in want]
+    assert summary["constraints"]["groups"]["web"]["floor"] == 4
+    assert summary["constraints"]["greedy"]["greedy"] == {"ratio": "cost_benefit", "gain": "gain"}[which]
+
+
+def test_bad_floors_are_one_line_errors_naming_the_field(tmp_path, capsys):
+    pool, emb, *_ = limited_pool(tmp_path, 5)
+    cfg = config(tmp_path, pool, emb, "above", n=10, groups="source", quotas={"web": 2}, floors={"web": 3})
+    with pytest.raises(PoolError, match=r"^floors: group 'web' has a floor of 3 above its cap of 2 "):
+        run_select(cfg)
+    cfg = config(tmp_path, pool, emb, "sum", n=10, groups="source", floors={"web": 6, "code": 5})
+    with pytest.raises(PoolError, match=r"^floors: they add up to 11 samples, more than n \(10\)$"):
+        run_select(cfg)
+    cfg = config(tmp_path, pool, emb, "size", n=60, groups="source", floors={"web": 59})
+    run_select(cfg)
+    assert "warning: floors: group 'web' has a floor of 59 but only" in capsys.readouterr().err
