@@ -127,4 +127,11 @@ def test_a_job_with_floors_equals_the_reference(tmp_path, ray_address):
         "n": 20, "groups": "source", "quotas": {"math": 0.3, "default": 4}, "floors": {"web": 4, "chat": 2},
         "budget_tokens": 30, "cost": "ntok", "shards": 2})))
     assert selected_ids(tmp_path / "floors") == [f"r{i}" for i in order]
-    assert summary["constraints"]["groups"]["chat"]["floor"] == 2
+    c = summary["constraints"]
+    assert c["groups"]["chat"]["floor"] == 2 and c["groups"]["code"]["floor"] is None
+    from mig_ray.report.build import write_report
+
+    html = write_report(tmp_path / "floors")["html"].read_text()
+    assert "<th>floor</th>" in html
+    row = c["groups"]["web"]
+    assert f"<td>{row['selected_cost']:g}</td><td>4</td></tr>" in html
