@@ -24,6 +24,9 @@ K = 50K). Heap entries are ranks; ties still compare input positions (`rrow`, ra
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -69,7 +72,7 @@ def _sift_up(hkey, hpos, i, rrow):
     hkey[i], hpos[i] = key, pos
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _heapify(hkey, hpos, size, rrow):
     for i in range(size // 2 - 1, -1, -1):
         _sift_down(hkey, hpos, size, i, rrow)
@@ -120,7 +123,7 @@ def row_gain(indptr, indices, data, row, x, family, a, b, alpha, mode):
     return s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _initial_gains(indptr, indices, data, n, x, family, a, b, alpha, mode):
     out = np.empty(n, dtype=np.float64)
     for i in range(n):
@@ -153,7 +156,7 @@ def _fits(pos, grp, caps, counts, cost, fb) -> bool:
     return counts[g] < caps[g] and fb[1] + cost[pos] <= fb[0]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
          family, a, b, alpha, mode, n_rounds, tmp_key, tmp_pos, gpos, bound_key, bound_gpos, rrow,
          grp, caps, counts, cost, div, fb):
@@ -376,10 +379,27 @@ def limited_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, mode: GainMode, row
     that binds twice (cost-benefit and plain gain, the one of higher information kept:
     limits.best_under_budget). What `select` runs and what `compare` runs for `mig`, so both give
     one order. Returns the result kept and what was decided."""
-    def run(lim: Limits) -> GreedyResult:
-        return lazy_greedy(vectors, k, phi, mode, chunk=chunk, progress=progress, rows=rows, limits=lim)
+    done: dict[str, int] = {}
+    lock = threading.Lock()
 
-    return best_under_budget(run, lambda r: information(phi, r.x), limits, float(np.sum(rows.costs)))
+    def run(lim: Limits) -> GreedyResult:
+        def step(n: int) -> None:  # with two greedies at once, the bar follows their mean
+            with lock:
+                done[lim.key] = n
+                progress(sum(done.values()) // len(done))
+
+        return lazy_greedy(vectors, k, phi, mode, chunk=chunk, progress=step if progress else None,
+                           rows=rows, limits=lim)
+
+    def run_both(both: list[Limits]) -> list[GreedyResult]:
+        """The cost-benefit and the plain greedy side by side: the compiled loops release the GIL."""
+        if (os.cpu_count() or 1) < 2:
+            return [run(lim) for lim in both]
+        with ThreadPoolExecutor(len(both)) as pool:
+            return list(pool.map(run, both))
+
+    return best_under_budget(run, lambda r: information(phi, r.x), limits, float(np.sum(rows.costs)),
+                             run_both)
 
 
 @numba.njit(cache=True)
@@ -421,7 +441,7 @@ def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a
     return n_c
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _gather_rows(indptr, indices, data, rows):
     """CSR rows `rows` of (indptr, indices, data), copied out: O(their nnz), not O(matrix)."""
     n = len(rows)

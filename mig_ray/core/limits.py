@@ -191,15 +191,20 @@ def better_of(information_by_key: dict[str, float]) -> LimitKey:
 
 
 def best_under_budget(run: Callable[[Limits], Result], information: Callable[[Result], float],
-                      limits: Limits, total_cost: float) -> tuple[Result, dict]:
+                      limits: Limits, total_cost: float,
+                      run_both: Callable[[list[Limits]], list[Result]] | None = None) -> tuple[Result, dict]:
     """Run an engine under `limits`: without a budget, or with one that cannot bind (at least the
     total cost of the pool), the plain gain greedy alone; otherwise the cost-benefit and the plain
-    gain greedy, keeping the one of higher information (`better_of`). Returns the result kept and
-    what was decided (for the summary)."""
+    gain greedy, keeping the one of higher information (`better_of`). `run_both` runs the two
+    greedies' limits (default: `run` on each in turn; in process: side by side in two threads, they
+    share nothing). Returns the result kept and what was decided (for the summary)."""
     if not limits.budgeted or limits.budget >= total_cost:
         why = "no budget" if not limits.budgeted else "budget >= total cost of the pool: not binding"
         return run(limits.with_key("gain")), {"greedy": "gain", "why": why}
-    results = {key: run(limits.with_key(key)) for key in ("ratio", "gain")}
+    keys = ("ratio", "gain")
+    both = [limits.with_key(key) for key in keys]
+    results = dict(zip(keys, run_both(both) if run_both is not None else [run(lim) for lim in both],
+                       strict=True))
     info = {key: information(r) for key, r in results.items()}
     kept = better_of(info)
     return results[kept], {"greedy": "cost_benefit" if kept == "ratio" else "gain",
