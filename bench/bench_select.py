@@ -166,15 +166,21 @@ def constraints_case(args, result: dict) -> None:
     runs = {key: timed_greedy(vectors, args.k, rows, Limits(caps, budget, key)) for key in ("ratio", "gain")}
     info = {key: information(Phi(), r["result"].x) for key, r in runs.items()}
     kept = better_of(info)
-    t_both = time.perf_counter()  # what select runs: both greedies side by side, the better kept
-    chosen, decided = limited_greedy(vectors, args.k, Phi(), "gradient", rows, Limits(caps, budget))
-    both = time.perf_counter() - t_both
-    assert chosen.order.tolist() == runs[kept]["result"].order.tolist()
+    # The pair timed `repeat` times, interleaved (the machine is shared: medians, and every value).
+    seconds: dict[str, list[float]] = {"unconstrained": [], "quotas_and_budget": [], "quotas_only": []}
+    for _ in range(args.repeat):
+        seconds["unconstrained"].append(timed_greedy(vectors, args.k)["seconds"])
+        t_both = time.perf_counter()  # what select runs: both greedies side by side, the better kept
+        chosen, decided = limited_greedy(vectors, args.k, Phi(), "gradient", rows, Limits(caps, budget))
+        seconds["quotas_and_budget"].append(time.perf_counter() - t_both)
+        assert chosen.order.tolist() == runs[kept]["result"].order.tolist()
+        seconds["quotas_only"].append(timed_greedy(vectors, args.k, rows, Limits(caps))["seconds"])
+    med = {name: float(np.median(v)) for name, v in seconds.items()}
     phase = out["graph_and_vectors_seconds"]
 
     def row(r: dict) -> dict:
         res = r["result"]
-        return {"seconds": r["seconds"], "picks": r["picks"],
+        return {"seconds_alone": r["seconds"], "picks": r["picks"],
                 "evaluations_per_pick": r["evaluations_per_pick"], "tokens": float(tokens[res.order].sum()),
                 "information": information(Phi(), res.x),
                 "per_group": np.bincount(groups[res.order], minlength=n_groups).tolist()}
@@ -182,15 +188,14 @@ def constraints_case(args, result: dict) -> None:
     out["in_process"] = {
         "unconstrained": row(plain), "quotas_only": row(quotas),
         "quotas_and_budget": {"cost_benefit": row(runs["ratio"]), "gain": row(runs["gain"]),
-                              "kept": "cost_benefit" if kept == "ratio" else "gain", "seconds": both,
-                              "seconds_note": "limited_greedy as select runs it: the two greedies in two "
-                                              "threads; each one's seconds above are timed alone",
-                              "seconds_one_after_the_other": (runs["ratio"]["seconds"]
-                                                              + runs["gain"]["seconds"]),
-                              "decided": decided},
-        "greedy_ratio_constrained_vs_unconstrained": both / plain["seconds"],
-        "phase_ratio_constrained_vs_unconstrained": (phase + both) / (phase + plain["seconds"]),
-        "quotas_only_greedy_ratio": quotas["seconds"] / plain["seconds"],
+                              "kept": "cost_benefit" if kept == "ratio" else "gain", "decided": decided},
+        "seconds_each_repeat": seconds, "seconds_median": med,
+        "seconds_note": "quotas_and_budget: limited_greedy as select runs it (the two greedies in two "
+                        "threads, the better kept); seconds_alone above: each greedy timed by itself",
+        "greedy_ratio_constrained_vs_unconstrained": med["quotas_and_budget"] / med["unconstrained"],
+        "phase_ratio_constrained_vs_unconstrained": ((phase + med["quotas_and_budget"])
+                                                      / (phase + med["unconstrained"])),
+        "quotas_only_greedy_ratio": med["quotas_only"] / med["unconstrained"],
         "target_ratio": 1.5,
         "wall_seconds": time.perf_counter() - t,
     }
@@ -214,9 +219,11 @@ def sharded_constraints(args, budget: float, caps: np.ndarray, plain_order: np.n
         write_jsonl(pool, args.n, grouped=True)
     quotas = {f"source-{g}": int(c) for g, c in enumerate(caps)}
     out: dict = {"shards": args.shards, "pool": str(pool)}
-    for name, extra in (("unconstrained", {}),
-                        ("quotas_and_budget", {"groups": "source", "quotas": quotas, "budget_tokens": budget,
-                                               "cost": "ntok"})):
+    cases = (("unconstrained", {}),
+             ("quotas_and_budget", {"groups": "source", "quotas": quotas, "budget_tokens": budget,
+                                    "cost": "ntok"}))
+    runs: dict[str, list[dict]] = {name: [] for name, _ in cases}
+    for name, extra in cases * args.shard_repeat:  # interleaved
         cfg = SelectConfig(pool=pool, n=args.k, out=DATA / f"sharded_{name}" / "selected.jsonl",
                            label_embeddings=DATA / "tulu3_tags_minilm.npz", sim_threshold=args.threshold,
                            shards=args.shards, progress=False, records=False, force=True, **extra)
@@ -226,13 +233,17 @@ def sharded_constraints(args, budget: float, caps: np.ndarray, plain_order: np.n
         ids = [json.loads(line)["id"] for line in cfg.out.with_name("selected.manifest.jsonl").open()]
         want = plain_order if name == "unconstrained" else kept_order
         g = summary["greedy"]
-        out[name] = {"select_stage_seconds": summary["seconds"]["select"],
+        runs[name].append({"select_stage_seconds": summary["seconds"]["select"],
                      "vectors_stage_seconds": summary["seconds"]["vectors"], "wall_seconds": wall,
                      "rounds": g["rounds"], "samples_per_round": g["samples_per_round"],
                      "picks": len(ids), "same_order_as_in_process": ids == [f"s{i:08d}" for i in want],
-                     **({"kept": summary["constraints"]["greedy"]} if name != "unconstrained" else {})}
-    out["select_ratio_constrained_vs_unconstrained"] = (out["quotas_and_budget"]["select_stage_seconds"]
-                                                        / out["unconstrained"]["select_stage_seconds"])
+                     **({"kept": summary["constraints"]["greedy"]} if name != "unconstrained" else {})})
+    for name, rs in runs.items():
+        out[name] = {"runs": rs, "select_stage_seconds_median": float(np.median(
+            [r["select_stage_seconds"] for r in rs])), "same_order_as_in_process": all(
+            r["same_order_as_in_process"] for r in rs)}
+    medians = {name: out[name]["select_stage_seconds_median"] for name in runs}
+    out["select_ratio_constrained_vs_unconstrained"] = medians["quotas_and_budget"] / medians["unconstrained"]
     return out
 
 
@@ -244,6 +255,8 @@ def main() -> None:
     ap.add_argument("--skip-command", action="store_true", help="skip the whole-command run")
     ap.add_argument("--constraints", action="store_true", help="only issue 20's quotas-and-budget cases")
     ap.add_argument("--shards", type=int, default=1, help="with --constraints: also through select on Ray")
+    ap.add_argument("--repeat", type=int, default=3, help="with --constraints: timings per case in process")
+    ap.add_argument("--shard-repeat", type=int, default=2, help="with --shards: runs per case on Ray")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
