@@ -134,3 +134,14 @@ def test_cli_takes_the_select_constraint_flags_and_prints_tokens_and_groups(tmp_
     assert bad.returncode == 2 and "quotas need groups" in bad.stderr
     rows = manifest_rows(tmp_path / "out" / "random.manifest.jsonl")
     assert len(rows) <= 20
+    # the report's compare table: a tokens column and the per-group counts of every method
+    from mig_ray.report.compare import load, sections
+
+    html = "".join(sections(*load(tmp_path / "out" / "compare.json")))
+    assert "<th>tokens</th>" in html and "<th>per group</th>" in html
+    for name, m in data["methods"].items():
+        row = html[html.index(f'<tr data-method="{name}">'):]
+        row = row[:row.index("</tr>")]
+        assert f'<td data-metric="tokens">{m["metrics"]["tokens"]:,.5g}<br>' in row, name
+        assert "math: 0" in row and f"chat: {m['metrics']['groups']['chat']:,}" in row, name
+    assert "Quotas and budget: every method" in html
