@@ -32,7 +32,7 @@ def sharded_phases(vectors, n_labels, k, phi, mode, batch, n_shards, rows, limit
     base = split_shards(vectors, n_shards, phi, mode, rng)
     cuts = [(s.positions[0], s.positions[-1] + 1) for s in base]
 
-    def phase(p: Limits, prior):
+    def phase(p: Limits, prior, last: bool):
         shards = [ShardGreedy(vectors[lo:hi], phi, mode, np.arange(lo, hi), rows.take(np.arange(lo, hi)), p)
                   for lo, hi in cuts]
         return run_local(shards, n_labels, k, phi, mode, batch, resume=prior, limits=p)

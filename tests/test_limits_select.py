@@ -102,3 +102,26 @@ def test_bad_floors_are_one_line_errors_naming_the_field(tmp_path, capsys):
     cfg = config(tmp_path, pool, emb, "size", n=60, groups="source", floors={"web": 59})
     run_select(cfg)
     assert "warning: floors: group 'web' has a floor of 59 but only" in capsys.readouterr().err
+
+
+def test_a_killed_selection_with_floors_resumes_from_its_checkpoint(tmp_path, ray_address):
+    """On Ray the floor phases are recomputed and the checkpoint, which extends their picks, resumes
+    the last phase: the order equals an uninterrupted run's and the reference's."""
+    pool, emb, ehat, groups, costs = limited_pool(tmp_path, 7)
+    kw = dict(n=20, groups="source", quotas={"default": 6}, floors={"code": 3, "web": 4}, shards=2, batch=0,
+              ray_address=ray_address, checkpoint_seconds=0.0)
+    want, _, _ = naive_budgeted(ehat, 20, groups, np.full(4, 6), costs, np.inf, floors=np.array([0, 3, 0, 4]))
+    calls = [0]
+
+    def stop(r, actors):
+        calls[0] += r > 0
+        if calls[0] == 12:  # 7 floor picks, then 5 of the last phase (one pick per round)
+            raise KeyboardInterrupt
+
+    cfg = config(tmp_path, pool, emb, "killed", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run_select(cfg, on_round=stop)
+    assert cfg.out.with_name("sel.checkpoint.npz").is_file()
+    summary = run_select(cfg)
+    assert manifest_ids(cfg) == [f"r{i}" for i in want]
+    assert summary["greedy"]["resumed_from_checkpoint"] == 12

@@ -111,16 +111,18 @@ class RoundLog:
         return out
 
 
-def by_phases(limits: Limits, run_phase: Callable[[Limits, Commit | None], tuple[Commit, RoundLog]],
+def by_phases(limits: Limits, run_phase: Callable[[Limits, Commit | None, bool], tuple[Commit, RoundLog]],
               ) -> tuple[Commit, RoundLog]:
-    """The sharded selection under `limits`, floors included: `run_phase(phase_limits, committed)`
-    runs the certified rounds of one phase (Limits.phases) on shards built with `phase_limits`,
-    resumed from everything committed before (None at the start), and returns all commits so far.
-    The shards drop rows that do not fit for good, so each phase needs shards built for it."""
+    """The sharded selection under `limits`, floors included: `run_phase(phase_limits, committed,
+    last)` runs the certified rounds of one phase (Limits.phases; `last`: the ordinary one after the
+    floors) on shards built with `phase_limits`, resumed from everything committed before (None at
+    the start), and returns all commits so far. The shards drop rows that do not fit for good, so
+    each phase needs shards built for it."""
     committed: Commit | None = None
     logs = []
-    for phase in limits.phases():
-        committed, log = run_phase(phase, committed)
+    phases = limits.phases()
+    for i, phase in enumerate(phases):
+        committed, log = run_phase(phase, committed, i == len(phases) - 1)
         logs.append(log)
     assert committed is not None
     return committed, RoundLog.merge(logs)

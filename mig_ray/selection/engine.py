@@ -278,18 +278,19 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
         with stage("select"):
             def run(lim: Limits) -> tuple:
                 ckpt = Checkpoint(checkpoint_path, fingerprint(cfg) + lim.key, checkpoint_seconds)
-                phases = lim.phases()
-                t0, resumed = time.perf_counter(), [0]
+                resumed, seconds = [0], [0.0]  # the rounds' seconds, without the rebuilds between phases
 
-                def phase(p: Limits, prior: Commit | None) -> tuple[Commit, RoundLog]:
+                def phase(p: Limits, prior: Commit | None, last: bool) -> tuple[Commit, RoundLog]:
                     if not _same_limits(built[0], p):
                         build(p)
+                    t0 = time.perf_counter()
                     committed, log, resumed[0] = _rounds(cfg, shards, p, phi, graph.n_labels, k, batch,
-                                                         on_round, ckpt, prior, p is phases[-1])
+                                                         on_round, ckpt, prior, last)
+                    seconds[0] += time.perf_counter() - t0
                     return committed, log
 
                 committed, log = by_phases(lim, phase)
-                return committed, log, resumed[0], time.perf_counter() - t0, ckpt
+                return committed, log, resumed[0], seconds[0], ckpt
 
             def info(out: tuple) -> float:
                 x = np.zeros(graph.n_labels)
@@ -332,6 +333,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
 
 
 def _same_limits(a: Limits | None, b: Limits) -> bool:
+    """Were the shards built for limits `a` fit to run `b` (same key, budget and caps)?"""
     return a is not None and a.key == b.key and a.budget == b.budget and (
         (a.caps is None and b.caps is None) or
         (a.caps is not None and b.caps is not None and np.array_equal(a.caps, b.caps)))
@@ -339,13 +341,14 @@ def _same_limits(a: Limits | None, b: Limits) -> bool:
 
 def _rounds(cfg: SelectConfig, shards: Shards, limits: Limits, phi, n_labels: int, k: int, batch: int,
             on_round: Callable | None, ckpt: Checkpoint, prior: Commit | None = None,
-            load: bool = True) -> tuple[Commit, RoundLog, int]:
+            last: bool = True) -> tuple[Commit, RoundLog, int]:
     """The certified rounds of one phase against the built shards, from `prior` (the commits of the
-    phases before: floors) or, with `load`, from `ckpt` when it extends `prior`; saved to `ckpt`.
-    Returns every commit so far, the rounds' log and how many picks came from the checkpoint."""
+    phases before: floors). The last phase (the only one without floors) resumes from `ckpt` when it
+    extends `prior` and saves to it; floor phases do neither (they are short and recomputed, and
+    must not overwrite a checkpoint that holds more)."""
     import ray
 
-    resume = ckpt.load() if load else None
+    resume = ckpt.load() if last else None
     extends = prior is None or (resume is not None and np.array_equal(
         resume.positions[:len(prior.positions)], prior.positions))
     if resume is not None and (len(resume.positions) > k or not extends):
@@ -367,7 +370,8 @@ def _rounds(cfg: SelectConfig, shards: Shards, limits: Limits, phi, n_labels: in
 
     def after_round(r: int, c: Commit) -> None:
         metrics.round_committed(len(c.positions))
-        ckpt.maybe_save(shards.history)
+        if last:
+            ckpt.maybe_save(shards.history)
         if on_round is not None:
             on_round(r, shards.actors)
 
