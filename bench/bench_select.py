@@ -6,6 +6,14 @@ propagated CSR, order returned), (2) the whole `mig-ray select` command on the s
 row each round) at N = 20K, L = 2K, K = 1K against the engine on the same pool, with the ratio.
 
     python bench/bench_select.py            # writes bench/results/select-<date>.json
+
+Issue 20's cases (`--constraints`): the same 1M pool with 8 groups from a `source` field (skewed
+shares, tulu3_shaped.GROUP_SHARES), caps at 20% of K each, and a token budget (the `ntok` field)
+equal to the tokens of the unconstrained K = 50K selection: the selection phase's seconds against
+the unconstrained run in the same process, evaluations per pick, and with `--shards 2` the same
+pair through `select` on a local Ray (the pool written as JSONL with those fields).
+
+    python bench/bench_select.py --constraints [--shards 2]   # bench/results/select-constraints-<date>.json
 """
 
 from __future__ import annotations
@@ -25,11 +33,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import header, write_result  # noqa: E402
-from tulu3_shaped import SHARED, scores, tulu3_shaped, write_jsonl  # noqa: E402
+from tulu3_shaped import GROUP_SHARES, SHARED, groups_and_tokens, scores, tulu3_shaped, write_jsonl  # noqa: E402
 
 from mig_ray.core.graph import LabelGraph  # noqa: E402
-from mig_ray.core.greedy import lazy_greedy  # noqa: E402
-from mig_ray.core.objective import Phi  # noqa: E402
+from mig_ray.core.greedy import lazy_greedy, limited_greedy  # noqa: E402
+from mig_ray.core.limits import Limits, RowLimits, better_of  # noqa: E402
+from mig_ray.core.objective import Phi, information  # noqa: E402
 from mig_ray.core.vectors import propagate, sample_matrix  # noqa: E402
 from mig_ray.embeddings import embed_labels  # noqa: E402
 
@@ -124,16 +133,138 @@ def dense_reference(vectors, k: int, released_shape: bool):
     return np.array(order), time.perf_counter() - t0
 
 
+def timed_greedy(vectors, k: int, rows: RowLimits | None = None, limits: Limits | None = None) -> dict:
+    t = time.perf_counter()
+    res = lazy_greedy(vectors, k, Phi(), rows=rows, limits=limits)
+    secs = time.perf_counter() - t
+    return {"result": res, "seconds": secs, "picks": len(res.order),
+            "evaluations_per_pick": res.evaluations / max(1, len(res.order))}
+
+
+def constraints_case(args, result: dict) -> None:
+    """Issue 20's benchmark (see the module docstring). The constrained run is what `select` does
+    under a binding budget (core/greedy.limited_greedy): the cost-benefit and the plain gain greedy,
+    each timed here, the one of higher information kept; its seconds are the two together."""
+    tags, indptr, codes, s = pool_arrays(args.n)
+    emb = label_embeddings(tags)
+    groups, tokens = groups_and_tokens(args.n)
+    rows = RowLimits(groups, tokens.astype(np.float64))
+    n_groups = len(GROUP_SHARES)
+    caps = np.full(n_groups, int(np.floor(0.2 * args.k + 1e-9)))
+    out: dict = {"n": args.n, "k": args.k, "threshold": args.threshold, "groups": n_groups,
+                 "group_shares": list(GROUP_SHARES), "caps": caps.tolist(),
+                 "pool_tokens": int(tokens.sum())}
+    t = time.perf_counter()
+    _, vectors, secs, stats = selection_phase(tags, emb, indptr, codes, s, 1, args.threshold)
+    out["graph_and_vectors_seconds"] = secs["graph"] + secs["vectors"]
+    out["graph_stats"] = stats
+    timed_greedy(vectors, args.k)  # warm (numba's compiled loop loaded once)
+    plain = timed_greedy(vectors, args.k)
+    budget = float(tokens[plain["result"].order].sum())
+    out["budget_tokens"] = budget
+    quotas = timed_greedy(vectors, args.k, rows, Limits(caps))
+    runs = {key: timed_greedy(vectors, args.k, rows, Limits(caps, budget, key)) for key in ("ratio", "gain")}
+    info = {key: information(Phi(), r["result"].x) for key, r in runs.items()}
+    kept = better_of(info)
+    # The pair timed `repeat` times, interleaved (the machine is shared: medians, and every value).
+    seconds: dict[str, list[float]] = {"unconstrained": [], "quotas_and_budget": [], "quotas_only": []}
+    for _ in range(args.repeat):
+        seconds["unconstrained"].append(timed_greedy(vectors, args.k)["seconds"])
+        t_both = time.perf_counter()  # what select runs: both greedies side by side, the better kept
+        chosen, decided = limited_greedy(vectors, args.k, Phi(), "gradient", rows, Limits(caps, budget))
+        seconds["quotas_and_budget"].append(time.perf_counter() - t_both)
+        assert chosen.order.tolist() == runs[kept]["result"].order.tolist()
+        seconds["quotas_only"].append(timed_greedy(vectors, args.k, rows, Limits(caps))["seconds"])
+    med = {name: float(np.median(v)) for name, v in seconds.items()}
+    phase = out["graph_and_vectors_seconds"]
+
+    def row(r: dict) -> dict:
+        res = r["result"]
+        return {"seconds_alone": r["seconds"], "picks": r["picks"],
+                "evaluations_per_pick": r["evaluations_per_pick"], "tokens": float(tokens[res.order].sum()),
+                "information": information(Phi(), res.x),
+                "per_group": np.bincount(groups[res.order], minlength=n_groups).tolist()}
+
+    out["in_process"] = {
+        "unconstrained": row(plain), "quotas_only": row(quotas),
+        "quotas_and_budget": {"cost_benefit": row(runs["ratio"]), "gain": row(runs["gain"]),
+                              "kept": "cost_benefit" if kept == "ratio" else "gain", "decided": decided},
+        "seconds_each_repeat": seconds, "seconds_median": med,
+        "seconds_note": "quotas_and_budget: limited_greedy as select runs it (the two greedies in two "
+                        "threads, the better kept); seconds_alone above: each greedy timed by itself",
+        "greedy_ratio_constrained_vs_unconstrained": med["quotas_and_budget"] / med["unconstrained"],
+        "phase_ratio_constrained_vs_unconstrained": ((phase + med["quotas_and_budget"])
+                                                      / (phase + med["unconstrained"])),
+        "quotas_only_greedy_ratio": med["quotas_only"] / med["unconstrained"],
+        "target_ratio": 1.5,
+        "wall_seconds": time.perf_counter() - t,
+    }
+    print(json.dumps(out["in_process"], indent=1), flush=True)
+    if args.shards > 1:
+        out["sharded"] = sharded_constraints(args, budget, caps, plain["result"].order,
+                                             runs[kept]["result"].order)
+        print(json.dumps(out["sharded"], indent=1), flush=True)
+    result["constraints"] = out
+
+
+def sharded_constraints(args, budget: float, caps: np.ndarray, plain_order: np.ndarray,
+                        kept_order: np.ndarray) -> dict:
+    """`select --shards N` on a local Ray, unconstrained and under the same caps and budget, in one
+    process; the orders are checked against the in-process ones."""
+    from mig_ray.selection.config import SelectConfig
+    from mig_ray.selection.run import run_select
+
+    pool = DATA / f"tulu3_shaped_grouped_{args.n}.jsonl"
+    if not pool.exists():
+        write_jsonl(pool, args.n, grouped=True)
+    quotas = {f"source-{g}": int(c) for g, c in enumerate(caps)}
+    out: dict = {"shards": args.shards, "pool": str(pool)}
+    cases = (("unconstrained", {}),
+             ("quotas_and_budget", {"groups": "source", "quotas": quotas, "budget_tokens": budget,
+                                    "cost": "ntok"}))
+    runs: dict[str, list[dict]] = {name: [] for name, _ in cases}
+    for name, extra in cases * args.shard_repeat:  # interleaved
+        cfg = SelectConfig(pool=pool, n=args.k, out=DATA / f"sharded_{name}" / "selected.jsonl",
+                           label_embeddings=DATA / "tulu3_tags_minilm.npz", sim_threshold=args.threshold,
+                           shards=args.shards, progress=False, records=False, force=True, **extra)
+        t = time.perf_counter()
+        summary = run_select(cfg)
+        wall = time.perf_counter() - t
+        ids = [json.loads(line)["id"] for line in cfg.out.with_name("selected.manifest.jsonl").open()]
+        want = plain_order if name == "unconstrained" else kept_order
+        g = summary["greedy"]
+        runs[name].append({"select_stage_seconds": summary["seconds"]["select"],
+                     "vectors_stage_seconds": summary["seconds"]["vectors"], "wall_seconds": wall,
+                     "rounds": g["rounds"], "samples_per_round": g["samples_per_round"],
+                     "picks": len(ids), "same_order_as_in_process": ids == [f"s{i:08d}" for i in want],
+                     **({"kept": summary["constraints"]["greedy"]} if name != "unconstrained" else {})})
+    for name, rs in runs.items():
+        out[name] = {"runs": rs, "select_stage_seconds_median": float(np.median(
+            [r["select_stage_seconds"] for r in rs])), "same_order_as_in_process": all(
+            r["same_order_as_in_process"] for r in rs)}
+    medians = {name: out[name]["select_stage_seconds_median"] for name in runs}
+    out["select_ratio_constrained_vs_unconstrained"] = medians["quotas_and_budget"] / medians["unconstrained"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--k", type=int, default=50_000)
     ap.add_argument("--threshold", type=float, default=0.9)
     ap.add_argument("--skip-command", action="store_true", help="skip the whole-command run")
+    ap.add_argument("--constraints", action="store_true", help="only issue 20's quotas-and-budget cases")
+    ap.add_argument("--shards", type=int, default=1, help="with --constraints: also through select on Ray")
+    ap.add_argument("--repeat", type=int, default=3, help="with --constraints: timings per case in process")
+    ap.add_argument("--shard-repeat", type=int, default=2, help="with --shards: runs per case on Ray")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     result: dict = header()
+    if args.constraints:
+        constraints_case(args, result)
+        write_result(result, "select-constraints", args.out)
+        return
 
     tags, indptr, codes, s = pool_arrays(args.n)
     emb = label_embeddings(tags)

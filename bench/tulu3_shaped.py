@@ -37,8 +37,25 @@ def tulu3_shaped(n: int, seed: int = 0, zipf_s: float = 1.0):
     return tags, indptr, codes, turns, quality, complexity
 
 
-def write_jsonl(path: Path, n: int, seed: int = 0) -> None:
+GROUP_SHARES = (0.30, 0.20, 0.15, 0.12, 0.09, 0.07, 0.04, 0.03)  # 8 sources, skewed like a real mix
+
+
+def groups_and_tokens(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's source (one of 8, GROUP_SHARES) and token count (log-normal, median about 300
+    per turn, like chat data; at least 8): the `source` and `ntok` fields of a grouped pool."""
+    rng = np.random.default_rng(seed + 1)
+    _, _, _, turns, _, _ = tulu3_shaped(n, seed)
+    groups = rng.choice(len(GROUP_SHARES), size=n, p=np.array(GROUP_SHARES) / sum(GROUP_SHARES))
+    tokens = np.maximum(8, np.round(rng.lognormal(np.log(300), 0.9, n) * turns)).astype(np.int64)
+    return groups, tokens
+
+
+def write_jsonl(path: Path, n: int, seed: int = 0, grouped: bool = False) -> None:
+    """The pool as JSONL in the released layout; `grouped`: with `source` (a string, one of 8) and
+    `ntok` fields from groups_and_tokens."""
     tags, indptr, codes, turns, quality, complexity = tulu3_shaped(n, seed)
+    if grouped:
+        groups, tokens = groups_and_tokens(n, seed)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         for i in range(n):
@@ -47,7 +64,8 @@ def write_jsonl(path: Path, n: int, seed: int = 0) -> None:
                 "_id": f"s{i:08d}",
                 "dialogs": [{"role": "user", "content": f"Question {i} about {tags[codes[indptr[i]]]}?"},
                             {"role": "assistant", "content": f"An answer to question {i}."}],
-                "source": ["synthetic-tulu3-shaped"],
+                "source": f"source-{groups[i]}" if grouped else ["synthetic-tulu3-shaped"],
+                **({"ntok": int(tokens[i])} if grouped else {}),
                 "annotation": {
                     "instag": {"content": [tags[c] for c in codes[indptr[i]:indptr[i + 1]]]},
                     "deita": {"quality_scores": quality[i, :t].tolist(),

@@ -190,12 +190,13 @@ app.command()(select)
 COMPARE_OWN = ("out", "previous_manifest", "force")  # select options compare does not take
 
 
-def compare(pool: Path, n: int, out_dir: Path, methods: str | None, seed: int, sample_embeddings: Path | None,
-            sample_embeddings_field: str | None, embed_samples: bool, deita_threshold: float,
-            method_option: list[str] | None = None, **select_options) -> None:
+def compare(pool: Path, n: int | None, out_dir: Path, methods: str | None, seed: int,
+            sample_embeddings: Path | None, sample_embeddings_field: str | None, embed_samples: bool,
+            deita_threshold: float, method_option: list[str] | None = None, **select_options) -> None:
     """Run MIG and the baselines (see --methods) on the same selectable records of POOL; measure each the
     same way; write OUTDIR/compare.json, OUTDIR/<method>.manifest.jsonl and print a table. Takes every
-    `select` option (graph, phi, gain, fields, valid tags, embeddings)."""
+    `select` option (graph, phi, gain, fields, valid tags, embeddings, quotas, floors, budget): every
+    method's order is put under the same quotas, floors and budget."""
     from mig_ray.compare.methods import DEFAULT, parse_method_options, parse_methods
     from mig_ray.compare.run import CompareOptions, run_compare, table
     from mig_ray.selection.config import SelectConfig
@@ -240,8 +241,9 @@ def _compare_signature() -> inspect.Signature:
     own = [
         par("pool", annotation=Annotated[Path, typer.Argument(
             help="Annotated pool: .jsonl or .parquet (as for select).")]),
-        par("n", annotation=Annotated[int, typer.Option(
-            "-n", "--n", help="How many samples each method selects (K).")]),
+        par("n", default=None, annotation=Annotated[int | None, typer.Option(
+            "-n", "--n", help="How many samples each method selects (K); optional with --budget-tokens "
+                              "(then each method ranks the whole pool and the budget decides).")]),
         par("out_dir", annotation=Annotated[Path, typer.Option(
             "-o", "--out-dir", help="Where compare.json, <method>.manifest.jsonl and samples.jsonl go.")]),
         par("methods", default=None, annotation=Annotated[opt_str, typer.Option(

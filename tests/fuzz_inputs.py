@@ -210,7 +210,7 @@ def flag_values(param, light: bool) -> st.SearchStrategy:
     elif param.name == "methods":
         good = st.lists(st.sampled_from(["mig", "random", "score", "instag", "deita", "kcenter", "longest",
                                          "qdit", "car", "nope", ""]), max_size=4).map(",".join)
-    elif param.name in ("quotas", "method_option"):
+    elif param.name in ("quotas", "floors", "method_option"):
         good = st.tuples(ODD_STRINGS, st.sampled_from(["=", ".", "=="]), ODD_STRINGS | st.sampled_from(
             ["1", "0.5", "-1", "2", "nan"])).map("".join)
     else:

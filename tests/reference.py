@@ -107,12 +107,14 @@ def reference_order(label_lists, scores, vocab, embeddings, k, threshold=0.9, pr
 
 
 def naive_limited_greedy(ehat: np.ndarray, k: int, groups, caps, costs, budget=np.inf, key="gain",
-                         family="pow", gain="gradient", a=1e-6, b=0.8, alpha=1.0):
+                         family="pow", gain="gradient", a=1e-6, b=0.8, alpha=1.0, floors=None):
     """The greedy under per-group caps and a budget, by full rescans: each round the candidates are
     the remaining samples whose group count is below its cap and whose cost fits what is left of
     the budget (the used budget summed one cost at a time in pick order); the key is the gain, or
     gain / cost with key="ratio"; the tie rule applies to the key. Stops at k picks or when nothing
-    fits. Returns (order, keys, x)."""
+    fits. With `floors` (a count per group code), first, for each group with a floor in code order,
+    rounds among that group's samples only until it holds its floor (or nothing of it fits), gains
+    at everything picked so far; then the rounds above over every group. Returns (order, keys, x)."""
     n, L = ehat.shape
     groups, caps = np.asarray(groups), np.asarray(caps)
     costs = np.asarray(costs, dtype=np.float64)
@@ -121,30 +123,34 @@ def naive_limited_greedy(ehat: np.ndarray, k: int, groups, caps, costs, budget=n
     counts = np.zeros(len(caps), dtype=np.int64)
     used = 0.0
     order, keys = [], []
-    while len(order) < k:
-        fits = left & (counts[groups] < caps[groups]) & (used + costs <= budget)
-        if not fits.any():
-            break
-        g = all_gains(ehat, x, family, gain, a, b, alpha)
-        kv = g / costs if key == "ratio" else g
-        kv = np.where(fits, kv, -np.inf)
-        m = kv.max()
-        i = int(np.flatnonzero(fits & (kv >= m - TIE * abs(m)))[0])
-        order.append(i)
-        keys.append(kv[i])
-        left[i] = False
-        counts[groups[i]] += 1
-        used = used + costs[i]
-        x = x + ehat[i]
+    phases = [(g, int(f)) for g, f in enumerate(floors) if f > 0] if floors is not None else []
+    for only, floor in phases + [(None, None)]:
+        while len(order) < k:
+            fits = left & (counts[groups] < caps[groups]) & (used + costs <= budget)
+            if only is not None:
+                fits &= (groups == only) & (counts[only] < floor)
+            if not fits.any():
+                break
+            g = all_gains(ehat, x, family, gain, a, b, alpha)
+            kv = g / costs if key == "ratio" else g
+            kv = np.where(fits, kv, -np.inf)
+            m = kv.max()
+            i = int(np.flatnonzero(fits & (kv >= m - TIE * abs(m)))[0])
+            order.append(i)
+            keys.append(kv[i])
+            left[i] = False
+            counts[groups[i]] += 1
+            used = used + costs[i]
+            x = x + ehat[i]
     return np.array(order, dtype=np.int64), np.array(keys), x
 
 
 def naive_budgeted(ehat: np.ndarray, k: int, groups, caps, costs, budget, family="pow", gain="gradient",
-                   a=1e-6, b=0.8, alpha=1.0):
+                   a=1e-6, b=0.8, alpha=1.0, floors=None):
     """Under a budget that can bind (below the pool's total cost): the cost-benefit and the plain gain
     greedy, the one of higher E = sum phi(x) kept, cost-benefit on equal E. A budget that cannot bind
     is no budget: the plain greedy. Returns (order, keys, which)."""
-    kw = dict(family=family, gain=gain, a=a, b=b, alpha=alpha)
+    kw = dict(family=family, gain=gain, a=a, b=b, alpha=alpha, floors=floors)
     if not budget < float(np.sum(costs)):
         return (*naive_limited_greedy(ehat, k, groups, caps, costs, budget, "gain", **kw)[:2], "gain")
     ratio = naive_limited_greedy(ehat, k, groups, caps, costs, budget, "ratio", **kw)

@@ -115,3 +115,23 @@ def test_a_budget_alone_of_tokens_bounds_the_selection(tmp_path, ray_address):
     assert selected_ids(tmp_path / "tokens") == [good[i]["id"] for i in order]
     c = summary["constraints"]
     assert list(c["groups"]) == [pool.name] and c["used"] == pytest.approx(float(np.sum(costs[order])))
+
+
+def test_a_job_with_floors_equals_the_reference(tmp_path, ray_address):
+    """selection.floors in a job file: on 2 shards the order equals the reference's floor phases
+    (chat, then web: sorted names) and then its constrained greedy, under a budget."""
+    pool, emb, ehat, groups, costs, _ = write_pool(tmp_path, 5)
+    caps, floors = np.array([4, 4, 6, 4]), np.array([2, 0, 0, 4])  # chat 2, web 4
+    order, _, _ = naive_budgeted(ehat, 20, groups, caps, costs, 30.0, floors=floors)
+    summary = run_job(load_job(job_file(tmp_path, "floors", pool, emb, {
+        "n": 20, "groups": "source", "quotas": {"math": 0.3, "default": 4}, "floors": {"web": 4, "chat": 2},
+        "budget_tokens": 30, "cost": "ntok", "shards": 2})))
+    assert selected_ids(tmp_path / "floors") == [f"r{i}" for i in order]
+    c = summary["constraints"]
+    assert c["groups"]["chat"]["floor"] == 2 and c["groups"]["code"]["floor"] is None
+    from mig_ray.report.build import write_report
+
+    html = write_report(tmp_path / "floors")["html"].read_text()
+    assert "<th>floor</th>" in html
+    row = c["groups"]["web"]
+    assert f"<td>{row['selected_cost']:g}</td><td>4</td></tr>" in html

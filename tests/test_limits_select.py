@@ -75,3 +75,53 @@ def test_a_budget_below_the_cheapest_sample_and_an_unknown_group(tmp_path, capsy
     cfg = config(tmp_path, pool, emb, "unknown", n=5, groups="source", quotas={"poetry": 2})
     run_select(cfg)
     assert "warning: quotas: no record has group 'poetry'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("shards", "batch"), [(1, 0), (2, 4)])
+def test_select_with_floors_equals_the_reference(tmp_path, ray_address, shards, batch):
+    pool, emb, ehat, groups, costs = limited_pool(tmp_path, 6)
+    caps, floors = np.array([4, 4, 6, 4]), np.array([0, 3, 0, 4])  # code 3, web 4; sorted: code first
+    want, _, which = naive_budgeted(ehat, 20, groups, caps, costs, 30.0, floors=floors)
+    cfg = config(tmp_path, pool, emb, f"fl{shards}", n=20, groups="source",
+                 quotas={"math": 0.3, "default": 4}, floors={"code": 3, "web": 4}, budget_tokens=30.0,
+                 cost="ntok", shards=shards, batch=batch, ray_address=ray_address if shards > 1 else None)
+    summary = run_select(cfg)
+    assert manifest_ids(cfg) == [f"r{i}" for i in want]
+    assert summary["constraints"]["groups"]["web"]["floor"] == 4
+    assert summary["constraints"]["greedy"]["greedy"] == {"ratio": "cost_benefit", "gain": "gain"}[which]
+
+
+def test_bad_floors_are_one_line_errors_naming_the_field(tmp_path, capsys):
+    pool, emb, *_ = limited_pool(tmp_path, 5)
+    cfg = config(tmp_path, pool, emb, "above", n=10, groups="source", quotas={"web": 2}, floors={"web": 3})
+    with pytest.raises(PoolError, match=r"^floors: group 'web' has a floor of 3 above its cap of 2 "):
+        run_select(cfg)
+    cfg = config(tmp_path, pool, emb, "sum", n=10, groups="source", floors={"web": 6, "code": 5})
+    with pytest.raises(PoolError, match=r"^floors: they add up to 11 samples, more than n \(10\)$"):
+        run_select(cfg)
+    cfg = config(tmp_path, pool, emb, "size", n=60, groups="source", floors={"web": 59})
+    run_select(cfg)
+    assert "warning: floors: group 'web' has a floor of 59 but only" in capsys.readouterr().err
+
+
+def test_a_killed_selection_with_floors_resumes_from_its_checkpoint(tmp_path, ray_address):
+    """On Ray the floor phases are recomputed and the checkpoint, which extends their picks, resumes
+    the last phase: the order equals an uninterrupted run's and the reference's."""
+    pool, emb, ehat, groups, costs = limited_pool(tmp_path, 7)
+    kw = dict(n=20, groups="source", quotas={"default": 6}, floors={"code": 3, "web": 4}, shards=2, batch=0,
+              ray_address=ray_address, checkpoint_seconds=0.0)
+    want, _, _ = naive_budgeted(ehat, 20, groups, np.full(4, 6), costs, np.inf, floors=np.array([0, 3, 0, 4]))
+    calls = [0]
+
+    def stop(r, actors):
+        calls[0] += r > 0
+        if calls[0] == 12:  # 7 floor picks, then 5 of the last phase (one pick per round)
+            raise KeyboardInterrupt
+
+    cfg = config(tmp_path, pool, emb, "killed", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        run_select(cfg, on_round=stop)
+    assert cfg.out.with_name("sel.checkpoint.npz").is_file()
+    summary = run_select(cfg)
+    assert manifest_ids(cfg) == [f"r{i}" for i in want]
+    assert summary["greedy"]["resumed_from_checkpoint"] == 12

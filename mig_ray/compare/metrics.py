@@ -11,7 +11,9 @@
   similarities, on sample embeddings when the run has them, else on the propagated label vectors
   (`vendi_on` says which; samples without labels have no direction there and are left out), on a
   seeded subsample of at most VENDI_MAX (embeddings) or VENDI_MAX_LABELS (label vectors) selected
-  samples.
+  samples;
+- tokens: the summed cost of the selected samples (tokens, or the unit of --cost) when the run has a
+  budget (None otherwise); groups: selected samples per group when the run has --groups.
 """
 
 from __future__ import annotations
@@ -101,6 +103,10 @@ def metrics(pool: ComparePool, order: np.ndarray, seed: int = 0) -> dict:
         "mean_labels": float(np.diff(sel.indptr).mean()) if len(order) else 0.0,
         "vendi": v,
         "vendi_on": on,
+        "tokens": float(np.sum(pool.costs[order])) if pool.costs is not None else None,
+        "groups": None if pool.groups is None else dict(zip(
+            pool.group_names or [], np.bincount(pool.groups[order], minlength=len(pool.group_names or []))
+            .tolist(), strict=True)),
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from mig_ray.compare.pool import ComparePool
-from mig_ray.core.greedy import lazy_greedy
+from mig_ray.core.greedy import lazy_greedy, limited_greedy
 
 NAME = "mig"
 PAPER = "Chen et al. 2025, MIG: Maximize the Information Gain in a semantic label graph (arXiv 2504.13835)"
@@ -14,8 +14,12 @@ NEEDS = frozenset({"labels", "scores"})
 
 
 def select(pool: ComparePool, k: int, seed: int = 0) -> np.ndarray:
-    """The lazy greedy of `select` (exact: identical to a naive rescan), or the order a sharded
-    `select` run returned when the caller supplied it."""
+    """The lazy greedy of `select` (exact: identical to a naive rescan) under the selection's quotas,
+    floors and budget (the same `limited_greedy`, so the same order as `select`), or the order a
+    sharded `select` run returned when the caller supplied it."""
     if pool.mig_order is not None:
         return pool.mig_order(k)
-    return lazy_greedy(pool.vectors, min(k, len(pool)), pool.phi, pool.gain).order
+    k = min(k, len(pool))
+    if pool.limits is not None:
+        return limited_greedy(pool.vectors, k, pool.phi, pool.gain, pool.rows(), pool.limits)[0].order
+    return lazy_greedy(pool.vectors, k, pool.phi, pool.gain).order

@@ -19,6 +19,7 @@ from mig_ray.compare import metrics as M
 from mig_ray.compare.longest import response_chars
 from mig_ray.compare.methods import DEFAULT, METHODS, about, method_options
 from mig_ray.compare.pool import ComparePool, unit_rows
+from mig_ray.core.limits import any_fits, take_in_order
 from mig_ray.core.vectors import propagate, sample_matrix
 from mig_ray.errors import PoolError
 from mig_ray.pools.annotated import AnnotatedPool, load_valid_tags
@@ -26,12 +27,17 @@ from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import write_jsonl
 from mig_ray.report.browse import BROWSER_ROWS, first_user_turn
 from mig_ray.selection.config import SelectConfig
+from mig_ray.selection.limits import account, has_limits, local_limits
 from mig_ray.selection.run import Timer, build_graph, label_vectors, log, phi_of, read_pool
 
 EMBED_CHARS = 2000  # --embed-samples: user turns joined and cut to this many characters
 TEXT_BLOCK = 100_000  # conversations read at a time for the methods that need text
 COMPARE_FILE = "compare.json"
 SAMPLES_FILE = "samples.jsonl"
+LIMITS_NOTE = ("every method's ranking is walked in its order and a sample taken when its group is "
+               "below its cap and its cost fits what is left of the budget, until n are taken (floors "
+               "first: each floor group's samples in the method's order up to the floor); mig is the "
+               "constrained greedy of select itself")
 INFORMATION_NOTE = ("information is E(D) on this run's label graph: MIG's own objective, which `mig` "
                     "maximises greedily; it favours `mig` by construction")
 
@@ -205,7 +211,10 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
     e_lab = sample_matrix(apool.label_indptr, codes, apool.scores, graph.n_labels, False) if cfg.norm else e
     records = pool_records(apool)
     messages = messages or messages_of_records(records)
-    k = min(cfg.n, len(apool))
+    k = cfg.k(len(apool))
+    limits, group_names = None, None
+    if has_limits(cfg):
+        rows, limits, group_names = local_limits(cfg, apool.groups, apool.costs, cfg.n, len(apool))
     methods = list(opts.methods)
     options = opts.options()
     needs = set().union(*(METHODS[m].NEEDS for m in methods))
@@ -216,7 +225,10 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
         sample_embeddings(opts, cfg, apool.ids, records, messages, cached_vectors) if asked
         else (None, None, "no sample embeddings asked for", None))
     emb_seconds = time.perf_counter() - t
-    pool = ComparePool(apool.ids, apool.scores, e_lab, vectors, graph, phi, cfg.gain, emb, emb_source)
+    pool = ComparePool(apool.ids, apool.scores, e_lab, vectors, graph, phi, cfg.gain, emb, emb_source,
+                       limits=limits, groups=None if limits is None or cfg.groups is None else rows.groups,
+                       group_names=group_names if cfg.groups is not None else None,
+                       costs=None if limits is None or apool.costs is None else rows.costs)
     text_seconds = 0.0
     if "text" in needs:
         t = time.perf_counter()
@@ -245,7 +257,8 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
             log(f"compare: {name} skipped: {no_emb}")
             continue
         t = time.perf_counter()
-        order = mod.select(pool, k, opts.seed, **options[name])
+        order = under_limits(lambda want, mod=mod, name=name: mod.select(pool, want, opts.seed,
+                                                                         **options[name]), pool, k)
         seconds = time.perf_counter() - t + (mig_seconds if name == "mig" else 0.0)
         orders[name] = np.asarray(order, dtype=np.int64)
         log(f"compare: {name} picked {len(order):,} in {seconds:.2f} s")
@@ -264,6 +277,10 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
                                        "seconds": seconds, "manifest": str(path),
                                        "curve": M.curve(pool, orders[name]), **about(name),
                                        "options": options[name]}
+            if limits is not None:
+                chosen = rows.take(orders[name])
+                result["methods"][name]["constraints"] = account(group_names, limits, rows.groups, rows.costs,
+                                                                 chosen.groups, chosen.costs, {})
     with timer.stage("samples"):
         _write_samples(out_dir / SAMPLES_FILE, orders, apool.ids, messages)
     result.update({
@@ -281,6 +298,10 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
                               **({"tagger_cache_unused": not_cached} if not_cached else {})},
         "deita_threshold": options["deita"]["threshold"],
         "mig_order_from": mig_from,
+        **({"constraints": {"groups": cfg.groups, "quotas": cfg.quotas, "floors": cfg.floors,
+                            "budget_tokens": cfg.budget_tokens,
+                            "cost": cfg.cost if cfg.budget_tokens is not None else None,
+                            "applied": LIMITS_NOTE}} if limits is not None else {}),
         "browser_rows": BROWSER_ROWS,
         "notes": {"information": INFORMATION_NOTE,
                   "gain": "manifest gain: the increase of E(D) when the sample joins, in that method's order",
@@ -298,6 +319,28 @@ def run_compare(cfg: SelectConfig, out_dir: Path, opts: CompareOptions,
     tmp.write_text(json.dumps(result, indent=2) + "\n")
     tmp.replace(out_dir / COMPARE_FILE)
     return result
+
+
+def under_limits(select: Callable[[int], np.ndarray], pool: ComparePool, k: int) -> np.ndarray:
+    """A method's order under the pool's quotas, floors and budget (one filter for every method:
+    core/limits.take_in_order walks the method's ranking). The method ranks `want` samples, k at
+    first; while the walk ends short of k and a longer ranking could change what it takes (the
+    method had more to give and some sample beyond the ranking still fits, or a floor is not met),
+    it ranks twice as many. Without limits: the method's order as it is."""
+    if pool.limits is None:
+        return np.asarray(select(k), dtype=np.int64)
+    n, rows = len(pool), pool.rows()
+    want = min(k, n)
+    while True:
+        order = np.asarray(select(want), dtype=np.int64)
+        taken, usage, short = take_in_order(order, rows, pool.limits, k)
+        if len(order) < want or want >= n:
+            return taken
+        left = np.ones(n, dtype=bool)
+        left[order] = False
+        if not short and (len(taken) >= k or not any_fits(rows, pool.limits, usage, left)):
+            return taken
+        want = min(n, 2 * want)
 
 
 def response_lengths(messages: Messages, ids: list[str], block: int = TEXT_BLOCK) -> np.ndarray:
@@ -323,11 +366,15 @@ def table(result: dict) -> str:
     cols = [("information", "information"), ("label_coverage", "label cov"), ("mass_coverage", "mass cov"),
             ("effective_labels", "eff labels"), ("mean_score", "mean score"), ("mean_labels", "labels/smp"),
             ("vendi", "vendi")]
+    if any(m["metrics"].get("tokens") is not None for m in result["methods"].values()):
+        cols.append(("tokens", "tokens"))
     head = f"{'method':<9}" + "".join(f"{h:>13}" for _, h in cols) + f"{'seconds':>10}"
     lines = [head]
     for name, m in result["methods"].items():
         v = m["metrics"]
         lines.append(f"{name:<9}" + "".join(f"{v[c]:>13.5g}" for c, _ in cols) + f"{m['seconds']:>10.2f}")
+        if v.get("groups") is not None:
+            lines.append(f"{'':<9}per group: " + ", ".join(f"{g} {c}" for g, c in v["groups"].items()))
     for name, why in result["skipped"].items():
         lines.append(f"{name:<9} skipped: {why}")
     first = next(iter(result["methods"].values()), None)

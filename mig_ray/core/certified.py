@@ -101,6 +101,32 @@ class RoundLog:
             "bytes_broadcast": self.bytes_broadcast,
         }
 
+    @staticmethod
+    def merge(logs: list[RoundLog]) -> RoundLog:
+        """The rounds of several runs (the phases of a selection with floors) as one log."""
+        out = RoundLog()
+        for log in logs:
+            for name, value in vars(log).items():
+                setattr(out, name, getattr(out, name) + value)
+        return out
+
+
+def by_phases(limits: Limits, run_phase: Callable[[Limits, Commit | None, bool], tuple[Commit, RoundLog]],
+              ) -> tuple[Commit, RoundLog]:
+    """The sharded selection under `limits`, floors included: `run_phase(phase_limits, committed,
+    last)` runs the certified rounds of one phase (Limits.phases; `last`: the ordinary one after the
+    floors) on shards built with `phase_limits`, resumed from everything committed before (None at
+    the start), and returns all commits so far. The shards drop rows that do not fit for good, so
+    each phase needs shards built for it."""
+    committed: Commit | None = None
+    logs = []
+    phases = limits.phases()
+    for i, phase in enumerate(phases):
+        committed, log = run_phase(phase, committed, i == len(phases) - 1)
+        logs.append(log)
+    assert committed is not None
+    return committed, RoundLog.merge(logs)
+
 
 def _best_bound(bounds: list[tuple[float, int]]) -> tuple[float, int]:
     """The bound that naive greedy would meet first: highest gain, then lowest position."""

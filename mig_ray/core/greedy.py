@@ -24,14 +24,17 @@ K = 50K). Heap entries are ranks; ties still compare input positions (`rrow`, ra
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 import scipy.sparse as sp
 
-from mig_ray.core.limits import Limits, RowLimits, Usage
-from mig_ray.core.objective import GAIN_GRADIENT, PHI_POW, GainMode, Phi, gain_code
+from mig_ray.core.limits import Limits, RowLimits, Usage, best_under_budget
+from mig_ray.core.objective import GAIN_GRADIENT, PHI_POW, GainMode, Phi, gain_code, information
 
 TIE = 1e-9  # relative width of the tie window below the round's best gain
 
@@ -69,7 +72,7 @@ def _sift_up(hkey, hpos, i, rrow):
     hkey[i], hpos[i] = key, pos
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _heapify(hkey, hpos, size, rrow):
     for i in range(size // 2 - 1, -1, -1):
         _sift_down(hkey, hpos, size, i, rrow)
@@ -120,7 +123,7 @@ def row_gain(indptr, indices, data, row, x, family, a, b, alpha, mode):
     return s
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _initial_gains(indptr, indices, data, n, x, family, a, b, alpha, mode):
     out = np.empty(n, dtype=np.float64)
     for i in range(n):
@@ -153,7 +156,7 @@ def _fits(pos, grp, caps, counts, cost, fb) -> bool:
     return counts[g] < caps[g] and fb[1] + cost[pos] <= fb[0]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _run(indptr, indices, data, x, hkey, hpos, stamp, meta, order, order_gain,
          family, a, b, alpha, mode, n_rounds, tmp_key, tmp_pos, gpos, bound_key, bound_gpos, rrow,
          grp, caps, counts, cost, div, fb):
@@ -266,6 +269,8 @@ class LazyGreedy:
         if self.positions.size > 1 and np.any(np.diff(self.positions) <= 0):
             raise ValueError("row positions must be strictly increasing")
         self.limits = limits or Limits()
+        if self.limits.floors is not None:
+            raise ValueError("one greedy state runs one phase: run floors by Limits.phases (lazy_greedy)")
         rows = rows or RowLimits.none(self.n)
         self.limits.check(rows)
         usage = usage or Usage.empty(self.limits)
@@ -328,21 +333,73 @@ def lazy_greedy(vectors: sp.csr_matrix, k: int, phi: Phi | None = None, mode: Ga
                 chunk: int = 0, progress=None, rows: RowLimits | None = None,
                 limits: Limits | None = None) -> GreedyResult:
     """Select up to k rows greedily (fewer when the caps or the budget leave nothing that fits);
-    identical to a naive full rescan per round applying the same limits.
+    identical to a naive full rescan per round applying the same limits. With floors, one greedy
+    state per phase (Limits.phases): a floor phase over the rows of its group only (every other
+    group is capped at 0 there), each phase starting from the mass and usage committed before.
 
     `progress`, if given, is called with the number committed after each chunk.
     """
-    state = LazyGreedy(vectors, phi or Phi(), mode, rows=rows, limits=limits)
-    k = min(int(k), state.n)
+    phi = phi or Phi()
+    limits = limits or Limits()
+    n = vectors.shape[0]
+    rows = rows or RowLimits.none(n)
+    k = min(int(k), n)
     chunk = chunk or max(1, k)
-    while state.committed < k:
-        if state.step(min(chunk, k - state.committed)) == 0:
-            break
-        if progress is not None:
-            progress(state.committed)
-    out = state.result()
-    out.key = state.limits.key
+    x = np.zeros(vectors.shape[1])
+    usage = Usage.empty(limits)
+    taken = np.zeros(n, dtype=bool)
+    orders, keys, evaluations = [], [], 0
+    for phase in limits.phases():
+        g = limits.floor_group(phase)
+        rest = np.flatnonzero(~taken & (True if g is None else rows.groups == g))
+        whole = limits.floors is None  # one phase over every row: no copy of the matrix
+        state = LazyGreedy(vectors if whole else vectors[rest], phi, mode, x0=x,
+                           positions=None if whole else rest, rows=rows if whole else rows.take(rest),
+                           limits=phase, usage=usage)
+        before = int(taken.sum())
+        while before + state.committed < k:
+            if state.step(min(chunk, k - before - state.committed)) == 0:
+                break
+            if progress is not None:
+                progress(before + state.committed)
+        picked = state.order[:state.committed] if whole else rest[state.order[:state.committed]]
+        taken[picked] = True
+        orders.append(picked)
+        keys.append(state.order_gain[:state.committed].copy())
+        evaluations += state.evaluations
+        x, usage = state.x, state.usage
+    out = GreedyResult(np.concatenate(orders), np.concatenate(keys), evaluations, x.copy(), usage)
+    out.key = limits.key
     return out
+
+
+def limited_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, mode: GainMode, rows: RowLimits,
+                   limits: Limits, chunk: int = 0, progress=None) -> tuple[GreedyResult, dict]:
+    """The selection in process under quotas, floors and a budget: `lazy_greedy`, and under a budget
+    that binds twice (cost-benefit and plain gain, the one of higher information kept:
+    limits.best_under_budget). What `select` runs and what `compare` runs for `mig`, so both give
+    one order. Returns the result kept and what was decided."""
+    done: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def run(lim: Limits) -> GreedyResult:
+        def step(n: int) -> None:  # with two greedies at once, the bar follows their mean
+            with lock:
+                done[lim.key] = n
+                progress(sum(done.values()) // len(done))
+
+        return lazy_greedy(vectors, k, phi, mode, chunk=chunk, progress=step if progress else None,
+                           rows=rows, limits=lim)
+
+    def run_both(both: list[Limits]) -> list[GreedyResult]:
+        """The cost-benefit and the plain greedy side by side: the compiled loops release the GIL."""
+        if (os.cpu_count() or 1) < 2:
+            return [run(lim) for lim in both]
+        with ThreadPoolExecutor(len(both)) as pool:
+            return list(pool.map(run, both))
+
+    return best_under_budget(run, lambda r: information(phi, r.x), limits, float(np.sum(rows.costs)),
+                             run_both)
 
 
 @numba.njit(cache=True)
@@ -384,7 +441,7 @@ def _propose(indptr, indices, data, x, hkey, hpos, stamp, meta, taken, family, a
     return n_c
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # two greedies may run side by side (limited_greedy)
 def _gather_rows(indptr, indices, data, rows):
     """CSR rows `rows` of (indptr, indices, data), copied out: O(their nnz), not O(matrix)."""
     n = len(rows)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DEFAULT_THRESHOLD = 0.9  # the paper's T, for label embeddings the user names
 BUNDLED_TARGET_DEGREE = 5.0  # what the bundled MiniLM's default graph is built to (see graph_defaults)
@@ -62,7 +62,7 @@ class ShardingOptions(_Options):
                     "a re-run resumes from it.")
 
 
-DICT_OPTIONS = {"quotas"}  # dict-valued options: a repeatable NAME=VALUE flag on the CLI
+DICT_OPTIONS = {"quotas", "floors"}  # dict-valued options: a repeatable NAME=VALUE flag on the CLI
 
 
 class ConstraintOptions(_Options):
@@ -76,6 +76,13 @@ class ConstraintOptions(_Options):
         description="Cap per group (GROUP=CAP, repeatable; `default` for every other group): an integer "
                     "is a count, a number with a point a share of n (0.4: at most 40%). A round picks the "
                     "best gain among samples whose group is not full.")
+    floors: dict[str, int | float] = Field(
+        {}, json_schema_extra={"flag": "floor"},
+        description="Floor per group (GROUP=MIN, repeatable; `default` for every other group): a count, or "
+                    "a share of n with a point. First, for each group with a floor in sorted group-name "
+                    "order, the best MIN samples of that group by the same greedy restricted to it (gains "
+                    "conditioned on everything picked before); then the ordinary greedy over all groups. "
+                    "Floor picks count against the caps and the budget.")
     budget_tokens: float | None = Field(
         None, gt=0, description="Total cost the selection may take (tokens, or the unit of --cost). The "
                                 "greedy then picks by gain / cost among samples that still fit and also "
@@ -89,22 +96,24 @@ class ConstraintOptions(_Options):
         None, description="Local tokenizer folder (tokenizer.json) for --cost tokens; default the bundled "
                           "MiniLM tokenizer (it undercounts a Llama tokenizer: see the README).")
 
-    @field_validator("quotas")
+    @field_validator("quotas", "floors")
     @classmethod
-    def _caps(cls, v: dict[str, int | float]) -> dict[str, int | float]:
+    def _caps(cls, v: dict[str, int | float], info: ValidationInfo) -> dict[str, int | float]:
+        what = {"quotas": ("quota", "cap"), "floors": ("floor", "floor")}[info.field_name]
         for group, cap in v.items():
             if isinstance(cap, bool) or not math.isfinite(cap) or cap < 0:
-                raise ValueError(f"quota {group!r}: a cap must be a count >= 0 or a share in [0, 1], "
-                                 f"got {cap!r}")
+                raise ValueError(f"{what[0]} {group!r}: a {what[1]} must be a count >= 0 or a share in "
+                                 f"[0, 1], got {cap!r}")
             if isinstance(cap, float) and cap > 1:
-                raise ValueError(f"quota {group!r}: a share above 1 ({cap}); give a count as an integer")
+                raise ValueError(f"{what[0]} {group!r}: a share above 1 ({cap}); give a count as an integer")
         return v
 
     @model_validator(mode="after")
     def _quotas_need_groups(self):
         """One check for every model with constraints (`select`'s config, the job's `selection:`)."""
-        if self.quotas and self.groups is None:
-            raise ValueError("quotas need groups: name the field that holds a sample's group")
+        for name in ("quotas", "floors"):
+            if getattr(self, name) and self.groups is None:
+                raise ValueError(f"{name} need groups: name the field that holds a sample's group")
         return self
 
 
@@ -127,6 +136,12 @@ def quota_caps(quotas: dict[str, int | float], names: list[str], k: int | None) 
         else:
             out.append(int(cap))
     return out
+
+
+def floor_counts(floors: dict[str, int | float], names: list[str], k: int | None) -> list[int]:
+    """The floor of each group in `names`: its own, else `default`, else 0; a share of k as for caps."""
+    given = quota_caps(floors, names, k)
+    return [0 if f >= 2**62 else f for f in given]
 
 
 def parse_pairs(name: str, items: list[str] | None) -> dict[str, int | float]:

@@ -167,14 +167,16 @@ def _label_table(ident: str, rows: list[dict]) -> str:
 
 
 def constraints_body(c: dict) -> str:
-    """Per group: pool and selected counts and costs against the cap; the budget used; which of the
-    two greedies under a budget was kept, with both informations."""
+    """Per group: pool and selected counts and costs against the cap (and the floor, when a group has
+    one); the budget used; which of the two greedies under a budget was kept, with both informations."""
+    floors = any(r.get("floor") for r in (c.get("groups") or {}).values())  # a floor column when any
     head = ("<tr><th>group</th><th>pool</th><th>selected</th><th>cap</th><th>pool cost</th>"
-            "<th>selected cost</th></tr>")
+            "<th>selected cost</th>" + ("<th>floor</th>" if floors else "") + "</tr>")
     body = "".join(f"<tr><td>{escape(str(g))}</td><td>{_num(r.get('pool'))}</td>"
                    f"<td>{_num(r.get('selected'))}</td>"
                    f"<td>{_num(r.get('cap')) if r.get('cap') is not None else 'none'}</td>"
-                   f"<td>{_num(r.get('pool_cost'))}</td><td>{_num(r.get('selected_cost'))}</td></tr>"
+                   f"<td>{_num(r.get('pool_cost'))}</td><td>{_num(r.get('selected_cost'))}</td>"
+                   + (f"<td>{_num(r.get('floor') or 0)}</td>" if floors else "") + "</tr>"
                    for g, r in (c.get("groups") or {}).items())
     budget = c.get("budget")
     rows = [("budget", budget if budget is not None else "none"), ("cost used", c.get("used"))]

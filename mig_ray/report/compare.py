@@ -83,26 +83,39 @@ def sections(data: dict, rows: dict[str, list[dict]]) -> list[str]:
     out.append('<section id="compare-information" class="wide"><h2>Information vs k, every method</h2>'
                f'{chart}<p class="note">{note}. k = {data.get("k", 0):,} from {pool_n:,} selectable records.'
                '</p></section>')
-    head = ("<tr><th>method</th>" + "".join(f"<th>{escape(t)}</th>" for _, t in METRICS)
-            + "<th>seconds</th></tr>")
-    tops = {key: max((m["metrics"][key] for m in methods.values()), default=0) for key, _ in METRICS}
+    metrics = list(METRICS)
+    if any(m["metrics"].get("tokens") is not None for m in methods.values()):
+        metrics.append(("tokens", "tokens"))  # a run under a budget: what each selection costs
+    per_group = any(m["metrics"].get("groups") is not None for m in methods.values())
+    head = ("<tr><th>method</th>" + "".join(f"<th>{escape(t)}</th>" for _, t in metrics)
+            + ("<th>per group</th>" if per_group else "") + "<th>seconds</th></tr>")
+    tops = {key: max((m["metrics"].get(key) or 0 for m in methods.values()), default=0)
+            for key, _ in metrics}
     body = []
     for name, m in methods.items():
         v = m["metrics"]
-        cells = "".join(f'<td data-metric="{key}">{_fmt(v[key])}<br>'
-                        f'{svg.mini_bar(v[key], tops[key], colours[name])}</td>' for key, _ in METRICS)
+        cells = "".join(f'<td data-metric="{key}">{_fmt(v.get(key))}<br>'
+                        f'{svg.mini_bar(v.get(key) or 0, tops[key], colours[name])}</td>'
+                        for key, _ in metrics)
+        if per_group:
+            groups = v.get("groups") or {}
+            cells += ('<td data-metric="groups">' + "<br>".join(f"{escape(str(g))}: {c:,}" for g, c in
+                                                               groups.items()) + "</td>")
         body.append(f'<tr data-method="{escape(name)}"><th>{escape(name)}</th>{cells}'
                     f'<td>{m["seconds"]:.2f}</td></tr>')
     for name, why in data.get("skipped", {}).items():
         body.append(f'<tr data-method="{escape(name)}" class="skipped"><th>{escape(name)}</th>'
-                    f'<td colspan="{len(METRICS) + 1}">skipped: {escape(str(why))}</td></tr>')
+                    f'<td colspan="{len(metrics) + 1 + per_group}">skipped: {escape(str(why))}</td></tr>')
+    applied = (data.get("constraints") or {}).get("applied")
+    limits_note = f" Quotas and budget: {escape(applied)}." if applied else ""
     vendi_on = next((m["metrics"].get("vendi_on") for m in methods.values()), None)
     out.append('<section id="compare-metrics" class="wide"><h2>Methods side by side</h2>'
                f'<table id="compare-table" class="compare">{head}{"".join(body)}</table>{_papers(data)}'
                '<p class="note">Bars: share of the best method on that measure. Label coverage: share of the '
                "pool's graph labels carried by a selected sample; label-mass coverage: share of the pool's "
                "label occurrences on covered labels; effective labels: exp of the entropy of the "
-               f"selection's label counts. Vendi score on {escape(str(vendi_on))}.</p></section>")
+               f"selection's label counts. Vendi score on {escape(str(vendi_on))}.{limits_note}"
+               "</p></section>")
     names = list(methods)
     overlap = data.get("overlap", {})
     grid = "<tr><th></th>" + "".join(f"<th>{escape(n)}</th>" for n in names) + "</tr>"

@@ -21,8 +21,8 @@ from mig_ray.storage import Location, write_atomic
 
 RESULT_KEYS = ("n", "valid_tags", "embedding_model", "label_embeddings", "sim_threshold", "target_degree",
                "prop_weight", "propagation", "phi", "phi_a", "phi_b", "phi_alpha", "norm", "gain",
-               "labels_field", "score_field", "id_field", "groups", "quotas", "budget_tokens", "cost",
-               "tokenizer")
+               "labels_field", "score_field", "id_field", "groups", "quotas", "floors", "budget_tokens",
+               "cost", "tokenizer")
 
 
 def fingerprint(cfg: SelectConfig) -> str:

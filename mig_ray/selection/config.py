@@ -87,8 +87,9 @@ class SelectConfig(SelectionOptions):
     def _size(self) -> SelectConfig:
         if self.n is None and self.budget_tokens is None:
             raise ValueError("give n (how many samples) or budget_tokens (or both)")
-        if self.n is None and any(isinstance(v, float) for v in self.quotas.values()):
-            raise ValueError("quotas: a share of n needs n; give caps as counts with a budget alone")
+        for name in ("quotas", "floors"):
+            if self.n is None and any(isinstance(v, float) for v in getattr(self, name).values()):
+                raise ValueError(f"{name}: a share of n needs n; give counts with a budget alone")
         return self
 
     @field_validator("out")

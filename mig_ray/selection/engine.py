@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mig_ray import metrics
-from mig_ray.core.certified import Commit, RoundLog, sharded_greedy
+from mig_ray.core.certified import Commit, RoundLog, by_phases, sharded_greedy
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import add_rows
 from mig_ray.core.limits import Limits, best_under_budget
@@ -252,37 +252,53 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
         names, limits, total_cost = [""], Limits(), 0.0
         if has_limits(cfg):
             infos = shards.call("limit_info")
-            names = sorted(set().union(*[i[0] for i in infos])) or [""]
+            sizes: dict[str, int] = {}
+            for info in infos:
+                for name, count in info[0].items():
+                    sizes[name] = sizes.get(name, 0) + count
+            names = sorted(sizes) or [""]
             total_cost = sum(i[2] for i in infos)
-            limits = build_limits(cfg, names, cfg.n, min((i[1] for i in infos), default=0.0))
+            limits = build_limits(cfg, names, cfg.n, min((i[1] for i in infos), default=0.0),
+                                  np.array([sizes.get(name, 0) for name in names]))
         built: list = [None]
 
         def build(lim: Limits) -> int:
+            """Shards built for one phase's limits (a floor phase drops every other group's rows)."""
             shards.restore_args = (nodes_ref, p_ref, phi, cfg.gain, cfg.norm, names, lim)
             shards.level = "built"
             shards.history = []
-            built[0] = lim.key
+            built[0] = lim
             return sum(shards.call_each("build", [(nodes_ref, p_ref, plan.offset, phi, cfg.gain, cfg.norm,
                                                    names, lim) for plan in plans], replayed_by_restore=True))
 
         binding = limits.budgeted and limits.budget < total_cost
         with stage("vectors"):
-            nnz = build(limits.with_key("ratio" if binding else "gain"))
+            nnz = build(limits.with_key("ratio" if binding else "gain").phases()[0])
         k = cfg.k(counts["selectable"])
         with stage("select"):
             def run(lim: Limits) -> tuple:
-                if built[0] != lim.key:
-                    build(lim)
-                return _rounds(cfg, shards, lim, phi, graph.n_labels, k, batch, on_round,
-                               Checkpoint(checkpoint_path, fingerprint(cfg) + lim.key, checkpoint_seconds))
+                ckpt = Checkpoint(checkpoint_path, fingerprint(cfg) + lim.key, checkpoint_seconds)
+                resumed, seconds = [0], [0.0]  # the rounds' seconds, without the rebuilds between phases
+
+                def phase(p: Limits, prior: Commit | None, last: bool) -> tuple[Commit, RoundLog]:
+                    if not _same_limits(built[0], p):
+                        build(p)
+                    t0 = time.perf_counter()
+                    committed, log, resumed[0] = _rounds(cfg, shards, p, phi, graph.n_labels, k, batch,
+                                                         on_round, ckpt, prior, last)
+                    seconds[0] += time.perf_counter() - t0
+                    return committed, log
+
+                committed, log = by_phases(lim, phase)
+                return committed, log, resumed[0], seconds[0], ckpt
 
             def info(out: tuple) -> float:
                 x = np.zeros(graph.n_labels)
                 add_rows(x, out[0].ptr, out[0].idx, out[0].val)
                 return information(phi, x)
 
-            (committed, log, resume, select_seconds, ckpt), decided = best_under_budget(run, info, limits,
-                                                                                        total_cost)
+            (committed, log, resumed, select_seconds, ckpt), decided = best_under_budget(run, info, limits,
+                                                                                         total_cost)
         x = np.zeros(graph.n_labels)
         add_rows(x, committed.ptr, committed.idx, committed.val)
         owner = np.searchsorted(offsets, committed.positions, side="right") - 1
@@ -305,7 +321,7 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
         return {"graph": graph, "counts": counts, "rejects": rejects, "positions": committed.positions,
                 "gains": committed.gains, "x": x, "records": records, "manifest": manifest, "nnz": nnz,
                 "rounds": _rounds_summary(log, select_seconds, len(actors), shards.restarts,
-                                          0 if resume is None else len(resume.positions),
+                                          resumed,
                                           shards.call("peak_rss_mb"), nnz),
                 "checkpoint": ckpt, "committed": committed, "pool_stats": pool_stats(shards.call),
                 "constraints": constraints}
@@ -316,14 +332,30 @@ def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]
             ray.shutdown()
 
 
+def _same_limits(a: Limits | None, b: Limits) -> bool:
+    """Were the shards built for limits `a` fit to run `b` (same key, budget and caps)?"""
+    return a is not None and a.key == b.key and a.budget == b.budget and (
+        (a.caps is None and b.caps is None) or
+        (a.caps is not None and b.caps is not None and np.array_equal(a.caps, b.caps)))
+
+
 def _rounds(cfg: SelectConfig, shards: Shards, limits: Limits, phi, n_labels: int, k: int, batch: int,
-            on_round: Callable | None, ckpt: Checkpoint) -> tuple:
-    """The certified rounds against the built shards, resumed from and saved to `ckpt`."""
+            on_round: Callable | None, ckpt: Checkpoint, prior: Commit | None = None,
+            last: bool = True) -> tuple[Commit, RoundLog, int]:
+    """The certified rounds of one phase against the built shards, from `prior` (the commits of the
+    phases before: floors). The last phase (the only one without floors) resumes from `ckpt` when it
+    extends `prior` and saves to it; floor phases do neither (they are short and recomputed, and
+    must not overwrite a checkpoint that holds more)."""
     import ray
 
-    resume = ckpt.load()
-    if resume is not None and len(resume.positions) > k:
+    resume = ckpt.load() if last else None
+    extends = prior is None or (resume is not None and np.array_equal(
+        resume.positions[:len(prior.positions)], prior.positions))
+    if resume is not None and (len(resume.positions) > k or not extends):
         resume = None
+    resumed = 0 if resume is None else len(resume.positions)
+    if resume is None:
+        resume = prior
     if resume is not None:
         shards.history.append(resume)
 
@@ -338,7 +370,8 @@ def _rounds(cfg: SelectConfig, shards: Shards, limits: Limits, phi, n_labels: in
 
     def after_round(r: int, c: Commit) -> None:
         metrics.round_committed(len(c.positions))
-        ckpt.maybe_save(shards.history)
+        if last:
+            ckpt.maybe_save(shards.history)
         if on_round is not None:
             on_round(r, shards.actors)
 
@@ -348,10 +381,9 @@ def _rounds(cfg: SelectConfig, shards: Shards, limits: Limits, phi, n_labels: in
             return shards.call("propose", b)
         return shards.call("propose_after", ref, b, retry=("propose", (b,)))
 
-    t0 = time.perf_counter()
     committed, log = sharded_greedy(propose, apply, n_labels, k, phi, cfg.gain, batch,
                                     resume=resume, on_round=after_round, limits=limits)
-    return committed, log, resume, time.perf_counter() - t0, ckpt
+    return committed, log, resumed
 
 
 def _sum_counts(counts: list[dict], cross_duplicates: int) -> dict:

@@ -23,9 +23,9 @@ from tqdm import tqdm
 from mig_ray import __version__
 from mig_ray.core.certified import Commit
 from mig_ray.core.graph import LabelGraph
-from mig_ray.core.greedy import GreedyResult, LazyGreedy, add_rows, lazy_greedy
+from mig_ray.core.greedy import GreedyResult, LazyGreedy, add_rows, limited_greedy
 from mig_ray.core.increments import keys_and_gains
-from mig_ray.core.limits import Limits, RowLimits, best_under_budget
+from mig_ray.core.limits import Limits, RowLimits
 from mig_ray.core.objective import Phi, information, label_mass
 from mig_ray.core.stats import ReportData, carriers, score_edges, score_hist
 from mig_ray.core.vectors import propagate, sample_matrix
@@ -386,21 +386,17 @@ def resumable_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, cfg: SelectConfig
 
 def _greedy(vectors, k: int, phi: Phi, cfg: SelectConfig, rows: RowLimits,
             limits: Limits) -> tuple[GreedyResult, dict]:
-    """Lazy greedy under the limits; under a binding budget twice (cost-benefit and plain gain, the
-    one of higher information kept: core/limits.best_under_budget)."""
-    def run(lim: Limits) -> GreedyResult:
-        bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
+    """Lazy greedy under the limits (core/greedy.limited_greedy), with a progress bar."""
+    bar = tqdm(total=k, desc="select", unit="sample", disable=not cfg.progress, file=sys.stderr)
 
-        def progress(done: int) -> None:
-            bar.update(done - bar.n)
+    def progress(done: int) -> None:
+        bar.update(done - bar.n)
 
-        try:
-            return lazy_greedy(vectors, k, phi, cfg.gain, chunk=max(1000, k // 100), progress=progress,
-                               rows=rows, limits=lim)
-        finally:
-            bar.close()
-
-    return best_under_budget(run, lambda r: information(phi, r.x), limits, float(np.sum(rows.costs)))
+    try:
+        return limited_greedy(vectors, k, phi, cfg.gain, rows, limits, chunk=max(1000, k // 100),
+                              progress=progress)
+    finally:
+        bar.close()
 
 
 def _summary(cfg: SelectConfig, sel: Selection, phi: Phi, timer: Timer, paths: dict[str, Path]) -> dict:

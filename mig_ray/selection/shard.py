@@ -108,10 +108,13 @@ class ShardActor:
         used[p.label_codes[row_of_code]] = True
         return [p.vocab[i] for i in np.flatnonzero(used)]
 
-    def limit_info(self) -> tuple[list[str], float, float]:
-        """Distinct groups of the kept records, their cheapest and their total cost (0 without costs)."""
+    def limit_info(self) -> tuple[dict[str, int], float, float]:
+        """Records per group of the kept records, their cheapest and their total cost (0 without costs)."""
         p = self._loaded()
-        names = sorted({p.groups[i] for i in self.keep.tolist()}) if p.groups is not None else []
+        names: dict[str, int] = {}
+        if p.groups is not None:
+            for i in self.keep.tolist():
+                names[p.groups[i]] = names.get(p.groups[i], 0) + 1
         if p.costs is None:
             return names, 0.0, 0.0
         c = p.costs[self.keep]
