@@ -43,6 +43,14 @@ def dedup_job(tmp: Path, paths: list[Path], out: Path, **extra) -> Path:
                                            "dedup": {"enabled": True}, **extra})
 
 
+def kept(out) -> list[str]:
+    """The ids later stages read: the ingest parts' rows less the dedup stage's dropped positions."""
+    dropped = set(pq.read_table(out / "dedup" / "dropped").column("position").to_pylist())
+    table = pq.read_table(out / "ingest" / "parts", columns=["id", "position"]).sort_by("position")
+    pairs = zip(table.column("id").to_pylist(), table.column("position").to_pylist(), strict=True)
+    return [i for i, p in pairs if p not in dropped]
+
+
 def test_same_duplicates_for_1_2_7_parts_and_the_in_memory_reference(tmp_path, ray_address):
     records = pool_records(5, 600)
     got = {}
@@ -52,7 +60,7 @@ def test_same_duplicates_for_1_2_7_parts_and_the_in_memory_reference(tmp_path, r
                         **{"dedup.rows_per_bucket": rows_per_bucket})
         run_job(load_job(job), until="dedup")
         got[files] = (out / "dedup" / "duplicates.jsonl").read_bytes()
-        kept_ids = pq.read_table(out / "dedup" / "parts", columns=["id"]).column("id").to_pylist()
+        kept_ids = kept(out)
         dropped = [orjson.loads(x)["id"] for x in got[files].splitlines()]
         assert sorted(kept_ids + dropped) == [r["id"] for r in records] and not set(kept_ids) & set(dropped)
     assert got[1] == got[2] == got[7]
@@ -89,8 +97,7 @@ def test_decontamination_drops_13_gram_overlaps_only(tmp_path, ray_address):
     hits = [orjson.loads(x) for x in (out / "dedup" / "contaminated.jsonl").read_bytes().splitlines()]
     assert [h["id"] for h in hits] == ["hit-13", "hit-turns"]
     assert hits[0]["ngram"] == " ".join(library[1:14]).lower() and hits[0]["benchmark"] == str(BENCHMARK)
-    kept = pq.read_table(out / "dedup" / "parts", columns=["id"]).column("id").to_pylist()
-    assert kept == ["miss-12", "assistant-only"]
+    assert kept(out) == ["miss-12", "assistant-only"]
     assert result["stages"]["dedup"]["counts"]["contaminated"] == 2
 
 
@@ -124,6 +131,11 @@ def test_night_2_copies_of_night_1_are_dropped_and_not_annotated(tmp_path, ray_a
     tag = second["stages"]["tag"]["counts"]
     # tonight only the kept fresh records reach the tagger: none of the 30 copies was annotated
     assert tag["annotated"] == d["kept"] and tag["total"] == d["kept"] and d["kept"] <= 40
+    # and only they reach the assembled pool (the ingest parts less dedup/dropped/)
+    pool = pq.read_table(out / "assemble" / "pool.parquet", columns=["id"]).column("id").to_pylist()
+    assert sorted(pool) == sorted(kept(out)) and not set(pool) & set(against)
+    assert second["stages"]["assemble"]["counts"] == {"ingested": d["kept"], "selectable": len(pool),
+                                                      "unselectable": d["kept"] - len(pool)}
     # without the cache the copies stay (they are new ids, and last night's records are not in the input)
     out3 = tmp_path / "out3"
     plain = run_job(load_job(dedup_job(tmp_path, [f2], out3)), until="dedup")

@@ -12,7 +12,6 @@ from pydantic import ValidationError
 from mig_ray.errors import JobError
 from mig_ray.job.jobfile import JobConfig
 from mig_ray.job.stages import StageResult
-from mig_ray.storage import Location
 
 
 @dataclass(frozen=True)
@@ -87,13 +86,13 @@ def annotators(job: JobConfig, source: str) -> tuple[Annotator | None, Annotator
     return built[0], built[1]
 
 
-def run_annotator(job: JobConfig, parts: Location, kind: str, annotator: Annotator, resources) -> StageResult:
-    """Run one annotator over the records of `parts` (the folder of the run's parts: ingest's, or
-    dedup's kept ones) into the annotation cache (the tag and score stages): only ids the cache
-    lacks for this annotator's identity are annotated."""
+def run_annotator(job: JobConfig, source: Any, kind: str, annotator: Annotator, resources) -> StageResult:
+    """Run one annotator over the run's records (`RunContext.record_source()`: the ingest folder, or
+    a dataset of it less the dedup stage's dropped rows) into the annotation cache (the tag and
+    score stages): only ids the cache lacks for this annotator's identity are annotated."""
     from mig_ray.annotate.runner import annotate
 
-    stats = annotate(parts, annotator.cls, annotator.config, job.cache_dir(), resources,
+    stats = annotate(source, annotator.cls, annotator.config, job.cache_dir(), resources,
                      kind=kind, progress=job.progress, part_rows=job.annotate.part_rows).to_dict()
     counts = {k: stats[k] for k in ("total", "cached", "annotated", "failed", "model_calls")}
     if stats["quarantined"]:  # unreadable cache parts moved aside; their records were annotated again

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from mig_ray.errors import BadRecord
 from mig_ray.job.context import RunContext
 from mig_ray.job.join import annotations_of_part, join_pool
+from mig_ray.job.kept import dropped_positions, without
 from mig_ray.job.stages import StageResult
 from mig_ray.job.stages import fingerprint as digest
 from mig_ray.pools.costs import FILE_GROUP, TOKENS, record_cost, record_group
@@ -48,6 +49,7 @@ class AssembleSpec:
     group_field: str | None = None  # selection.groups: a dotted field of the records, or "file"
     cost_field: str | None = None  # selection.cost when there is a budget: "tokens" or a numeric field
     tokenizer: str | None = None  # selection.tokenizer, for cost "tokens"
+    dropped: str | None = None  # the dedup stage's dropped positions, a file a part (job/kept.py)
 
     def limits(self) -> bool:
         return self.group_field is not None or self.cost_field is not None
@@ -82,13 +84,14 @@ def run(ctx: RunContext) -> StageResult:
         score_field=j.annotate.scorer.field, constant=j.annotate.scorer.value,
         score=None if ctx.scorer is None else ctx.scorer.identity(),
         pool=str(path / "pool.parquet"), unselectable=str(path / "_unselectable"),
-        group_field=(fields := limit_fields(j))[0], cost_field=fields[1], tokenizer=fields[2])
+        group_field=(fields := limit_fields(j))[0], cost_field=fields[1], tokenizer=fields[2],
+        dropped=None if (dropped := ctx.dropped_folder()) is None else str(dropped))
     (path / "pool.parquet").mkdir()
     (path / "_unselectable").mkdir()
     parts = ctx.record_parts()
     kinds = {kind: ident for kind, ident in (("tags", spec.tags), ("score", spec.score)) if ident is not None}
     if kinds:  # each task gets its ids' cache rows from a hash join, not the whole cache
-        joined = join_pool(str(j.cache_dir()), kinds, parts, path / "_join", run_tasks)
+        joined = join_pool(str(j.cache_dir()), kinds, parts, path / "_join", run_tasks, dropped=spec.dropped)
         spec = AssembleSpec(**{**vars(spec), "join": joined["files"]})
     done: list[AssembledPart] = run_tasks([(k, str(p)) for k, p in enumerate(parts)], assemble_task,
                                           {"spec": spec})
@@ -117,7 +120,8 @@ def assemble_part(k: int, part: str, spec: AssembleSpec) -> AssembledPart:
     need_record = bool(spec.labels_field) or (spec.scorer == "field" and bool(spec.score_field)) \
         or spec.cost_field is not None or spec.group_field not in (None, FILE_GROUP)
     cols = ["id", "position", "file", "line", "labels", "score"] + (["record"] if need_record else [])
-    table = read_parquet(location(part), columns=cols)
+    table = without(read_parquet(location(part), columns=cols),
+                    dropped_positions(spec.dropped, location(part).name))
     if spec.tags is None and not need_record and spec.score is None and not spec.limits():
         return _assemble_columns(k, spec, table)
     ids = table.column("id").to_pylist()

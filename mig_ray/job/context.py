@@ -17,6 +17,7 @@ from typing import Any
 
 from mig_ray.job.annotators import Annotator
 from mig_ray.job.jobfile import JobConfig
+from mig_ray.job.kept import dropped_folder, record_source
 from mig_ray.job.stages import StageResult
 from mig_ray.runtime.session import RayLogs
 from mig_ray.storage import Location, copy_file
@@ -53,13 +54,18 @@ class RunContext:
         return self.results[stage].counts
 
     def record_parts(self) -> list[Location]:
-        """The records later stages read, as Parquet parts in input order: the dedup stage's kept
-        records when the job curates (dedup or decontaminate), else the ingest stage's parts."""
-        return sorted(self.record_parts_dir().glob("part-*.parquet"))
+        """The ingest stage's Parquet parts, in input order. When the job curates, the dedup stage
+        dropped some of their rows: read a part less `dropped_folder()`'s positions (job/kept.py)."""
+        return sorted((self.out / "ingest" / "parts").glob("part-*.parquet"))
 
-    def record_parts_dir(self) -> Location:
-        """The folder of `record_parts()`."""
-        return self.out / ("dedup" if self.job.curates() else "ingest") / "parts"
+    def dropped_folder(self) -> Location | None:
+        """The dedup stage's dropped positions, a file an ingest part (None: the job does not curate)."""
+        return dropped_folder(self.out) if self.job.curates() else None
+
+    def record_source(self) -> Any:
+        """The kept records for the annotators: the ingest folder, or a Ray dataset of it filtered by
+        the dropped positions."""
+        return record_source(self.out, self.job.curates())
 
     def local(self, path: Location, folder: str) -> Path:
         """A driver-side copy of a small file of OUTDIR (the file itself when OUTDIR is local)."""

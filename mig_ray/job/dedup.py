@@ -2,8 +2,9 @@
 tag, so that no copy is annotated and none is selected. Of each cluster of duplicates the lowest
 input position stays (the tie rule's choice); every record left out is listed with its reason in
 dedup/duplicates.jsonl (id, kept twin's id, estimated Jaccard) or dedup/contaminated.jsonl
-(benchmark file, matching n-gram), and counted. The kept records are written as Parquet parts of
-ingest's schema under dedup/parts/, which `RunContext.record_parts()` hands to every later stage.
+(benchmark file, matching n-gram), and counted. The kept records are not written again: the
+positions left out of each ingest part go to dedup/dropped/, and every later stage reads the ingest
+parts less those (job/kept.py).
 
 The work runs in Ray tasks where the data is (dedup_tasks.py); the driver sees counts and the
 verified duplicate edges (21 bytes each: at 10^8 records with 1% near duplicates, about 21 MB).
@@ -41,6 +42,7 @@ from mig_ray.job.dedup_tasks import (
 )
 from mig_ray.job.jobfile import DecontaminateSpec, JobConfig
 from mig_ray.job.join import buckets_for, write_ipc
+from mig_ray.job.kept import dropped_folder
 from mig_ray.job.stages import StageResult, file_identity
 from mig_ray.job.stages import fingerprint as digest
 from mig_ray.pools.layouts import normalise as messages_of
@@ -48,6 +50,7 @@ from mig_ray.runtime.session import run_tasks
 from mig_ray.storage import Location, concat_files, location, open_read, read_parquet, rmtree, write_atomic
 
 NAME = "dedup"
+OUTPUTS = "dropped positions"  # what the stage leaves for later stages (before: rewritten parts)
 SIGNATURE_SCHEME = 2  # raised when a signature's value changes (2: FNV-1a word hashes, compiled)
 NIGHTS = "nights.json"  # in the signature cache: the ingest fingerprints of the nights, in order
 
@@ -62,7 +65,8 @@ def fingerprint(ctx: RunContext) -> str:
     if j.decontaminate is not None:
         bench = [j.decontaminate.model_dump(), [file_identity(p) for p in benchmark_files(j.decontaminate)]]
     nights = earlier_nights(ctx) if j.incremental and j.dedup.enabled else []
-    return digest("dedup", __version__, ctx.fingerprints["ingest"], j.dedup.model_dump(), bench, nights)
+    return digest("dedup", __version__, OUTPUTS, ctx.fingerprints["ingest"], j.dedup.model_dump(), bench,
+                  nights)
 
 
 def run(ctx: RunContext) -> StageResult:
@@ -71,7 +75,8 @@ def run(ctx: RunContext) -> StageResult:
         return StageResult({"enabled": 0})
     path = ctx.stage_dir(NAME)
     work = path / "_work"
-    for sub in (work, path / "parts", path / "_duplicates"):
+    left_out = dropped_folder(ctx.out)
+    for sub in (work, left_out, path / "_duplicates"):
         sub.mkdir(parents=True, exist_ok=True)
     d = j.dedup
     parts = sorted((ctx.out / "ingest" / "parts").glob("part-*.parquet"))
@@ -116,7 +121,7 @@ def run(ctx: RunContext) -> StageResult:
     night = night_folder(ctx) if on else None  # every run keeps its signatures for the nights after it
     items = [(s.k, str(parts[s.k]), source_of_part.get(s.k, -1), s.sig_file) for s in signed]
     done = run_tasks(items, finish_part, {"attach_files": [t["file"] for t in twins], "num_perm": width,
-                                          "parts": str(path / "parts"),
+                                          "dropped": str(left_out),
                                           "cache": None if night is None else str(night)})
     concat_files([location(f.duplicates_file) for f in done], path / "duplicates.jsonl")
     concat_files([location(s.contaminated_file) for s in signed], path / "contaminated.jsonl")

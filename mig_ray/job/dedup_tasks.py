@@ -16,8 +16,8 @@ and stays). `source_of(starts, pos)` finds the source of a position from the sou
 The driver's clusters (keep the lowest) give one (kept, dropped) pair per dropped record; they take
 steps 3 again, then
 5. `finish_part` per ingest part: its duplicates.jsonl rows (with the kept twin's id and Jaccard),
-   its kept records as a Parquet part of the same schema, and (incremental) their signatures for the
-   cache.
+   the positions it drops (job/kept.py: later stages read the ingest part less those) and
+   (incremental) its kept records' signatures for the cache.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from mig_ray.curate.lsh import EXACT_BAND, candidate_pairs, unique_pairs
 from mig_ray.curate.minhash import band_keys, estimated_jaccard, text_signatures
 from mig_ray.curate.text import conversation_text, text_hashes, turn_texts
 from mig_ray.job.join import read_batch, split_by_bucket, write_ipc
-from mig_ray.pools.ingest import PART_COMPRESSION, blake_hashes
+from mig_ray.job.kept import write_dropped
+from mig_ray.pools.ingest import blake_hashes
 from mig_ray.storage import location, parquet_file, read_parquet, write_atomic, write_parquet_atomic
 
 BAND_SCHEMA = pa.schema([("band", pa.int16()), ("key", pa.uint64()), ("aux", pa.uint64()),
@@ -282,11 +283,11 @@ class Finished:
     duplicates_file: str
 
 
-def finish_part(item: tuple[int, str, int, str], attach_files: list[str], num_perm: int, parts: str,
+def finish_part(item: tuple[int, str, int, str], attach_files: list[str], num_perm: int, dropped: str,
                 cache: str | None) -> Finished:
     """In a Ray task: ingest part k (its signature file; source s, -1 when that file is empty) -> its
-    duplicates.jsonl rows, its kept records (contaminated and duplicate rows left out) and their
-    signatures for the cache."""
+    duplicates.jsonl rows, the positions it drops (contaminated and duplicate rows; job/kept.py) and
+    (incremental) its kept records' signatures for the cache. The part's records are not rewritten."""
     k, part, s, sig_file = item
     name = f"part-{k:06d}"
     rows: list[dict] = []
@@ -302,20 +303,20 @@ def finish_part(item: tuple[int, str, int, str], attach_files: list[str], num_pe
             rows.append({"id": rid, "kept_id": twin, "jaccard": round(float(jac[i]), 4),
                          "reason": "exact" if exact[i] else "near", "position": int(drop[i]),
                          "kept_position": int(kept_pos[i])})
-    table = read_parquet(location(part))
+    positions = read_parquet(location(part), columns=["position"]).column("position").to_numpy()
     # the signature rows are the part's rows that were not contaminated; of those, the undropped stay
-    keep = pc.and_(pc.is_in(table.column("position"), value_set=sig.column("pos")),
-                   pc.invert(pc.is_in(table.column("position"), value_set=pa.array(drop, pa.int64()))))
-    out = table.filter(keep)
-    write_parquet_atomic(out, location(parts) / f"{name}.parquet", compression=PART_COMPRESSION)
+    signed = sig.column("pos").to_numpy()
+    contaminated = positions[~np.isin(positions, signed)]
+    write_dropped(location(dropped), f"{name}.parquet", np.concatenate([contaminated, drop]))
     if cache is not None:
         left = sig.filter(pc.invert(pc.is_in(sig.column("pos"), value_set=pa.array(drop, pa.int64()))))
         write_parquet_atomic(left.select(CACHE_COLUMNS), location(cache) / f"{name}.parquet")
-    dup_file = location(parts).parent / "_duplicates" / f"{name}.jsonl"
+    dup_file = location(dropped).parent / "_duplicates" / f"{name}.jsonl"
     write_atomic(dup_file, b"".join(orjson.dumps(r) + b"\n" for r in rows))
     n_exact = sum(r["reason"] == "exact" for r in rows)
     earlier = sum(r["kept_position"] < 0 for r in rows)
-    return Finished(k, out.num_rows, n_exact, len(rows) - n_exact, earlier, str(dup_file))
+    return Finished(k, len(positions) - len(contaminated) - len(drop), n_exact, len(rows) - n_exact, earlier,
+                    str(dup_file))
 
 
 def part_rows(path: str) -> int:

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from mig_ray.annotate.cache import RESULTS, cache_folder, parts, quarantine_parts
+from mig_ray.job.kept import dropped_positions, without
 from mig_ray.pools.ingest import blake_hashes, bucket_order
 from mig_ray.quarantine import Damaged, one_line
 from mig_ray.storage import Location, location, open_read, parquet_file, read_parquet, write_atomic
@@ -170,9 +171,12 @@ def cache_side(row: dict, kind: str, buckets: int, out: str) -> dict:
 POOL_SCHEMA = pa.schema([("id", pa.string()), ("row", pa.int64())])
 
 
-def pool_side(row: dict, buckets: int, out: str) -> dict:
-    """In a task: ingest part row["k"] -> its IPC file of `buckets` batches of (id, row)."""
-    ids = read_parquet(location(row["part"]), ["id"]).column("id").cast(pa.string())
+def pool_side(row: dict, buckets: int, out: str, dropped: str | None = None) -> dict:
+    """In a task: ingest part row["k"] (less its dropped rows) -> its IPC file of `buckets` batches of
+    (id, row)."""
+    part = location(row["part"])
+    table = without(read_parquet(part, ["id", "position"]), dropped_positions(dropped, part.name))
+    ids = table.column("id").cast(pa.string())
     table = pa.Table.from_arrays([ids, pa.array(np.arange(len(ids), dtype=np.int64))], schema=POOL_SCHEMA)
     path = location(out) / f"pool-{row['k']:06d}.arrow"
     write_ipc(path, POOL_SCHEMA, split_by_bucket(table, bucket_of(ids, buckets), buckets))
@@ -201,10 +205,12 @@ Runner = Callable[[list[dict], Callable, dict], list[dict]]
 
 
 def join_pool(cache_dir: Location | str, kinds: dict[str, Any], ingest_parts: list[Location], out: Location,
-              run: Runner, rows_per_bucket: int = ROWS_PER_BUCKET) -> dict[str, Any]:
-    """Join the ingest parts with the cache of each {kind: identity}; `run(items, fn, kwargs)` runs
-    the tasks (Ray's `run_tasks` in the job). Returns {"buckets": B, "files": {kind: [B join
-    files]}}: the assemble task of part k reads batch k of each (`annotations_of_part`)."""
+              run: Runner, rows_per_bucket: int = ROWS_PER_BUCKET,
+              dropped: str | None = None) -> dict[str, Any]:
+    """Join the ingest parts (less the dedup stage's `dropped` positions, kept.py) with the cache of
+    each {kind: identity}; `run(items, fn, kwargs)` runs the tasks (Ray's `run_tasks` in the job).
+    Returns {"buckets": B, "files": {kind: [B join files]}}: the assemble task of part k reads batch
+    k of each (`annotations_of_part`)."""
     out = location(out)
     folders = {kind: parts(cache_folder(cache_dir, kind, ident)) for kind, ident in kinds.items()}
     rows = sum(parquet_file(p).metadata.num_rows for p in ingest_parts)
@@ -216,7 +222,7 @@ def join_pool(cache_dir: Location | str, kinds: dict[str, Any], ingest_parts: li
         rows += sum(n for _, n in footers)
     buckets = buckets_for(rows, rows_per_bucket)
     pools = run([{"k": k, "part": str(p)} for k, p in enumerate(ingest_parts)], pool_side,
-                {"buckets": buckets, "out": str(out)})
+                {"buckets": buckets, "out": str(out), "dropped": dropped})
     files = {}
     for kind, ps in folders.items():
         caches = run([{"i": i, "part": str(p)} for i, p in enumerate(ps)], cache_side,

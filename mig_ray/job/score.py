@@ -33,5 +33,5 @@ def fingerprint(ctx: RunContext) -> str:
 def run(ctx: RunContext) -> StageResult:
     if ctx.scorer is None:
         return StageResult({ctx.job.annotate.scorer.kind: 1}, {"source": score_source(ctx)})
-    return run_annotator(ctx.job, ctx.record_parts_dir(), "score", ctx.scorer,
+    return run_annotator(ctx.job, ctx.record_source(), "score", ctx.scorer,
                          ctx.job.annotate.scorer.resources)

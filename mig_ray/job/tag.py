@@ -29,7 +29,7 @@ def run(ctx: RunContext) -> StageResult:
     if ctx.tagger is None:
         field = ctx.job.annotate.tagger.labels_field or RELEASED_LABELS
         return StageResult({"from_data": 1}, {"source": f"from the data: {field}"})
-    result = run_annotator(ctx.job, ctx.record_parts_dir(), "tags", ctx.tagger,
+    result = run_annotator(ctx.job, ctx.record_source(), "tags", ctx.tagger,
                            ctx.job.annotate.tagger.resources)
     save_vocab_embeddings(ctx)
     return result
