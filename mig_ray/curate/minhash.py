@@ -5,10 +5,10 @@ hash is pre-mixed by the MurmurHash3 finalizer, then permutation k is `a_k * h +
 with `a_k` odd). `text_signatures` goes from a block of normalised texts to their signatures in one
 compiled pass (compiled.py): words, word hashes, n-gram shingles, minima. A test checks every value
 against the regex's words, a word hash written in Python and datasketch record by record. Measured
-on this machine (bench/bench_minhash_libraries.py, 128 permutations of 5-grams, µs per record of
-40-80 words): this pass 3.4; rensa's bulk Rust digest 5.4 plus 22 for the Python shingles it needs
-as input; datasketch's `MinHash.bulk` 63 plus the same 22. So the stage keeps datasketch's scheme
-(and its permutation parameters) without calling either library per record.
+on this machine (bench/bench_minhash_libraries.py, 20,000 records, 128 permutations of 5-grams, µs
+per record of 40-80 words): this pass 3.6; rensa's bulk Rust digest 1.5 plus 23 for the Python
+shingles it needs as input; datasketch's `MinHash.bulk` 67 plus the same 23. So the stage keeps
+datasketch's scheme (and its permutation parameters) without calling either library per record.
 
 Banding: `bands` bands of `rows = num_perm // bands` values; two records whose signatures agree on
 every value of some band share that band's key and become a candidate pair. With Jaccard s the
