@@ -192,7 +192,8 @@ COMPARE_OWN = ("out", "previous_manifest", "force")  # select options compare do
 
 def compare(pool: Path, n: int | None, out_dir: Path, methods: str | None, seed: int,
             sample_embeddings: Path | None, sample_embeddings_field: str | None, embed_samples: bool,
-            deita_threshold: float, method_option: list[str] | None = None, **select_options) -> None:
+            embed_with: str, deita_threshold: float, method_option: list[str] | None = None,
+            **select_options) -> None:
     """Run MIG and the baselines (see --methods) on the same selectable records of POOL; measure each the
     same way; write OUTDIR/compare.json, OUTDIR/<method>.manifest.jsonl and print a table. Takes every
     `select` option (graph, phi, gain, fields, valid tags, embeddings, quotas, floors, budget): every
@@ -216,8 +217,10 @@ def compare(pool: Path, n: int | None, out_dir: Path, methods: str | None, seed:
         _fail("; ".join(f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg']}" for err in e.errors()))
     if not 0.0 < deita_threshold <= 1.0:
         _fail(f"--deita-threshold must be in (0, 1], got {deita_threshold}")
+    if embed_with not in ("model", "static"):
+        _fail(f"--embed-with must be model or static, got {embed_with!r}")
     opts = CompareOptions(tuple(names), seed, sample_embeddings, sample_embeddings_field, embed_samples,
-                          deita_threshold, method_options=given)
+                          embed_with, deita_threshold, method_options=given)
     try:
         opts.options()
     except ValueError as e:
@@ -256,7 +259,11 @@ def _compare_signature() -> inspect.Signature:
         par("sample_embeddings_field", default=None, annotation=Annotated[opt_str, typer.Option(
             help="Or a dotted path to each record's embedding (a list of numbers).")]),
         par("embed_samples", default=False, annotation=Annotated[bool, typer.Option(
-            help="Or embed the user turns with --embedding-model (slow on large pools).")]),
+            help="Or embed the user turns with --embedding-model (slow on large pools; see --embed-with).")]),
+        par("embed_with", default="model", annotation=Annotated[str, typer.Option(
+            help="With --embed-samples: `model` (--embedding-model itself) or `static` (the static model "
+                 "distilled from it, as tagger kind static: distilled once per machine and cached, about "
+                 "two minutes for MiniLM, then thousands of records/s on one core).")]),
         par("deita_threshold", default=0.9, annotation=Annotated[float, typer.Option(
             help="deita: take a sample only when its cosine similarity to every taken one is below this.")]),
         par("method_option", default=None, annotation=Annotated[list[str] | None, typer.Option(

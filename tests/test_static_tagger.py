@@ -236,3 +236,35 @@ def test_an_unknown_option_fails_the_job_file(tmp_path):
         "annotate.tagger": {"kind": "static", "options": {"pca_dim": 64}}})
     with pytest.raises(JobError, match=r"annotate.tagger.options.pca_dim: unknown key.*pca_dims"):
         annotators(load_job(job), str(job))
+
+
+def test_compare_embeds_samples_with_the_static_model(tmp_path, static_config):
+    """`compare --embed-samples --embed-with static`: the sample vectors are the static model's (its
+    default settings, distilled from --embedding-model), as computed here from the model's files;
+    deita and kcenter order the samples as they do with those vectors handed over in a file."""
+    import subprocess
+    import sys
+
+    cfg = StaticTaggerConfig(model=static_config.model)
+    direct = Direct(ensure_static_model(cfg))
+    lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:80]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_bytes(b"".join(lines))
+    records = [(orjson.loads(x)["_id"], normalise(orjson.loads(x))[1]) for x in lines]
+    texts = ["\n".join(m["content"] for m in msgs if m.get("role") == "user")[:2000] for _, msgs in records]
+    np.savez(tmp_path / "emb.npz", ids=np.array([i for i, _ in records]), embeddings=direct.embed(texts))
+    common = [str(pool), "-n", "12", "--methods", "deita,kcenter", "--embedding-model", cfg.model,
+              "--deita-threshold", "0.95", "--no-progress"]
+
+    def compare(out: str, *extra: str) -> dict:
+        proc = subprocess.run([sys.executable, "-m", "mig_ray", "compare", *common, "-o", str(tmp_path / out),
+                               *extra], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return {m: [orjson.loads(x)["id"] for x in (tmp_path / out / f"{m}.manifest.jsonl").read_bytes()
+                    .splitlines()] for m in ("deita", "kcenter")}
+
+    static = compare("static", "--embed-samples", "--embed-with", "static")
+    given = compare("file", "--sample-embeddings", str(tmp_path / "emb.npz"))
+    assert static == given and all(len(v) == 12 for v in static.values())
+    result = json.loads((tmp_path / "static" / "compare.json").read_text())
+    assert result["sample_embeddings"]["source"].startswith("static model distilled from")

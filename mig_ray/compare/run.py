@@ -55,6 +55,7 @@ class CompareOptions:
     sample_embeddings: Path | None = None  # .npz with `ids` (str [N]) and `embeddings` (float [N, d])
     embeddings_field: str | None = None  # dotted path to a list of floats in each record
     embed_samples: bool = False  # embed the user turns with the graph's embedding model
+    embed_with: str = "model"  # with embed_samples: "model" itself, or "static", the model distilled from it
     deita_threshold: float = 0.9
     extra: dict[str, Any] = field(default_factory=dict)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # {method: {option: value}}
@@ -163,12 +164,26 @@ def sample_embeddings(opts: CompareOptions, cfg: SelectConfig, ids: list[str],
 
         texts = ["\n".join(m["content"] for m in (msgs or []) if m.get("role") == "user")[:EMBED_CHARS]
                  for msgs in messages(np.arange(n), ids)]
-        emb = embed_labels(texts, cfg.embedding_model, batch_size=64, progress=cfg.progress)
         model = Path(cfg.embedding_model).name or cfg.embedding_model
+        if opts.embed_with == "static":
+            return unit_rows(static_embeddings(texts, cfg.embedding_model)), \
+                f"static model distilled from {model} on user turns", None, no_cache
+        emb = embed_labels(texts, cfg.embedding_model, batch_size=64, progress=cfg.progress)
         return unit_rows(emb), f"model {model} on user turns", None, no_cache
     why = "no sample embeddings: give --sample-embeddings FILE.npz, --sample-embeddings-field FIELD or " \
           "--embed-samples"
     return None, None, f"{why} ({no_cache})" if no_cache else why, no_cache
+
+
+def static_embeddings(texts: list[str], model: str, batch: int = 4096) -> np.ndarray:
+    """The texts embedded with the static model distilled from `model` (the static tagger's, with its
+    default settings: distilled once and cached under the user cache, then thousands of texts a
+    second on one core where the sentence transformer does tens)."""
+    from mig_ray.annotate.static_tagger import StaticEncoder, StaticTaggerConfig
+
+    encode = StaticEncoder(StaticTaggerConfig(model=model))
+    parts = [encode(texts[i:i + batch]) for i in range(0, len(texts), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
 def _mig_from_manifest(manifest: Path, ids: list[str]) -> Callable[[int], np.ndarray]:
