@@ -57,3 +57,35 @@ def tiny_model(tmp_path_factory) -> str:
     from tiny_llama import build_tiny_llama
 
     return str(build_tiny_llama(tmp_path_factory.mktemp("tiny_llama")))
+
+
+
+@pytest.fixture(scope="session")
+def static_config(tmp_path_factory):
+    """The static tagger distilled from the tiny sentence model (width 32, PCA to 16)."""
+    from fixtures import STATIC_PCA_DIMS
+    from tiny_sentence_model import build_tiny_sentence_model
+
+    from mig_ray.annotate.static_tagger import StaticTaggerConfig
+
+    source = build_tiny_sentence_model(tmp_path_factory.mktemp("tiny-sentence-model"))
+    return StaticTaggerConfig(model=str(source), pca_dims=STATIC_PCA_DIMS)
+
+
+@pytest.fixture(scope="session")
+def static_model(static_config):
+    """The static model, distilled once per test session into the session's user cache (XDG_CACHE_HOME
+    above; Ray's workers inherit it)."""
+    from mig_ray.annotate.static_tagger import ensure_static_model
+
+    return ensure_static_model(static_config)
+
+
+@pytest.fixture(scope="session")
+def quick_tagger(static_config, static_model) -> dict:
+    """A job file's `annotate.tagger` for tests where which tagger labels the records does not matter,
+    only that a real one runs through Ray Data actors and the cache: the static tagger on the tiny
+    model, which loads in milliseconds where MiniLM's actor takes seconds (the MiniLM tagger keeps
+    its own job tests: the demo job, the pinned outputs, compare's cached vectors, multinode)."""
+    return {"kind": "static", "options": {"model": static_config.model, "pca_dims": static_config.pca_dims},
+            "resources": {"concurrency": 1, "num_cpus": 0.5, "batch_size": 64}}

@@ -13,9 +13,9 @@ import ray.cloudpickle
 from fixtures import DATA
 
 from mig_ray.annotate import cache
-from mig_ray.annotate.embedding_tagger import EmbeddingTagger, EmbeddingTaggerConfig, default_vocab_cache
 from mig_ray.annotate.resources import ActorResources
 from mig_ray.annotate.runner import annotate, load_annotations
+from mig_ray.annotate.static_tagger import StaticTagger
 from mig_ray.pools.ingest import ingest
 from mig_ray.pools.layouts import messages_json
 
@@ -63,15 +63,18 @@ def _items(n: int, start: int = 0) -> list[dict]:
             for i in range(start, start + n)]
 
 
-def test_rerun_after_adding_records_annotates_only_the_new_ones(ray_address, tmp_path):
+def test_rerun_after_adding_records_annotates_only_the_new_ones(ray_address, tmp_path, static_config,
+                                                                 static_model):
+    """A real tagger (the static one on the tiny model: the runner's caching does not depend on which
+    tagger runs; the MiniLM tagger runs through `annotate` in every job test on the demo job)."""
     lines = (DATA / "alpaca_seed_tasks_175.jsonl").read_text(encoding="utf-8").splitlines(True)
     pool = tmp_path / "pool.jsonl"
     pool.write_text("".join(lines[:30]), encoding="utf-8")
     ingest([pool], tmp_path / "ingest", progress=False)
-    cfg = EmbeddingTaggerConfig(vocab_cache=default_vocab_cache())  # shared with test_embedding_tagger
+    cfg = static_config
     res = ActorResources(concurrency=1, num_cpus=1, batch_size=32)
 
-    first = annotate(tmp_path / "ingest", EmbeddingTagger, cfg, tmp_path / "cache", res, progress=False,
+    first = annotate(tmp_path / "ingest", StaticTagger, cfg, tmp_path / "cache", res, progress=False,
                      part_rows=12)
     assert (first.total, first.cached, first.annotated, first.failed, first.model_calls) == (30, 0, 30, 0, 30)
     assert first.parts_written >= 3  # every 12 results became a part
@@ -82,7 +85,7 @@ def test_rerun_after_adding_records_annotates_only_the_new_ones(ray_address, tmp
 
     pool.write_text("".join(lines[:50]), encoding="utf-8")  # the pool grew by 20 records
     ingest([pool], tmp_path / "ingest", progress=False)
-    second = annotate(tmp_path / "ingest", EmbeddingTagger, cfg, tmp_path / "cache", res, progress=False)
+    second = annotate(tmp_path / "ingest", StaticTagger, cfg, tmp_path / "cache", res, progress=False)
     assert (second.total, second.cached, second.annotated, second.model_calls) == (50, 30, 20, 20)
     assert second.identity_hash == first.identity_hash
     got = load_annotations(tmp_path / "cache", "tags", cfg)
@@ -92,7 +95,7 @@ def test_rerun_after_adding_records_annotates_only_the_new_ones(ray_address, tmp
     new = load_annotations(tmp_path / "cache", "tags", cfg.identity(), ids=["seed_task_45", "nope"])
     assert new["id"].to_pylist() == ["seed_task_45"] and new["status"].to_pylist() == ["ok"]
 
-    third = annotate(tmp_path / "ingest", EmbeddingTagger, cfg, tmp_path / "cache", res, progress=False)
+    third = annotate(tmp_path / "ingest", StaticTagger, cfg, tmp_path / "cache", res, progress=False)
     assert (third.cached, third.annotated, third.model_calls, third.parts_written) == (50, 0, 0, 0)
 
 

@@ -101,7 +101,7 @@ def test_decontamination_drops_13_gram_overlaps_only(tmp_path, ray_address):
     assert result["stages"]["dedup"]["counts"]["contaminated"] == 2
 
 
-def test_night_2_copies_of_night_1_are_dropped_and_not_annotated(tmp_path, ray_address):
+def test_night_2_copies_of_night_1_are_dropped_and_not_annotated(tmp_path, ray_address, quick_tagger):
     demo = [orjson.loads(x) for x in DEMO_POOL.read_bytes().splitlines()]
     night1, fresh = demo[:60], demo[60:100]
     longest = sorted(range(60), key=lambda i: -len(json.dumps(night1[i]["dialogs"])))[:30]
@@ -115,11 +115,11 @@ def test_night_2_copies_of_night_1_are_dropped_and_not_annotated(tmp_path, ray_a
     f1.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in night1))
     f2.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in [*fresh[:20], *copies, *fresh[20:]]))
     out = tmp_path / "out"
-    job = dedup_job(tmp_path, [f1], out)
+    job = dedup_job(tmp_path, [f1], out, **{"annotate.tagger": quick_tagger})
     first = run_job(load_job(job))
     kept1 = first["stages"]["dedup"]["counts"]["kept"]
     assert first["stages"]["tag"]["counts"]["annotated"] == kept1
-    job2 = dedup_job(tmp_path, [f2], out, incremental=True)
+    job2 = dedup_job(tmp_path, [f2], out, incremental=True, **{"annotate.tagger": quick_tagger})
     second = run_job(load_job(job2))
     d = second["stages"]["dedup"]["counts"]
     rows = [orjson.loads(x) for x in (out / "dedup" / "duplicates.jsonl").read_bytes().splitlines()]
@@ -142,7 +142,8 @@ def test_night_2_copies_of_night_1_are_dropped_and_not_annotated(tmp_path, ray_a
     assert plain["stages"]["dedup"]["counts"]["kept"] == d["kept"] + 30
 
 
-def test_report_shows_the_clusters_their_sizes_examples_and_contamination_hits(tmp_path, ray_address):
+def test_report_shows_the_clusters_their_sizes_examples_and_contamination_hits(tmp_path, ray_address,
+                                                                               quick_tagger):
     """`mig-ray report OUTDIR` of a job with dedup and decontamination: the cluster count and size
     histogram agree with duplicates.jsonl, the largest cluster's kept record is shown beside its
     copies, and the hits are counted per benchmark file."""
@@ -158,7 +159,7 @@ def test_report_shows_the_clusters_their_sizes_examples_and_contamination_hits(t
     out = tmp_path / "out"
     job = dedup_job(tmp_path, write_files(tmp_path, records, 2), out,
                     **{"decontaminate": {"paths": [str(BENCHMARK)]}, "annotate.scorer": {"kind": "constant"},
-                       "selection.n": 5})
+                       "selection.n": 5, "annotate.tagger": quick_tagger})
     run_job(load_job(job))
     try:
         main(["report", str(out)])

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pytest
 from fixtures import DATA
+from fixtures import STATIC_PCA_DIMS as PCA_DIMS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_job import DEMO_POOL, small_job
@@ -32,25 +33,6 @@ from mig_ray.job.pipeline import run_job
 from mig_ray.pools.layouts import messages_json, normalise
 
 TIE = 1e-5  # float32 sums in another order: a choice closer than this is not checked
-
-
-PCA_DIMS = 16
-
-
-@pytest.fixture(scope="session")
-def static_config(tmp_path_factory) -> StaticTaggerConfig:
-    """The static tagger distilled from the tiny sentence model (width 32, PCA to 16)."""
-    from tiny_sentence_model import build_tiny_sentence_model
-
-    source = build_tiny_sentence_model(tmp_path_factory.mktemp("tiny-sentence-model"))
-    return StaticTaggerConfig(model=str(source), pca_dims=PCA_DIMS)
-
-
-@pytest.fixture(scope="session")
-def static_model(static_config):
-    """The static model, distilled once per test session into the session's user cache (conftest
-    points XDG_CACHE_HOME at a fresh folder; Ray's workers inherit it)."""
-    return ensure_static_model(static_config)
 
 
 class Direct:
