@@ -38,7 +38,7 @@ def dropped_positions(folder: str | None, name: str) -> np.ndarray:
 
 
 def all_dropped(folder: Location) -> np.ndarray:
-    """Every part's dropped positions, sorted (a few MB at 10^8 records with 5% dropped)."""
+    """Every part's dropped positions, sorted (8 bytes each: 40 MB at 10^8 records with 5% dropped)."""
     parts = sorted(folder.glob("part-*.parquet"))
     arrays = [read_parquet(p, columns=["position"]).column("position").to_numpy() for p in parts]
     return np.sort(np.concatenate(arrays)) if arrays else np.zeros(0, dtype=np.int64)
