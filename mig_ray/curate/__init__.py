@@ -2,8 +2,8 @@
 
 - `text`: which turns count and how a conversation is normalised (NFKC, case-folded, whitespace
   collapsed), its words, and the 64-bit hashes that name a normalised text;
-- `minhash`: word n-gram shingles, MinHash signatures (datasketch's affine32 scheme, vectorised over
-  a whole block of records), LSH band keys and the recall a banding gives;
+- `minhash`: word n-gram shingles, MinHash signatures (datasketch's affine32 scheme, from a block of
+  texts in one compiled pass: `compiled`), LSH band keys and the recall a banding gives;
 - `lsh`: the candidate pairs of one bucket of band rows, and their verification on signatures;
 - `clusters`: connected components of the verified pairs, the lowest position of each kept;
 - `contamination`: the word n-gram index of benchmark prompts and its matches.

@@ -21,7 +21,6 @@ from functools import lru_cache
 
 import numpy as np
 
-_M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 _PRIME = np.uint64(0x100000001B3)  # FNV-1a's 64-bit prime: the shingle fold's multiplier
 
 
@@ -90,7 +89,7 @@ def text_signatures(texts: list[str], ngram: int, num_perm: int, seed: int) -> t
     """The MinHash signatures of normalised texts (uint32 [len(texts), num_perm]) and each text's
     shingle count, in one compiled pass per text: words (`text.words`) hashed by FNV-1a 64 and
     MurmurHash3's finalizer, folded into n-gram shingles as `ngram_hashes` folds them (short texts as
-    one shingle), then datasketch's affine32 permutations, as `signatures` applies them."""
+    one shingle), then datasketch's affine32 permutations (`permutations`)."""
     from mig_ray.curate.compiled import text_minhash
 
     a, b = permutations(num_perm, seed)

@@ -79,7 +79,7 @@ def run(ctx: RunContext) -> StageResult:
     for sub in (work, left_out, path / "_duplicates"):
         sub.mkdir(parents=True, exist_ok=True)
     d = j.dedup
-    parts = sorted((ctx.out / "ingest" / "parts").glob("part-*.parquet"))
+    parts = ctx.record_parts()
     rows = sum(part_rows(str(p)) for p in parts)
     on = d.enabled
     spec = CurateSpec(turns=d.turns, exact=on and d.exact, near=on and d.near, ngram=d.ngram,
