@@ -8,5 +8,3 @@ DATA = Path(__file__).resolve().parent / "data"
 TULU3_TAGS = Path(__file__).resolve().parents[1] / "mig_ray" / "data" / "valid_tags_tulu3.json"
 # sha256 of configs/valid_tag_path.json in the MIG paper's repository (yichengchen24/MIG).
 TULU3_TAGS_SHA256 = "ccc19ed88d94a89e902e6701721ed5dde94e89e4143a5936324f01a859662d23"
-# The tiny sentence model's static distillation keeps this many PCA dimensions (conftest.static_config).
-STATIC_PCA_DIMS = 16

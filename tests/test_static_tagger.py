@@ -1,6 +1,5 @@
-"""The static tagger: a model2vec model distilled in this session from a tiny random-weight
-sentence transformer with the bundled MiniLM's tokenizer (seconds, where MiniLM itself takes
-minutes: bench/tagger_agreement.py distils that one), run through the real job on the session's
+"""The static tagger: a model2vec model distilled in this session from the bundled MiniLM with the
+default settings (conftest.static_config, about 20 s), run through the real job on the session's
 Ray, checked against a direct computation written here."""
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import numpy as np
 import orjson
 import pytest
 from fixtures import DATA
-from fixtures import STATIC_PCA_DIMS as PCA_DIMS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_job import DEMO_POOL, small_job
@@ -134,7 +132,7 @@ def test_the_job_labels_are_those_of_the_direct_computation(two_runs, static_con
         np.testing.assert_allclose(row["label_scores"], sims, atol=1e-5, err_msg=rid)
     assert near <= len(records) // 20, near
     emb, missing = cached_sample_vectors(out / "cache", cfg, list(records))
-    assert missing == 0 and emb.shape == (len(records), PCA_DIMS)
+    assert missing == 0 and emb.shape == (len(records), cfg.pca_dims)
 
 
 def test_labels_are_the_same_on_one_and_two_actors_and_feed_compare(two_runs, static_config):
@@ -147,7 +145,7 @@ def test_labels_are_the_same_on_one_and_two_actors_and_feed_compare(two_runs, st
     assert s1["counts"]["tagging"]["annotated"] == s2["counts"]["tagging"]["annotated"] > 200
     compare = json.loads((one / "compare" / "compare.json").read_text())
     assert "static model" in compare["sample_embeddings"]["source"], compare["sample_embeddings"]
-    assert compare["sample_embeddings"]["dimensions"] == PCA_DIMS
+    assert compare["sample_embeddings"]["dimensions"] == cfg.pca_dims
 
 
 def test_a_distilled_model_is_reused_not_distilled_again(static_config, static_model):

@@ -135,7 +135,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def ensure_static_model(cfg: StaticTaggerConfig) -> Path:
-    """The static model's folder, distilled first if this machine has none (about two minutes on
+    """The static model's folder, distilled first if this machine has none (about 20 s on
     2 cores for MiniLM's 30K tokens; then milliseconds). Written under a temporary name and
     renamed, under a lock: a reader never sees half a model."""
     path = static_model_path(cfg)
@@ -164,7 +164,7 @@ def distil(cfg: StaticTaggerConfig) -> Any:
     from model2vec.distill import distill
 
     source = resolve_model(cfg.model)
-    print(f"mig_ray: distilling a static model from {source} (once per machine; about two minutes on "
+    print(f"mig_ray: distilling a static model from {source} (once per machine; about 20 s on "
           "2 cores)", file=sys.stderr, flush=True)
     before = torch.get_num_threads()
     torch.set_num_threads(cfg.num_threads or os.cpu_count() or 1)
