@@ -100,8 +100,10 @@ def select(
                                                           "model.")] = None,
     embedding_cache: Annotated[bool, typer.Option(help="With --valid-tags (up to 50,000 tags), the "
                                                   "whole sorted tag list is embedded once and kept on "
-                                                  "disk; a later run with the same list, model and "
-                                                  "versions loads it (same vectors, bit for bit).")] = True,
+                                                  "disk; without, the pool's sorted label list (the 16 "
+                                                  "most recently used lists are kept). A later run with "
+                                                  "the same list, model and versions loads it (same "
+                                                  "vectors, bit for bit).")] = True,
     embedding_cache_dir: Annotated[Path | None, typer.Option(help="Folder of that cache (default "
                                                              "~/.cache/mig_ray/label-embeddings or "
                                                              "under $XDG_CACHE_HOME).")] = None,

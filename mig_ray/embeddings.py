@@ -142,6 +142,7 @@ def _embedder_main(path: str, device: str) -> None:
 
 
 VALID_TAGS_EMBED_MAX = 50_000  # a longer valid-tag list is not embedded whole, only the pool's labels
+POOL_LABEL_LISTS_KEPT = 16  # pool-label entries kept in the cache, most recently used first
 
 
 def cache_root() -> Path:
@@ -187,13 +188,17 @@ class LabelVectors:
       cache; the pool's labels take their rows. The vectors then never depend on which labels a
       pool happens to carry, and a nightly run reuses them bit for bit;
     - otherwise the pool's distinct labels, sorted, once the read is done (the model loads
-      during the read).
+      during the read; the child is killed when the cache holds that exact list already, as it
+      does for any re-run on the same pool: the list is part of the key, so a hit is the bytes a
+      new embedding would give; the POOL_LABEL_LISTS_KEPT most recently used lists are kept).
     """
 
     def __init__(self, *, model: str | None = None, batch_size: int = 256, progress: bool = True,
                  valid_tags: set[str] | None = None, file: Path | None = None,
                  cache_dir: Path | None = None, use_cache: bool = True) -> None:
         self.file = file
+        self._model_path, self._batch_size = None, batch_size
+        self._pool_cache_dir = (cache_dir or default_cache_dir()) if use_cache else None
         self._table: tuple[dict[str, int], np.ndarray] | None = None
         self._pending: list[str] | None = None
         self._embedder: BackgroundEmbedder | None = None
@@ -202,7 +207,7 @@ class LabelVectors:
         if file is not None:  # a broken file fails now, before the pool is read
             self._file_table = read_label_embeddings(file)
             return
-        path = resolve_model(model)
+        path = self._model_path = resolve_model(model)
         if valid_tags and len(valid_tags) <= VALID_TAGS_EMBED_MAX:
             vocab = sorted(valid_tags)
             if use_cache:
@@ -242,8 +247,28 @@ class LabelVectors:
             if missing:
                 raise PoolError(f"{len(missing)} pool labels are not valid tags, e.g. {missing[0]!r}")
             return emb[[index[t] for t in labels]] if labels else np.zeros((0, emb.shape[1]), np.float32)
-        self.info["embedded"] = len(labels)
-        return self._embedder.embed(labels)
+        return self._pool_labels(labels)
+
+    def _pool_labels(self, labels: list[str]) -> np.ndarray:
+        """The pool's labels from the cache when this exact list was embedded before, else embedded
+        by the child and cached (older lists beyond POOL_LABEL_LISTS_KEPT are removed)."""
+        if self._pool_cache_dir is None:
+            self.info["embedded"] = len(labels)
+            return self._embedder.embed(labels)
+        key = embedding_cache_key(self._model_path, self._batch_size, labels)
+        path = self._pool_cache_dir / f"pool-{key}.npy"
+        cached = load_cached(path, len(labels))
+        if cached is not None:
+            self.close()  # the model's child is not needed
+            with contextlib.suppress(OSError):
+                os.utime(path)  # most recently used
+            self.info = {"source": "cache: pool labels", "embedded": 0, "cache_file": str(path)}
+            return cached
+        emb = self._embedder.embed(labels)
+        save_cached(path, emb)
+        prune_pool_lists(self._pool_cache_dir)
+        self.info = {"source": "model: pool labels", "embedded": len(labels), "cache_file": str(path)}
+        return emb
 
     def close(self) -> None:
         if self._embedder is not None:
@@ -254,6 +279,18 @@ class LabelVectors:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def prune_pool_lists(folder: Path, keep: int = POOL_LABEL_LISTS_KEPT) -> None:
+    """Remove all but the `keep` most recently used pool-label entries: a nightly pool whose labels
+    change every night would otherwise add one file a night (77 MB at 50,000 labels)."""
+    try:
+        entries = sorted(folder.glob("pool-*.npy"), key=lambda f: f.stat().st_mtime_ns, reverse=True)
+    except OSError:
+        return
+    for f in entries[keep:]:
+        with contextlib.suppress(OSError):
+            f.unlink()
 
 
 def load_cached(path: Path, rows: int) -> np.ndarray | None:

@@ -72,12 +72,37 @@ def test_valid_tags_are_embedded_whole_then_served_from_the_cache(tmp_path):
         LabelVectors(progress=False, valid_tags=valid, cache_dir=cache, batch_size=32).embeddings(["zzz"])
 
 
-def test_without_valid_tags_the_pool_labels_are_embedded(tmp_path):
+def test_without_valid_tags_the_pool_labels_are_embedded_then_served_from_the_cache(tmp_path):
     labels = ["coding", "math", "poetry"]
     cache = tmp_path / "cache"
-    cache.mkdir()
     with LabelVectors(batch_size=8, progress=False, cache_dir=cache) as vecs:
         got = vecs.embeddings(labels)
-    assert vecs.info == {"source": "model: pool labels", "embedded": 3}
+    assert vecs.info["source"] == "model: pool labels" and vecs.info["embedded"] == 3
     assert np.array_equal(got, fresh_embed_labels(labels, 8, tmp_path))
-    assert not any(cache.iterdir())  # nothing cached: the key would be this pool's labels
+    with LabelVectors(batch_size=8, progress=False, cache_dir=cache) as again:
+        assert np.array_equal(again.embeddings(labels), got)
+        assert again._embedder._proc.returncode is not None  # the model's child was killed, unused
+    assert again.info["source"] == "cache: pool labels" and again.info["embedded"] == 0
+    # another list (one label more, or another order) or batch size is another entry, never a stale hit
+    for other, batch in ((labels + ["zoology"], 8), (labels[::-1], 8), (labels, 4)):
+        with LabelVectors(batch_size=batch, progress=False, cache_dir=cache) as vecs:
+            vecs.embeddings(other)
+        assert vecs.info["source"] == "model: pool labels", (other, batch)
+    with LabelVectors(batch_size=8, progress=False, cache_dir=cache, use_cache=False) as off:
+        off.embeddings(labels)
+    assert off.info == {"source": "model: pool labels", "embedded": 3}
+    assert len(list(cache.glob("pool-*.npy"))) == 4
+
+
+def test_only_the_most_recently_used_pool_label_lists_are_kept(tmp_path):
+    import os
+
+    from mig_ray.embeddings import prune_pool_lists
+
+    for i in range(6):
+        np.save(tmp_path / f"pool-{i}.npy", np.zeros((1, 2), np.float32))
+        os.utime(tmp_path / f"pool-{i}.npy", ns=(i * 10**9, (i if i != 1 else 9) * 10**9))
+    np.save(tmp_path / "valid.npy", np.zeros((1, 2), np.float32))  # a valid-tag list: never pruned
+    prune_pool_lists(tmp_path, keep=3)
+    kept = sorted(f.name for f in tmp_path.iterdir())
+    assert kept == ["pool-1.npy", "pool-4.npy", "pool-5.npy", "valid.npy"]

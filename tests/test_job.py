@@ -215,12 +215,13 @@ def test_kill_9_mid_select_then_rerun_resumes_from_the_checkpoint(tmp_path, ray_
     assert manifest_ids(out) == naive_ids(vocab, emb, labels, scores, 1500, 0.7)
 
 
-def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, ray_address):
+def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, ray_address, quick_tagger):
     lines = DEMO_POOL.read_bytes().splitlines(keepends=True)
     pool = tmp_path / "pool.jsonl"
     pool.write_bytes(b"".join(lines[:150]))
     out, cache = tmp_path / "nightly", tmp_path / "cache"
-    job = small_job(tmp_path, pool, out, **{"annotate.cache_dir": str(cache)})
+    job = small_job(tmp_path, pool, out, **{"annotate.cache_dir": str(cache),
+                                            "annotate.tagger": quick_tagger})
     first = run_job(load_job(job))
     assert first["counts"]["tagging"]["annotated"] == 150
     before = manifest_ids(out)
@@ -460,9 +461,10 @@ def test_nightly_grow_then_shrink_with_a_crash_before_finishing_then_report(tmp_
         assert re.search(rf"<t[hd]>{name}</t[hd]>\s*<td>{value}</td>", section), (name, value, section)
 
 
-def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_address):
+def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_address, quick_tagger):
     """`mig-ray tag`, `mig-ray score` and `mig-ray run --until` stop after their stage, and the next
-    command goes on from there: each stage runs once across the three commands and a full run."""
+    command goes on from there: each stage runs once across the three commands and a full run. A
+    changed option reruns its stage and those after it, and only those."""
     lines = DEMO_POOL.read_bytes().splitlines(keepends=True)[:40]
     pool = tmp_path / "pool.jsonl"
     pool.write_bytes(b"".join(lines))
@@ -499,6 +501,17 @@ def test_tag_score_until_and_run_commands_do_their_stages_only(tmp_path, ray_add
     assert stage_status(again) == {"ingest": "skipped", "dedup": "skipped", "tag": "skipped",
                                    "score": "skipped", "assemble": "skipped", "select": "ran", "write": "ran"}
     assert manifest_ids(out) == first[:4]
+    assert (out / "selected.jsonl").read_bytes() == b"".join(selected[:4])
+
+    # Another tagger in the same folder, then one of its options changed, each up to assemble: the
+    # tagger's identity changed, so tag and assemble run again while ingest and score are kept; the
+    # selection of the last full run is untouched.
+    fewer = {**quick_tagger, "options": {**quick_tagger["options"], "top_k": 2}}
+    for tagger in (quick_tagger, fewer):
+        again = run_job(load_job(job, {"selection.n": 4, "annotate.tagger": tagger}), until="assemble")
+        assert stage_status(again) == {"ingest": "skipped", "dedup": "skipped", "tag": "ran",
+                                       "score": "skipped", "assemble": "ran"}
+        assert again["stages"]["tag"]["counts"]["annotated"] == len(lines)
     assert (out / "selected.jsonl").read_bytes() == b"".join(selected[:4])
 
 

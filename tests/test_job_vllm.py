@@ -76,21 +76,3 @@ def test_vllm_tagger_and_scorer_job_end_to_end(tmp_path, ray_address, tiny_model
     assert (out / "assemble" / "unselectable.jsonl").read_bytes() == b""
     assert not (out / "assemble" / "_join").exists()  # the cache join's files are removed
 
-    # The same output folder, the tagger's max_tokens cut to 1: no JSON answer fits in one token, so
-    # every answer stops at the length limit, is retried once and is counted as failed, never as
-    # tags. The tagger's identity changed: tag and assemble run again, ingest and score are kept.
-    job["annotate"]["tagger"]["options"]["max_tokens"] = 1
-    path.write_text(yaml.safe_dump(job))
-    summary = run_job(load_job(path), until="assemble")
-    status = {name: row["status"] for name, row in summary["stages"].items()}
-    assert status == {"ingest": "skipped", "dedup": "skipped", "tag": "ran", "score": "skipped",
-                      "assemble": "ran"}
-    assert summary["stages"]["tag"]["counts"] == {"total": 12, "cached": 0, "annotated": 12, "failed": 12,
-                                                   "model_calls": 24}
-    assert summary["stages"]["assemble"]["counts"] == {"ingested": 12, "selectable": 0, "unselectable": 12}
-    unselectable = (out / "assemble" / "unselectable.jsonl").read_text().splitlines()
-    reasons = [json.loads(x)["reason"] for x in unselectable]
-    cut = "answer stopped at max_tokens=1"
-    assert reasons == [f"labels failed: {cut}; retry: {cut}"] * 12
-    # the first run's selection is still there, untouched by a run that stopped before select
-    assert len((out / "selected.jsonl").read_bytes().splitlines()) == 5

@@ -1,7 +1,7 @@
 """A damaged cache, archive or stage output costs the work that made it, never the run: the file is
 moved aside to <root>/quarantine/ (never deleted) with a one-line warning, its records are annotated
 again or its stage runs again, and the outputs are the bytes of a run that met no damage. Real Ray,
-the real embedding tagger, real Parquet; S3 through the session's moto endpoint."""
+a real tagger (the static one), real Parquet; S3 through the session's moto endpoint."""
 
 from __future__ import annotations
 
@@ -24,7 +24,12 @@ from mig_ray.job.pipeline import run_job
 from mig_ray.quarantine import FOLDER, quarantine
 from mig_ray.storage import RemotePath
 
-SETTINGS = {"annotate.part_rows": 60}
+
+@pytest.fixture(scope="module")
+def edits(quick_tagger) -> dict:
+    """The job's edits: cache parts of 60 rows, and the static tagger (which tagger fills the cache
+    does not matter here, only that a real one runs and its parts can be damaged)."""
+    return {"annotate.part_rows": 60, "annotate.tagger": quick_tagger}
 
 
 def tag_parts(cache: Path) -> list[Path]:
@@ -39,11 +44,11 @@ def truncate(path: Path) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def clean(tmp_path_factory, ray_address) -> tuple[Path, Path, Path]:
+def clean(tmp_path_factory, ray_address, edits) -> tuple[Path, Path, Path]:
     """The demo job run once without damage: (folder, its OUTDIR, its annotation cache)."""
     tmp = tmp_path_factory.mktemp("clean")
     out, cache = tmp / "out", tmp / "cache"
-    run_job(load_job(small_job(tmp, DEMO_POOL, out, **SETTINGS, **{"annotate.cache_dir": str(cache)})))
+    run_job(load_job(small_job(tmp, DEMO_POOL, out, **edits, **{"annotate.cache_dir": str(cache)})))
     assert len(tag_parts(cache)) >= 3
     return tmp, out, cache
 
@@ -53,7 +58,8 @@ def same_outputs(out: Path, ref: Path) -> None:
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name
 
 
-def test_a_truncated_cache_part_is_moved_aside_and_its_records_annotated_again(tmp_path, clean, capfd):
+def test_a_truncated_cache_part_is_moved_aside_and_its_records_annotated_again(tmp_path, clean, capfd,
+                                                                               edits):
     """Another job sharing the cache meets a part cut in half: the part goes to
     <cache>/quarantine/ with the same bytes, one warning line names it, exactly its rows are
     annotated again, the summary counts it, and the selection is the undamaged run's."""
@@ -64,7 +70,7 @@ def test_a_truncated_cache_part_is_moved_aside_and_its_records_annotated_again(t
     rows = pq.ParquetFile(part).metadata.num_rows
     left = truncate(part)
     capfd.readouterr()
-    summary = run_job(load_job(small_job(tmp_path, DEMO_POOL, tmp_path / "out", **SETTINGS,
+    summary = run_job(load_job(small_job(tmp_path, DEMO_POOL, tmp_path / "out", **edits,
                                          **{"annotate.cache_dir": str(cache)})))
     err = capfd.readouterr().err
     moved = cache / FOLDER / part.relative_to(cache)
@@ -79,13 +85,13 @@ def test_a_truncated_cache_part_is_moved_aside_and_its_records_annotated_again(t
     same_outputs(tmp_path / "out", ref)
 
 
-def test_a_cache_part_damaged_after_its_stage_was_done_has_the_stage_redone(tmp_path, clean):
+def test_a_cache_part_damaged_after_its_stage_was_done_has_the_stage_redone(tmp_path, clean, edits):
     """Tag done, the run stopped; a part is then truncated: assemble finds it in the join, moves it
     aside and the tag stage runs again for its rows, instead of a stuck pipeline."""
     _, ref, ref_cache = clean
     cache = tmp_path / "cache"
     shutil.copytree(ref_cache, cache)
-    job = small_job(tmp_path, DEMO_POOL, tmp_path / "out", **SETTINGS, **{"annotate.cache_dir": str(cache)})
+    job = small_job(tmp_path, DEMO_POOL, tmp_path / "out", **edits, **{"annotate.cache_dir": str(cache)})
     run_job(load_job(job), until="tag")
     part = tag_parts(cache)[0]
     rows = pq.ParquetFile(part).metadata.num_rows
@@ -97,10 +103,10 @@ def test_a_cache_part_damaged_after_its_stage_was_done_has_the_stage_redone(tmp_
     same_outputs(tmp_path / "out", ref)
 
 
-def test_a_truncated_ingest_part_of_a_done_stage_has_ingest_redone(tmp_path, clean):
+def test_a_truncated_ingest_part_of_a_done_stage_has_ingest_redone(tmp_path, clean, edits):
     _, ref, ref_cache = clean
     out = tmp_path / "out"
-    job = small_job(tmp_path, DEMO_POOL, out, **SETTINGS, **{"annotate.cache_dir": str(ref_cache)})
+    job = small_job(tmp_path, DEMO_POOL, out, **edits, **{"annotate.cache_dir": str(ref_cache)})
     run_job(load_job(job), until="ingest")
     part = sorted((out / "ingest" / "parts").glob("part-*.parquet"))[0]
     left = truncate(part)
@@ -111,7 +117,7 @@ def test_a_truncated_ingest_part_of_a_done_stage_has_ingest_redone(tmp_path, cle
     same_outputs(out, ref)
 
 
-def test_a_damaged_nightly_archive_is_moved_aside_and_the_run_goes_on(tmp_path, clean):
+def test_a_damaged_nightly_archive_is_moved_aside_and_the_run_goes_on(tmp_path, clean, edits):
     """run.json not JSON, last night's manifest cut mid-line: both go to OUTDIR/quarantine/, the
     night runs (select again, against no previous manifest) and selects what the clean run did."""
     _, ref, ref_cache = clean
@@ -124,7 +130,7 @@ def test_a_damaged_nightly_archive_is_moved_aside_and_the_run_goes_on(tmp_path, 
     (out / "previous" / "selected.manifest.jsonl").write_bytes(manifest[: len(manifest) // 2])
     (out / "run.json").write_text('{"ingest_fingerprint": ')
     (out / "select" / "_DONE.json").unlink()
-    job = small_job(tmp_path, DEMO_POOL, out, **SETTINGS, **{"annotate.cache_dir": str(ref_cache)})
+    job = small_job(tmp_path, DEMO_POOL, out, **edits, **{"annotate.cache_dir": str(ref_cache)})
     summary = run_job(load_job(job))
     assert (out / FOLDER / "run.json").read_text() == '{"ingest_fingerprint": '
     cut = manifest[: len(manifest) // 2]
@@ -134,7 +140,7 @@ def test_a_damaged_nightly_archive_is_moved_aside_and_the_run_goes_on(tmp_path, 
     same_outputs(out, ref)
 
 
-def test_a_truncated_cache_part_on_s3_is_moved_aside_in_the_bucket(tmp_path, clean, s3_endpoint):
+def test_a_truncated_cache_part_on_s3_is_moved_aside_in_the_bucket(tmp_path, clean, s3_endpoint, edits):
     _, ref, ref_cache = clean
     bucket = f"mig-ray-{uuid.uuid4().hex[:12]}"
     s3 = boto3.client("s3")
@@ -148,7 +154,7 @@ def test_a_truncated_cache_part_on_s3_is_moved_aside_in_the_bucket(tmp_path, cle
     rows = pq.ParquetFile(ref_cache / victim.removeprefix("cache/")).metadata.num_rows
     body = (ref_cache / victim.removeprefix("cache/")).read_bytes()
     s3.put_object(Bucket=bucket, Key=victim, Body=body[: len(body) // 2])
-    summary = run_job(load_job(small_job(tmp_path, DEMO_POOL, tmp_path / "out", **SETTINGS,
+    summary = run_job(load_job(small_job(tmp_path, DEMO_POOL, tmp_path / "out", **edits,
                                          **{"annotate.cache_dir": f"s3://{bucket}/cache"})))
     assert summary["counts"]["tagging"]["annotated"] == rows
     moved = s3.get_object(Bucket=bucket, Key=f"cache/{FOLDER}/{victim.removeprefix('cache/')}")["Body"].read()

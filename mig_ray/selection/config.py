@@ -29,7 +29,8 @@ class SelectConfig(SelectionOptions):
     embedding_model: str = DEFAULT_MODEL
     label_embeddings: Path | None = None
     embedding_batch_size: int = Field(256, gt=0)
-    embedding_cache: bool = Field(True, description="reuse embeddings of the valid-tag list from disk")
+    embedding_cache: bool = Field(True, description="reuse label embeddings from disk: of the valid-tag "
+                                                    "list, or of the pool's exact label list")
     embedding_cache_dir: Path | None = Field(None, description="None: ~/.cache/mig_ray/label-embeddings")
     ray_address: str | None = None
     shard_placement: ShardPlacement = Field(default_factory=ShardPlacement,
