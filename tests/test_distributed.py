@@ -192,6 +192,32 @@ def test_default_local_ray_is_loopback_without_dashboard(ray_address):
     assert listening and listening <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening
 
 
+def test_a_parquet_read_starts_one_footer_reader_per_8_task_slots(tmp_path, ray_address):
+    """Ray Data 2.60 lists a `read_parquet` with 32 new FooterReader actors, a worker process each
+    (about 5 s per read on 2 cores); a Ray that mig_ray starts or joins sizes that pool to the
+    cluster: one per 8 task slots, 1 to 32."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray._private.state as ray_state
+    import ray.data
+
+    from mig_ray.runtime.session import FOOTER_ACTORS, ensure_ray, task_slots
+
+    ensure_ray()
+    want = max(1, min(32, task_slots() // 8))
+    assert os.environ[FOOTER_ACTORS] == str(want)
+
+    def readers() -> int:
+        return sum(a.get("ActorClassName") == "FooterReader" for a in ray_state.actors().values())
+
+    for i in range(3):
+        pq.write_table(pa.table({"id": [f"{i}-{j}" for j in range(50)]}), tmp_path / f"part-{i}.parquet")
+    before = readers()
+    read = ray.data.read_parquet(str(tmp_path)).map_batches(lambda b: b, batch_format="pyarrow")
+    assert read.count() == 150
+    assert readers() - before == want
+
+
 def test_cli_joins_running_cluster_with_auto(tmp_path, ray_address):
     """`--ray-address auto` joins the running cluster (it fails if there is none to join). The
     cluster it finds is named by RAY_ADDRESS (as inside a Ray job): the test session's, never another
