@@ -17,7 +17,6 @@ about 1 us, so the per-record function stays the fast path.
 from __future__ import annotations
 
 import gc
-import io
 import multiprocessing
 import os
 import sys
@@ -108,46 +107,62 @@ def _read_block(path: str, start: int, end: int, spec: FieldSpec, fast: bool) ->
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
+    # the lines as the file's line iterator cuts them (at b"\n" only), without their b"\n"
+    lines = data.split(b"\n")
+    ended = data.endswith(b"\n")
+    if ended or not data:
+        lines.pop()  # what follows the last b"\n" is not a line
+    starts = np.zeros(len(lines), dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=len(lines))[:-1] + 1, out=starts[1:])
+    starts += start
+    if start == 0 and lines and lines[0].startswith(BOM):  # a file-level marker, as the single-core reader
+        lines[0] = lines[0][len(BOM):]
+        starts[0] = len(BOM)
     rejects: list[tuple[int, str, bytes]] = []
     ids: list[str] = []
     labels: list[str] = []  # every record's labels, one after the other
-    counts, lines, locs, scores = array("q"), array("q"), array("q"), array("d")
-    offset, read, blank, lineno = start, 0, 0, 0
+    counts, taken, scores = array("q"), array("q"), array("d")
+    read = blank = 0
     loads = orjson.loads
     fields = released_fast if fast and spec.is_released else None
-    for lineno, raw in enumerate(io.BytesIO(data), 1):  # noqa: B007 (lineno is the block's line count)
-        loc = offset
-        offset += len(raw)
-        if loc == 0 and raw.startswith(BOM):  # a file-level marker, as the single-core reader
-            raw = raw[len(BOM):]
-            loc = len(BOM)
+    for i, raw in enumerate(lines):
         if raw.isspace() or not raw:
             blank += 1
             continue
         read += 1
         try:
             rec = loads(raw)
-        except orjson.JSONDecodeError as e:
-            rejects.append((lineno, f"invalid JSON: {e}", raw))
+        except orjson.JSONDecodeError:
+            whole = raw + b"\n" if ended or i + 1 < len(lines) else raw
+            rejects.append((i + 1, f"invalid JSON: {_parse_error(whole)}", whole))
             continue
         got = fields(rec) if fields is not None and type(rec) is dict else None
         if got is None:
             try:
                 got = record_fields(rec, spec)
             except BadRecord as e:
-                rejects.append((lineno, e.reason, raw))
+                rejects.append((i + 1, e.reason, raw))
                 continue
         ids.append(got[0])
         scores.append(got[1])
         labels.extend(got[2])
         counts.append(len(got[2]))
-        lines.append(lineno)
-        locs.append(loc)
+        taken.append(i)
     index = {t: j for j, t in enumerate(dict.fromkeys(labels))}
     codes = np.fromiter(map(index.__getitem__, labels), dtype=np.int32, count=len(labels))
+    rows = np.frombuffer(taken, dtype=np.int64)
     return BlockResult(ids, np.frombuffer(scores, dtype=np.float64), np.frombuffer(counts, dtype=np.int64),
-                       codes, list(index), np.frombuffer(lines, dtype=np.int64),
-                       np.frombuffer(locs, dtype=np.int64), rejects, lineno, read, blank)
+                       codes, list(index), rows + 1, starts[rows], rejects, len(lines), read, blank)
+
+
+def _parse_error(raw: bytes) -> orjson.JSONDecodeError:
+    """orjson's error on the line as the file holds it (its newline included: the message may give
+    the position of the end of the data)."""
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        return e
+    raise AssertionError("a line that failed to parse parsed")
 
 
 def read_jsonl_parallel(path: Path, spec: FieldSpec, valid: set[str] | None, rejects: Rejects,
