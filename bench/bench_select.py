@@ -321,6 +321,34 @@ def read_ab(pool: Path, repeat: int) -> dict:
             "ratio_single_over_parallel_min": round(min(single) / min(parallel), 2), "same_pool": bool(same)}
 
 
+def vectors_ab(tags, emb, indptr, codes, s, target_degree: float, repeat: int) -> dict:
+    """ê = e P: scipy's product, sorted and without zeros (what propagate did before issue 24),
+    against propagate's threaded kernel on the same e and P, alternating; the two compared."""
+    import scipy.sparse as sp
+
+    used = np.unique(codes)
+    node_of = np.empty(len(tags), dtype=np.int64)
+    node_of[used[sorted(range(len(used)), key=lambda i: tags[used[i]])]] = np.arange(len(used))
+    graph = LabelGraph.build([tags[u] for u in used], emb[used], threshold=None, target_degree=target_degree)
+    p = graph.propagation("target", 1.0)
+    e = sample_matrix(indptr, node_of[codes], s, graph.n_labels)
+    propagate(e[:1000], p)  # compiled once
+    scipy_s, kernel_s = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a = sp.csr_matrix(e @ p)
+        a.sort_indices()
+        a.eliminate_zeros()
+        scipy_s.append(round(time.perf_counter() - t, 3))
+        t = time.perf_counter()
+        b = propagate(e, p)
+        kernel_s.append(round(time.perf_counter() - t, 3))
+    same = all(x.dtype == y.dtype and x.tobytes() == y.tobytes()
+               for x, y in ((a.indptr, b.indptr), (a.indices, b.indices), (a.data, b.data)))
+    return {"nnz": int(b.nnz), "scipy_seconds": scipy_s, "propagate_seconds": kernel_s,
+            "ratio_min": round(min(scipy_s) / min(kernel_s), 2), "identical": bool(same)}
+
+
 def issue24_case(args, result: dict) -> None:
     """Issue 24: the whole `select` command on the 1M (and 3M) Tulu3-shaped JSONL against one core's
     orjson parse of the same file, measured just before each run; the read A/B in process; the
@@ -364,6 +392,7 @@ def issue24_case(args, result: dict) -> None:
                                                    "orjson_one_core_seconds")},
             "largest_stage": max(best["stage_seconds"], key=best["stage_seconds"].get),
             "read_ab": read_ab(pool, 2),
+            "vectors_ab": vectors_ab(tags, emb, indptr, codes, s, args.target_degree, 3),
             "targets": {"wall_seconds": 4.0 if n <= 1_000_000 else 12.0, "peak_rss_mb": 1024,
                         "wall_over_orjson": 3.2},
         })
