@@ -67,14 +67,15 @@ def pool_arrays(n: int, n_tags: int | None = None, seed: int = 0):
     return tags, indptr, codes, scores(turns, q, c)
 
 
-def selection_phase(tags, emb, indptr, codes, s, k, threshold):
+def selection_phase(tags, emb, indptr, codes, s, k, threshold, target_degree=None):
     """labels known -> graph -> propagated CSR -> order; returns (order, seconds per step, graph stats)."""
     used = np.unique(codes)
     order_names = sorted(range(len(used)), key=lambda i: tags[used[i]])
     node_of = np.empty(len(tags), dtype=np.int64)
     node_of[used[order_names]] = np.arange(len(used))
     t0 = time.perf_counter()
-    graph = LabelGraph.build([tags[u] for u in used], emb[used], threshold=threshold)
+    graph = LabelGraph.build([tags[u] for u in used], emb[used], threshold=threshold,
+                             target_degree=target_degree)
     p = graph.propagation("target", 1.0)
     t1 = time.perf_counter()
     vectors = propagate(sample_matrix(indptr, node_of[codes], s, graph.n_labels), p)
@@ -247,6 +248,159 @@ def sharded_constraints(args, budget: float, caps: np.ndarray, plain_order: np.n
     return out
 
 
+def parse_seconds(pool: Path) -> float:
+    """One core: orjson.loads on every line, the record dropped (issue 24's floor for the read)."""
+    import orjson
+
+    loads = orjson.loads
+    t = time.perf_counter()
+    with open(pool, "rb") as f:
+        for line in f:
+            loads(line)
+    return time.perf_counter() - t
+
+
+def measured(cmd: list[str]) -> dict:
+    """Wall seconds of a command (process start to exit), and the peak RSS of the process alone and
+    of its process tree (its read workers and embedding child), sampled every 20 ms."""
+    import psutil
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root = psutil.Process(proc.pid)
+    own = tree = 0
+    while proc.poll() is None:
+        with contextlib.suppress(psutil.Error):
+            rss = root.memory_info().rss
+            total = rss
+            for p in root.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += p.memory_info().rss
+            own, tree = max(own, rss), max(tree, total)
+        time.sleep(0.02)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{err[-3000:]}")
+    return {"wall_seconds": round(wall, 3), "peak_rss_mb": round(own / 2**20, 1),
+            "tree_peak_rss_mb": round(tree / 2**20, 1)}
+
+
+def read_ab(pool: Path, repeat: int) -> dict:
+    """The read alone, in this process: the single-core reader against the parallel one on the same
+    file, alternating; the two pools compared field by field."""
+    import resource
+
+    from mig_ray.pools.annotated import load_valid_tags, read_annotated
+    from mig_ray.pools.fields import FieldSpec
+    from mig_ray.pools.parallel_read import available_cores, read_jsonl_parallel
+    from mig_ray.pools.rejects import Rejects
+
+    def cpu() -> float:
+        use = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        return sum(u.ru_utime + u.ru_stime for u in use)
+
+    valid = load_valid_tags(SHARED / "valid_tags_tulu3.json")
+    single, parallel, single_cpu, parallel_cpu = [], [], [], []
+    same = True
+    for _ in range(repeat):
+        t, c = time.perf_counter(), cpu()
+        a = read_annotated(pool, FieldSpec(), valid, Rejects(None))
+        single.append(round(time.perf_counter() - t, 3))
+        single_cpu.append(round(cpu() - c, 3))
+        t, c = time.perf_counter(), cpu()
+        b = read_jsonl_parallel(pool, FieldSpec(), valid, Rejects(None), available_cores())
+        parallel.append(round(time.perf_counter() - t, 3))
+        parallel_cpu.append(round(cpu() - c, 3))  # the workers' CPU too (reaped when the pool closes)
+        same &= a.ids == b.ids and a.vocab == b.vocab and a.counts == b.counts and all(
+            getattr(a, f).tobytes() == getattr(b, f).tobytes()
+            for f in ("scores", "label_indptr", "label_codes", "locations", "lines"))
+        del a, b
+    return {"single_core_seconds": single, "parallel_seconds": parallel, "workers": available_cores(),
+            "single_core_cpu_seconds": single_cpu, "parallel_cpu_seconds_all_processes": parallel_cpu,
+            "ratio_single_over_parallel_min": round(min(single) / min(parallel), 2), "same_pool": bool(same)}
+
+
+def vectors_ab(tags, emb, indptr, codes, s, target_degree: float, repeat: int) -> dict:
+    """ê = e P: scipy's product, sorted and without zeros (what propagate did before issue 24),
+    against propagate's threaded kernel on the same e and P, alternating; the two compared."""
+    import scipy.sparse as sp
+
+    used = np.unique(codes)
+    node_of = np.empty(len(tags), dtype=np.int64)
+    node_of[used[sorted(range(len(used)), key=lambda i: tags[used[i]])]] = np.arange(len(used))
+    graph = LabelGraph.build([tags[u] for u in used], emb[used], threshold=None, target_degree=target_degree)
+    p = graph.propagation("target", 1.0)
+    e = sample_matrix(indptr, node_of[codes], s, graph.n_labels)
+    propagate(e[:1000], p)  # compiled once
+    scipy_s, kernel_s = [], []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a = sp.csr_matrix(e @ p)
+        a.sort_indices()
+        a.eliminate_zeros()
+        scipy_s.append(round(time.perf_counter() - t, 3))
+        t = time.perf_counter()
+        b = propagate(e, p)
+        kernel_s.append(round(time.perf_counter() - t, 3))
+    same = all(x.dtype == y.dtype and x.tobytes() == y.tobytes()
+               for x, y in ((a.indptr, b.indptr), (a.indices, b.indices), (a.data, b.data)))
+    return {"nnz": int(b.nnz), "scipy_seconds": scipy_s, "propagate_seconds": kernel_s,
+            "ratio_min": round(min(scipy_s) / min(kernel_s), 2), "identical": bool(same)}
+
+
+def issue24_case(args, result: dict) -> None:
+    """Issue 24: the whole `select` command on the 1M (and 3M) Tulu3-shaped JSONL against one core's
+    orjson parse of the same file, measured just before each run; the read A/B in process; the
+    order checked against the selection phase on the same arrays, label vectors and graph rule."""
+    rows = []
+    for n in args.sizes:
+        pool = DATA / f"tulu3_shaped_{n}.jsonl"
+        if not pool.exists():
+            write_jsonl(pool, n)
+        tags, indptr, codes, s = pool_arrays(n)
+        emb = label_embeddings(tags)
+        res, _, secs, stats = selection_phase(tags, emb, indptr, codes, s, args.k, None, args.target_degree)
+        row: dict = {"n": n, "k": args.k, "pool_bytes": pool.stat().st_size, "graph_rule":
+                     f"target_degree {args.target_degree:g} (the bundled model's default; the demo job's)",
+                     "graph_stats": stats, "selection_phase_seconds": secs}
+        out = DATA / f"issue24_{n}" / "selected.jsonl"
+        # the selection phase's label vectors, so that the orders compare (the model's cache embeds
+        # the sorted tag list in other batches: other last bits, another graph at the same degree)
+        cmd = [sys.executable, "-m", "mig_ray", "select", str(pool), "-n", str(args.k), "-o", str(out),
+               "--valid-tags", str(SHARED / "valid_tags_tulu3.json"), "--no-progress",
+               "--label-embeddings", str(DATA / "tulu3_tags_minilm.npz"),
+               "--target-degree", str(args.target_degree)]
+        runs = []
+        for i in range(args.repeat):
+            parse = parse_seconds(pool)
+            run = {"run": i + 1, "orjson_one_core_seconds": round(parse, 3), **measured(cmd)}
+            summary = json.loads(out.with_name("selected.summary.json").read_text())
+            run["stage_seconds"] = summary["seconds"]
+            run["outside_stages_seconds"] = round(run["wall_seconds"] - sum(summary["seconds"].values()), 3)
+            run["wall_over_orjson"] = round(run["wall_seconds"] / parse, 2)
+            run["graph"] = summary["graph"]
+            runs.append(run)
+            print(json.dumps(run), flush=True)
+        ids = [json.loads(line)["id"] for line in out.with_name("selected.manifest.jsonl").open()]
+        best = min(runs, key=lambda r: r["wall_seconds"])
+        row.update({
+            "argv": cmd[1:], "runs": runs,
+            "same_order_as_selection_phase": ids == [f"s{i:08d}" for i in res.order],
+            "best_run": {k: best[k] for k in ("wall_seconds", "peak_rss_mb", "tree_peak_rss_mb",
+                                                   "stage_seconds", "wall_over_orjson",
+                                                   "orjson_one_core_seconds")},
+            "largest_stage": max(best["stage_seconds"], key=best["stage_seconds"].get),
+            "read_ab": read_ab(pool, 2),
+            "vectors_ab": vectors_ab(tags, emb, indptr, codes, s, args.target_degree, 3),
+            "targets": {"wall_seconds": 4.0 if n <= 1_000_000 else 12.0, "peak_rss_mb": 1024,
+                        "wall_over_orjson": 3.2},
+        })
+        print(json.dumps(row["read_ab"]), flush=True)
+        rows.append(row)
+    result["issue24"] = rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -257,10 +411,17 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=1, help="with --constraints: also through select on Ray")
     ap.add_argument("--repeat", type=int, default=3, help="with --constraints: timings per case in process")
     ap.add_argument("--shard-repeat", type=int, default=2, help="with --shards: runs per case on Ray")
+    ap.add_argument("--issue24", action="store_true", help="only issue 24's command-against-parse cases")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1_000_000], help="with --issue24")
+    ap.add_argument("--target-degree", type=float, default=5.0, help="with --issue24: the graph rule")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     DATA.mkdir(exist_ok=True)
     result: dict = header()
+    if args.issue24:
+        issue24_case(args, result)
+        write_result(result, "select-issue24", args.out)
+        return
     if args.constraints:
         constraints_case(args, result)
         write_result(result, "select-constraints", args.out)

@@ -104,6 +104,9 @@ def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_ru
     assert "selected 30 of" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert set(stage_status(summary).values()) == {"ran"}
+    # Ray's start is in the summary and its shutdown in the log (after every output was written)
+    assert 0 < summary["ray"]["start_seconds"] < summary["stages"]["ingest"]["seconds"]
+    assert re.search(r"ray: started in \d+\.\d\d s, shut down in \d+\.\d\d s", proc.stderr), proc.stderr
     assert summary["counts"]["tagging"]["annotated"] == summary["counts"]["ingested"] > 200
     for name in FINAL:  # same bytes as the in-process run of the same job elsewhere
         assert (out / name).read_bytes() == (want / name).read_bytes(), name
@@ -117,6 +120,7 @@ def test_demo_job_through_the_cli_then_rerun_does_no_work(tmp_path, reference_ru
     assert again.returncode == 0, again.stderr
     summary2 = json.loads((out / "summary.json").read_text())
     assert set(stage_status(summary2).values()) == {"skipped"}
+    assert "ray" not in summary2 and "ray: started" not in again.stderr  # nothing to do: no Ray
     for name in FINAL:
         assert (out / name).read_bytes() == (want / name).read_bytes(), name
 

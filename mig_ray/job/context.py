@@ -39,6 +39,7 @@ class RunContext:
     fingerprints: dict[str, str] = field(default_factory=dict)
     results: dict[str, StageResult] = field(default_factory=dict)
     quarantined: list[dict] = field(default_factory=list)  # files of this run moved aside (quarantine.py)
+    ray_seconds: dict[str, float] = field(default_factory=dict)  # Ray's start in this run (pipeline.ray_up)
 
     @classmethod
     def create(cls, job: JobConfig, source: str, tagger: Annotator | None, scorer: Annotator | None,

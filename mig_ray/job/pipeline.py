@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,7 @@ def run_stages(ctx: RunContext, stage_log: StageLog, until: str = "write") -> di
     write_atomic(ctx.out / "job.resolved.yaml", ctx.job.resolved_yaml())
     todo = STAGES[:STAGE_NAMES.index(until) + 1]
     started = [False]
+    result = None
     try:
         for attempt in range(REDO_ATTEMPTS):
             try:
@@ -73,6 +75,8 @@ def run_stages(ctx: RunContext, stage_log: StageLog, until: str = "write") -> di
                 for name in e.stages:
                     (StageDir(ctx.out, name).path / MARKER).unlink(missing_ok=True)
                 log(f"redoing {', '.join(e.stages)}: its output was damaged since it was done")
+        if until == STAGE_NAMES[-1]:  # Ray needs none of it: the outputs are whole before it goes down
+            result = summary.finish(ctx, stage_log)
     except Exception as e:
         plain = user_error(ctx, e)
         if plain is e:
@@ -82,13 +86,15 @@ def run_stages(ctx: RunContext, stage_log: StageLog, until: str = "write") -> di
         if started[0]:
             import ray
 
+            t = time.perf_counter()
             ray.shutdown()
+            log(f"ray: started in {ctx.ray_seconds.get('start', 0.0):.2f} s, shut down in "
+                f"{time.perf_counter() - t:.2f} s")
         ctx.ray_logs.stop()
         if isinstance(ctx.out, RemotePath) and ctx.ray_logs.path.is_file():
             copy_file(ctx.ray_logs.path, ctx.out / "logs" / "ray.log")
-    if until != STAGE_NAMES[-1]:
+    if result is None:
         return {"stages": stage_log.rows, "until": until}
-    result = summary.finish(ctx, stage_log)
     if ctx.job.compare is not None:  # after select and write; Ray is not needed
         from mig_ray.job import compare
 
@@ -134,8 +140,10 @@ def ray_up(ctx: RunContext) -> bool:
     from mig_ray.runtime.session import ray_up as join_or_start
 
     ctx.ray_logs.start()  # Ray's own log lines go to OUTDIR/logs/ray.log
+    t = time.perf_counter()
     started = join_or_start(ctx.job.ray.address, ctx.job.ray.num_cpus or max(8, os.cpu_count() or 1),
                             include_dashboard=ctx.job.ray.include_dashboard)
+    ctx.ray_seconds["start"] = round(time.perf_counter() - t, 3)  # inside the first stage's seconds
     import ray.data  # noqa: F401  (its logger exists once imported)
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines drown the stages

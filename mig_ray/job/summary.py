@@ -39,6 +39,8 @@ def finish(ctx: RunContext, log: StageLog) -> dict[str, Any]:
             "selection": str(ctx.out / "select" / "selected.summary.json"),
         },
     }
+    if ctx.ray_seconds:  # Ray's start, counted in the first stage that ran (its shutdown is logged)
+        summary["ray"] = {"start_seconds": ctx.ray_seconds["start"]}
     if "constraints" in sel:  # quotas and budget: per group, pool and selected against the cap
         summary["constraints"] = sel["constraints"]
     if ctx.quarantined:  # files of this run moved aside (never deleted) and their work redone

@@ -17,7 +17,7 @@ import orjson
 
 from mig_ray.errors import BadRecord, PoolError
 from mig_ray.pools.costs import record_cost, record_group
-from mig_ray.pools.fields import FieldSpec, released_fast
+from mig_ray.pools.fields import FieldSpec, record_fields
 from mig_ray.pools.rejects import Rejects
 from mig_ray.storage import Location, location, open_read, parquet_file, read_parquet
 
@@ -118,7 +118,6 @@ class _Builder:
 
     def __init__(self, spec: FieldSpec, valid: set[str] | None, rejects: Rejects, file: str, where: str):
         self.spec, self.valid, self.rejects, self.file, self.where = spec, valid, rejects, file, where
-        self.released = spec.is_released
         self.first_line: dict[str, int] = {}  # accepted ids, in order, with their line
         self.scores = array("d")
         self.indptr = array("q", [0])
@@ -135,17 +134,8 @@ class _Builder:
 
     def add(self, rec: object, line: int, location: int, raw: object) -> None:
         self.n_read += 1
-        fast = released_fast(rec) if self.released and type(rec) is dict else None
         try:
-            if fast is not None:
-                rid, score, labels = fast
-            else:
-                if not isinstance(rec, dict):
-                    raise BadRecord("record is not a JSON object")
-                spec = self.spec
-                rid = spec.record_id(rec)
-                score = spec.score(rec)
-                labels = spec.labels(rec)
+            rid, score, labels = record_fields(rec, self.spec)
             if self.groups is not None or self.costs is not None:
                 group, cost = self._limits(rec)
             first = self.first_line.setdefault(rid, line)  # one lookup: inserts a new id

@@ -121,6 +121,18 @@ def released_fast(rec: dict) -> tuple[str, float, list] | None:
     return rid, score, labels
 
 
+def record_fields(rec: object, spec: FieldSpec) -> tuple[str, float, list]:
+    """(id, score, labels) of a parsed record, or BadRecord naming what is wrong: the checked path
+    every pool reader takes for a record (the single-core reader for all, the parallel one for the
+    records its column checks doubt), so both give the same values and reasons."""
+    fast = released_fast(rec) if spec.is_released and type(rec) is dict else None
+    if fast is not None:
+        return fast
+    if not isinstance(rec, dict):
+        raise BadRecord("record is not a JSON object")
+    return spec.record_id(rec), spec.score(rec), spec.labels(rec)
+
+
 @dataclass(frozen=True)
 class FieldSpec:
     """Where a record keeps its id, labels and score (None: the released annotated layout)."""

@@ -40,6 +40,7 @@ from mig_ray.pools.annotated import (
     pool_format,
     read_annotated,
 )
+from mig_ray.pools.parallel_read import available_cores, read_jsonl_parallel, use_parallel
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
 from mig_ray.selection.checkpoint import Checkpoint, fingerprint
@@ -94,6 +95,8 @@ def read_pool(cfg: SelectConfig, rejects: Rejects, valid: set[str] | None) -> An
         bar.update(done - bar.n)
 
     try:
+        if use_parallel(cfg.pool, spec, available_cores()):
+            return read_jsonl_parallel(cfg.pool, spec, valid, rejects, available_cores(), progress)
         return read_annotated(cfg.pool, spec, valid, rejects, progress)
     finally:
         bar.close()
