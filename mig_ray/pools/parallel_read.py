@@ -174,14 +174,25 @@ def read_jsonl_parallel(path: Path, spec: FieldSpec, valid: set[str] | None, rej
     if workers <= 1 or len(blocks) <= 1:
         results = [_read_block_args(a) for a in args]
     else:
-        method = "fork" if sys.platform.startswith("linux") else "spawn"
-        with multiprocessing.get_context(method).Pool(min(workers, len(blocks))) as pool:
+        with multiprocessing.get_context(start_method()).Pool(min(workers, len(blocks))) as pool:
             results = []
             for r, (_, end) in zip(pool.imap(_read_block_args, args), blocks, strict=True):
                 results.append(r)
                 if progress is not None:
                     progress(end)
     return merge_blocks(path, results, valid, rejects)
+
+
+def start_method() -> str:
+    """fork where it is safe (Linux, a process with no other thread: the usual `mig-ray select`),
+    else spawn (measured: the 19 tests of tests/test_parallel_read.py pass either way): a child
+    forked from a process with other threads (Ray's, in a notebook or a driver that joined a
+    cluster) may inherit a lock some thread held, and hang."""
+    import threading
+
+    ray = sys.modules.get("ray")
+    threads = threading.active_count() > 1 or (ray is not None and ray.is_initialized())
+    return "fork" if sys.platform.startswith("linux") and not threads else "spawn"
 
 
 def _read_block_args(a: tuple) -> BlockResult:
