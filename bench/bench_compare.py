@@ -131,7 +131,7 @@ def method_arrays(n: int, seed: int = 2, dim: int = 384) -> tuple[np.ndarray, np
     return tuple(np.load(f, mmap_mode="r") for f in files)
 
 
-def one_method(method: str, n: int, k: int, seed: int) -> dict:
+def one_method(method: str, n: int, k: int, seed: int, car_kmeans: str = "auto") -> dict:
     """Run one method on the cached arrays in this process; seconds and this process's peak memory."""
     from mig_ray.compare import car, kcenter, knn, longest, qdit
 
@@ -150,10 +150,11 @@ def one_method(method: str, n: int, k: int, seed: int) -> dict:
         z = car.pca_reduce(emb, car.OPTIONS["pca"])
         clusters = car.default_clusters(n)
         t_km = time.perf_counter()
-        labels = car.cluster_labels(z, clusters, seed, full_max=car.OPTIONS["full_max"])
-        extra = {"clusters": clusters, "pca_dimensions": int(z.shape[1]),
-                 "kmeans_seconds": time.perf_counter() - t_km,
-                 "kmeans": "full" if n <= car.OPTIONS["full_max"] else "minibatch"}
+        opts = car.OPTIONS
+        labels, how, iters = car.fit_kmeans(z, clusters, seed, kmeans=car_kmeans,
+                                            full_max=opts["full_max"], init_max=opts["init_max"])
+        extra = {"clusters": clusters, "pca_dimensions": int(z.shape[1]), "pca_seconds": t_km - t,
+                 "kmeans_seconds": time.perf_counter() - t_km, "kmeans": how, "kmeans_iterations": iters}
         order = car.car_order(scores, labels, k, max(0, k - clusters), 1)
     elif method == "qdit":
         t_nn = time.perf_counter()
@@ -218,9 +219,10 @@ def main() -> None:
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--one-n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--one-k", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--car-kmeans", default="auto", help="car's kmeans option in the per-method cases")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one_method(args.one, args.one_n, args.one_k, 0)))
+        print(json.dumps(one_method(args.one, args.one_n, args.one_k, 0, args.car_kmeans)))
         return
     DATA.mkdir(exist_ok=True)
     result: dict = header()

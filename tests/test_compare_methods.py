@@ -134,6 +134,33 @@ def test_car_kmeans_is_lloyd_from_the_same_centres(seed, pca):
     assert got.tolist() == want.tolist()
 
 
+@pytest.mark.parametrize("rows", [7, 64, 65_536])
+def test_car_pca_in_row_blocks_is_the_direct_pca(rows):
+    rng = np.random.default_rng(rows)
+    u = blobs(rng, 150, dim=10)
+    want = ref_pca(u, 0.9)
+    got = car.pca_reduce(u, 0.9, rows=rows)
+    assert got.shape == want.shape
+    # components are defined up to sign: the projected points' Gram matrix is not
+    assert np.allclose(got.astype(np.float64) @ got.T.astype(np.float64), want @ want.T, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 6])
+def test_car_kmeans_pp_draws_from_a_seeded_subsample(seed):
+    from sklearn.cluster import kmeans_plusplus
+
+    rng = np.random.default_rng(seed)
+    u = blobs(rng, 300)
+    z = u.astype(np.float64)
+    sub = np.sort(np.random.default_rng(seed).choice(300, 80, replace=False))
+    want = ref_lloyd(z, kmeans_plusplus(z[sub].astype(np.float32), 6, random_state=seed)[0])
+    got = car.cluster_labels(u, 6, seed, "full", tol=0.0, init_max=80)
+    assert got.tolist() == want.tolist()
+    # at init_max >= N every sample is drawn from, as before
+    whole = ref_lloyd(z, kmeans_plusplus(u, 6, random_state=seed)[0])
+    assert car.cluster_labels(u, 6, seed, "full", tol=0.0, init_max=300).tolist() == whole.tolist()
+
+
 def test_car_default_rule_and_seeds():
     rng = np.random.default_rng(3)
     u = blobs(rng, 200)
