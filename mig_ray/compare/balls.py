@@ -19,7 +19,8 @@ import numpy as np
 SAMPLE = 16_384  # subsample each round's pivots are drawn from
 MAX_PIVOTS = 8_192  # in all rounds; at 1M x 384 with 4,531 clusters, 4,096 left a last round of mixed groups
 ROUNDS = 4
-ROWS = 16_384  # samples per matrix product when assigning
+ROWS = 16_384  # samples per block when summing groups
+ASSIGN_ROWS = 4_096  # samples per matrix product when assigning ([4096, 8192] float32: 128 MiB)
 
 
 @dataclass(frozen=True)
@@ -63,9 +64,10 @@ def _assign(x: np.ndarray, piv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     half = 0.5 * np.einsum("ij,ij->i", piv, piv)
     lab = np.empty(len(x), dtype=np.int64)
     d2 = np.empty(len(x), dtype=np.float64)
-    for lo in range(0, len(x), ROWS):
-        b = x[lo:lo + ROWS]
-        s = b @ piv.T - half
+    for lo in range(0, len(x), ASSIGN_ROWS):
+        b = x[lo:lo + ASSIGN_ROWS]
+        s = b @ piv.T
+        s -= half
         lab[lo:lo + len(b)] = s.argmax(axis=1)
         best = s[np.arange(len(b)), lab[lo:lo + len(b)]].astype(np.float64)
         d2[lo:lo + len(b)] = np.einsum("ij,ij->i", b, b, dtype=np.float64) - 2.0 * best
@@ -83,7 +85,7 @@ def make_groups(emb: np.ndarray, seed: int = 0, sample: int = SAMPLE, max_pivots
     for r in range(rounds):
         if len(left) == 0:
             break
-        xl = x[left]
+        xl = x if len(left) == n else x[left]
         last = r == rounds - 1 or made >= max_pivots - 1
         piv, cap = _pivots(xl, seed + r, sample, max(1, max_pivots - made))
         lab, d2 = _assign(xl, piv)
