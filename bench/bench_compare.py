@@ -5,11 +5,13 @@
    options (both with the valid-tag embeddings already cached). Target: compare within 2x of select.
 2. A 50K-record Tulu3-shaped pool with 384-d sample embeddings (clustered by each sample's first
    tag), K = 5K, every method: seconds per method from compare.json.
-3. Methods on arrays, each in its own process (seconds and peak memory, ru_maxrss): at 50K x 384
-   (K = 5K) and 1M x 384 (K = 50K) the embedding methods (kcenter, car, qdit) and longest, and qdit's
-   exact neighbours by blocked BLAS (ours) against faiss-cpu's exact IndexFlatIP on the same vectors
-   (if faiss is installed). Targets: every method under 10 s at 50K; at 1M qdit and car under 10
-   minutes, kcenter under 15.
+3. Methods on arrays, each in its own process (seconds and peak memory, ru_maxrss, with the load
+   average and the kernel's CPU pressure before and after): at 50K x 384 (K = 5K) and 1M x 384
+   (K = 50K) the embedding methods (kcenter, car, qdit) and longest; at 50K also qdit's exact
+   neighbours alone, brute force (knn-blas), pruned by groups (knn-pruned) and faiss-cpu's exact
+   IndexFlatIP (knn-faiss, if faiss is installed). Targets: every method under 10 s at 50K; at 1M qdit
+   and car under 10 minutes, kcenter under 15. `--threads 1` runs the cases on one thread (on a
+   machine shared with other sessions two threads of BLAS were several times slower than one).
 
     python bench/bench_compare.py            # writes bench/results/compare-<date>.json
     python bench/bench_compare.py --skip-1m --methods-n 50000 1000000   # the method cases only
