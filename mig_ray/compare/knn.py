@@ -156,8 +156,10 @@ def neighbours(emb: np.ndarray, k: int, block: int = BLOCK, prune: bool | None =
         stats.update(group_seconds=time.perf_counter() - t, groups=len(groups))
         hj = _pruned(x, kk, groups, block, stats)
     else:
-        stats.update(products=n * n)
         hj = _brute(x, kk, block)
+        nb = -(-n // block)  # the upper triangle of blocks, the last one short
+        stats.update(products=sum(min(block, n - a * block) * min(block, n - b * block)
+                                  for a in range(nb) for b in range(a, nb)))
     return hj, _exact_sims(x, hj)
 
 
