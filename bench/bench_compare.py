@@ -5,11 +5,13 @@
    options (both with the valid-tag embeddings already cached). Target: compare within 2x of select.
 2. A 50K-record Tulu3-shaped pool with 384-d sample embeddings (clustered by each sample's first
    tag), K = 5K, every method: seconds per method from compare.json.
-3. Methods on arrays, each in its own process (seconds and peak memory, ru_maxrss): at 50K x 384
-   (K = 5K) and 1M x 384 (K = 50K) the embedding methods (kcenter, car, qdit) and longest, and qdit's
-   exact neighbours by blocked BLAS (ours) against faiss-cpu's exact IndexFlatIP on the same vectors
-   (if faiss is installed). Targets: every method under 10 s at 50K; at 1M qdit and car under 10
-   minutes, kcenter under 15.
+3. Methods on arrays, each in its own process (seconds and peak memory, ru_maxrss, with the load
+   average and the kernel's CPU pressure before and after): at 50K x 384 (K = 5K) and 1M x 384
+   (K = 50K) the embedding methods (kcenter, car, qdit) and longest; at 50K also qdit's exact
+   neighbours alone, brute force (knn-blas), pruned by groups (knn-pruned) and faiss-cpu's exact
+   IndexFlatIP (knn-faiss, if faiss is installed). Targets: every method under 10 s at 50K; at 1M qdit
+   and car under 10 minutes, kcenter under 15. `--threads 1` runs the cases on one thread (on a
+   machine shared with other sessions two threads of BLAS were several times slower than one).
 
     python bench/bench_compare.py            # writes bench/results/compare-<date>.json
     python bench/bench_compare.py --skip-1m --methods-n 50000 1000000   # the method cases only
@@ -131,7 +133,7 @@ def method_arrays(n: int, seed: int = 2, dim: int = 384) -> tuple[np.ndarray, np
     return tuple(np.load(f, mmap_mode="r") for f in files)
 
 
-def one_method(method: str, n: int, k: int, seed: int) -> dict:
+def one_method(method: str, n: int, k: int, seed: int, car_kmeans: str = "auto") -> dict:
     """Run one method on the cached arrays in this process; seconds and this process's peak memory."""
     from mig_ray.compare import car, kcenter, knn, longest, qdit
 
@@ -145,23 +147,31 @@ def one_method(method: str, n: int, k: int, seed: int) -> dict:
     if method == "longest":
         order = longest.longest_order(lengths, k)
     elif method == "kcenter":
-        order = kcenter.kcenter_order(emb, k, seed)
+        stats = {}
+        order = kcenter.kcenter_order(emb, k, seed, stats=stats)
+        updates = -(-(k - 1) // kcenter.BLOCK)
+        extra = {**stats, "rows_multiplied_share": stats["rows_multiplied"] / (n * updates)}
     elif method == "car":
         z = car.pca_reduce(emb, car.OPTIONS["pca"])
         clusters = car.default_clusters(n)
         t_km = time.perf_counter()
-        labels = car.cluster_labels(z, clusters, seed, full_max=car.OPTIONS["full_max"])
-        extra = {"clusters": clusters, "pca_dimensions": int(z.shape[1]),
-                 "kmeans_seconds": time.perf_counter() - t_km,
-                 "kmeans": "full" if n <= car.OPTIONS["full_max"] else "minibatch"}
+        opts = car.OPTIONS
+        labels, how, iters = car.fit_kmeans(z, clusters, seed, kmeans=car_kmeans,
+                                            full_max=opts["full_max"], init_max=opts["init_max"])
+        extra = {"clusters": clusters, "pca_dimensions": int(z.shape[1]), "pca_seconds": t_km - t,
+                 "kmeans_seconds": time.perf_counter() - t_km, "kmeans": how, "kmeans_iterations": iters}
         order = car.car_order(scores, labels, k, max(0, k - clusters), 1)
     elif method == "qdit":
         t_nn = time.perf_counter()
-        g = qdit.coverage_graph(emb, qdit.OPTIONS["neighbours"])
-        extra = {"neighbours_seconds": time.perf_counter() - t_nn}
+        stats = {}
+        g = qdit.coverage_graph(emb, qdit.OPTIONS["neighbours"], stats=stats)
+        extra = {"neighbours_seconds": time.perf_counter() - t_nn, **stats,
+                 "products_share": stats["products"] / n / n}
         order = qdit.greedy(g, scores, k, qdit.OPTIONS["alpha"])[0]
-    elif method == "knn-blas":
-        order = knn.neighbours(emb, qdit.OPTIONS["neighbours"])[0]
+    elif method in ("knn-blas", "knn-pruned"):
+        stats: dict = {}
+        order = knn.neighbours(emb, qdit.OPTIONS["neighbours"], prune=method == "knn-pruned", stats=stats)[0]
+        extra = {**stats, "products_share": stats["products"] / n / n}
     elif method == "knn-faiss":
         import faiss
 
@@ -177,23 +187,48 @@ def one_method(method: str, n: int, k: int, seed: int) -> dict:
             "peak_rss_mib_before_method": rss0 / 1024, "picked": int(len(order)), **extra}
 
 
-def bench_methods(n: int, k: int, methods: list[str], out: Path) -> dict:
-    """Each method in its own process (numba caches warm from a small run first); results are written
-    to `out` after each method, so a long run leaves what it finished."""
+def warm() -> None:
+    """Compile every kernel the method cases use (numba caches them), outside the timings."""
+    from mig_ray.compare import kcenter, knn, qdit
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3000, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    kcenter.kcenter_order(x, 50, prune=True)
+    kcenter.kcenter_order(x, 50, prune=False)
+    knn.neighbours(x, 3, block=512)
+    qdit.greedy(qdit.coverage_graph(x, 3), np.ones(3000), 50, 0.7)
+
+
+def cpu_pressure() -> str:
+    """The kernel's CPU pressure line (share of time some task waited for a CPU): other sessions' load
+    that the load average of this container may not show."""
+    try:
+        return Path("/proc/pressure/cpu").read_text().splitlines()[0]
+    except OSError:
+        return "unavailable"
+
+
+def bench_methods(n: int, k: int, methods: list[str], out: Path, threads: int = 0) -> dict:
+    """Each method in its own process (numba caches warm first); results are written to `out` after
+    each method, so a long run leaves what it finished. threads > 0: BLAS, OpenMP and numba threads."""
     method_arrays(n)
-    for m in ("qdit", "kcenter"):  # compile the kernels once, outside the timings
-        subprocess.run([sys.executable, __file__, "--one", m, "--one-n", "2000", "--one-k", "100"],
-                       check=True, capture_output=True)
-    res: dict = {"n": n, "k": k, "dimensions": 384, "methods": {}}
+    env = dict(os.environ)
+    if threads:
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            env[var] = str(threads)
+    subprocess.run([sys.executable, __file__, "--warm"], check=True, capture_output=True, env=env)
+    res: dict = {"n": n, "k": k, "dimensions": 384, "threads": threads or "default", "methods": {}}
     for m in methods:
-        load = os.getloadavg()
+        load, psi = os.getloadavg(), cpu_pressure()
         proc = subprocess.run([sys.executable, __file__, "--one", m, "--one-n", str(n), "--one-k", str(k)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=env)
         if proc.returncode != 0:
             res["methods"][m] = {"error": proc.stderr[-2000:]}
         else:
             res["methods"][m] = {**json.loads(proc.stdout.strip().splitlines()[-1]), "loadavg_before": load,
-                                 "loadavg_after": os.getloadavg()}
+                                 "loadavg_after": os.getloadavg(), "cpu_pressure_before": psi,
+                                 "cpu_pressure_after": cpu_pressure()}
         print(json.dumps({m: res["methods"][m]}), flush=True)
         out.write_text(json.dumps(res, indent=1) + "\n")
     if "knn-blas" in res["methods"] and "seconds" in res["methods"].get("knn-faiss", {}):
@@ -214,13 +249,19 @@ def main() -> None:
     ap.add_argument("--skip-embeddings", action="store_true", help="skip the 50K `compare` command")
     ap.add_argument("--methods-n", type=int, nargs="*", default=[50_000, 1_000_000],
                     help="pool sizes of the per-method cases (K = 5K at 50K, else 50K)")
-    ap.add_argument("--methods", default="longest,car,kcenter,qdit,knn-blas,knn-faiss")
+    ap.add_argument("--methods", default="longest,car,kcenter,qdit,knn-blas,knn-pruned,knn-faiss")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--one-n", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--one-k", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--car-kmeans", default="auto", help="car's kmeans option in the per-method cases")
+    ap.add_argument("--threads", type=int, default=0, help="threads of the per-method cases (0: default)")
+    ap.add_argument("--warm", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.warm:
+        warm()
+        return
     if args.one:
-        print(json.dumps(one_method(args.one, args.one_n, args.one_k, 0)))
+        print(json.dumps(one_method(args.one, args.one_n, args.one_k, 0, args.car_kmeans)))
         return
     DATA.mkdir(exist_ok=True)
     result: dict = header()
@@ -239,7 +280,7 @@ def main() -> None:
             if n > 200_000:  # faiss and our kNN alone at 1M repeat qdit's neighbour search: skipped
                 methods = [m for m in methods if not m.startswith("knn-")]
             result[f"methods_{n}"] = bench_methods(n, 5_000 if n <= 50_000 else 50_000, methods,
-                                                   DATA / f"methods_{n}.partial.json")
+                                                   DATA / f"methods_{n}.partial.json", args.threads)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     write_result(result, "compare", args.out)

@@ -134,6 +134,33 @@ def test_car_kmeans_is_lloyd_from_the_same_centres(seed, pca):
     assert got.tolist() == want.tolist()
 
 
+@pytest.mark.parametrize("rows", [7, 64, 65_536])
+def test_car_pca_in_row_blocks_is_the_direct_pca(rows):
+    rng = np.random.default_rng(rows)
+    u = blobs(rng, 150, dim=10)
+    want = ref_pca(u, 0.9)
+    got = car.pca_reduce(u, 0.9, rows=rows)
+    assert got.shape == want.shape
+    # components are defined up to sign: the projected points' Gram matrix is not
+    assert np.allclose(got.astype(np.float64) @ got.T.astype(np.float64), want @ want.T, atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [0, 6])
+def test_car_kmeans_pp_draws_from_a_seeded_subsample(seed):
+    from sklearn.cluster import kmeans_plusplus
+
+    rng = np.random.default_rng(seed)
+    u = blobs(rng, 300)
+    z = u.astype(np.float64)
+    sub = np.sort(np.random.default_rng(seed).choice(300, 80, replace=False))
+    want = ref_lloyd(z, kmeans_plusplus(z[sub].astype(np.float32), 6, random_state=seed)[0])
+    got = car.cluster_labels(u, 6, seed, "full", tol=0.0, init_max=80)
+    assert got.tolist() == want.tolist()
+    # at init_max >= N every sample is drawn from, as before
+    whole = ref_lloyd(z, kmeans_plusplus(u, 6, random_state=seed)[0])
+    assert car.cluster_labels(u, 6, seed, "full", tol=0.0, init_max=300).tolist() == whole.tolist()
+
+
 def test_car_default_rule_and_seeds():
     rng = np.random.default_rng(3)
     u = blobs(rng, 200)
@@ -179,12 +206,77 @@ def test_qdit_neighbours_are_exact_and_sparsify():
     assert a.tolist() == qdit.qdit_order(u, scores, 30, 0.7, 3)[0].tolist()
 
 
+def clustered(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
+    """Unit vectors in clusters of very different sizes (Zipf-like, many of one to three samples) plus
+    lone points: the shape the groups must cope with (rare clusters, a cluster larger than a block)."""
+    sizes = np.maximum(1, (n * 0.4 / np.arange(1, 200) ** 1.1).astype(int))
+    sizes = sizes[np.cumsum(sizes) <= n * 0.9]
+    c = rng.normal(size=(len(sizes), dim))
+    pts = np.concatenate([c[i] + 0.25 * rng.normal(size=(s, dim)) for i, s in enumerate(sizes)])
+    pts = np.concatenate([pts, rng.normal(size=(n - len(pts), dim))])
+    return unit32(pts[rng.permutation(n)])
+
+
+def ref_neighbours(u: np.ndarray, k: int) -> list[list[int]]:
+    full = u.astype(np.float64) @ u.astype(np.float64).T
+    np.fill_diagonal(full, -np.inf)
+    return [sorted(r) for r in np.argsort(-full, axis=1, kind="stable")[:, :k].tolist()]
+
+
+def test_groups_cover_every_sample_once_within_their_radius():
+    from mig_ray.compare.balls import make_groups
+
+    rng = np.random.default_rng(8)
+    u = clustered(rng, 900)
+    g = make_groups(u, seed=3, sample=150, max_pivots=60, rounds=3)
+    assert sorted(g.perm.tolist()) == list(range(900)) and g.starts[0] == 0 and g.starts[-1] == 900
+    for gi in range(len(g)):
+        members = u[g.perm[g.starts[gi]:g.starts[gi + 1]]].astype(np.float64)
+        assert len(members) > 0
+        assert np.allclose(g.centres[gi], members.mean(axis=0))
+        assert np.linalg.norm(members - g.centres[gi], axis=1).max() <= g.radius[gi]
+        assert np.linalg.norm(members, axis=1).max() <= g.max_norm[gi]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 5])
+def test_pruned_neighbours_are_exact(seed):
+    from mig_ray.compare.balls import make_groups
+    from mig_ray.compare.knn import neighbours
+
+    rng = np.random.default_rng(seed)
+    u = clustered(rng, 1200)
+    want = ref_neighbours(u, 6)
+    for groups in (None, make_groups(u, seed, sample=200, max_pivots=80, rounds=3),
+                   make_groups(u, seed, sample=100, max_pivots=4, rounds=1)):
+        stats: dict = {}
+        idx, sims = neighbours(u, 6, block=64, prune=True, groups=groups, stats=stats)
+        assert stats["groups"] > 1
+        assert [sorted(r) for r in idx.tolist()] == want
+        assert np.allclose(sims, np.einsum("ij,ikj->ik", u.astype(np.float64), u[idx].astype(np.float64)),
+                           atol=1e-12)
+    assert [sorted(r) for r in neighbours(u, 6, block=64, prune=False)[0].tolist()] == want
+
+
 @pytest.mark.parametrize("seed", [3, 4])
 def test_kcenter_blocked_matches_direct(seed):
     rng = np.random.default_rng(seed)
     u = unit32(rng.normal(size=(120, 5)))
     for block in (1, 3, 256):
         assert kcenter.kcenter_order(u, 50, seed, block=block).tolist() == ref_kcenter(u, 50, seed)
+
+
+@pytest.mark.parametrize("seed", [3, 9])
+def test_kcenter_pruned_matches_direct_and_skips(seed):
+    rng = np.random.default_rng(seed)
+    u = clustered(rng, 700)
+    u[rng.integers(0, 700, 40)] = u[rng.integers(0, 700, 40)]  # exact duplicates: ties
+    want = ref_kcenter(u, 150, seed)
+    for block in (1, 7, 256):
+        plain, pruned = {}, {}
+        assert kcenter.kcenter_order(u, 150, seed, block=block, prune=False, stats=plain).tolist() == want
+        assert kcenter.kcenter_order(u, 150, seed, block=block, prune=True, stats=pruned).tolist() == want
+        if block < 150:  # one update (the first centre's, all distances unknown) has nothing to skip
+            assert pruned["groups"] > 1 and pruned["rows_multiplied"] < plain["rows_multiplied"]
 
 
 # --- through `compare` ---------------------------------------------------------------------------

@@ -39,11 +39,11 @@ def check_options(options: dict) -> None:
         raise ValueError(f"qdit.neighbours must be >= 1, got {options['neighbours']}")
 
 
-def coverage_graph(emb: np.ndarray, k: int) -> sp.csc_matrix:
+def coverage_graph(emb: np.ndarray, k: int, stats: dict | None = None) -> sp.csc_matrix:
     """S[i, j] = sim(i, j) for j in i's neighbourhood (itself and its k most similar), as CSC: column j
-    lists the samples j would cover."""
+    lists the samples j would cover. `stats`: as knn.neighbours'."""
     n = len(emb)
-    idx, sims = neighbours(emb, k)
+    idx, sims = neighbours(emb, k, stats=stats)
     kk = idx.shape[1]
     rows = np.repeat(np.arange(n, dtype=np.int64), kk + 1)
     cols = np.concatenate([np.arange(n, dtype=np.int64)[:, None], idx], axis=1).ravel()
