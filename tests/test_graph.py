@@ -137,3 +137,17 @@ def test_bad_inputs():
         LabelGraph.build(["a"], np.ones((1, 2)), threshold=0.5).propagation("sideways")
     empty = LabelGraph.build([], np.zeros((0, 4)), threshold=0.5)
     assert empty.stats().labels == 0
+
+
+@pytest.mark.parametrize("degree", [25.0, 29.0, 1e300, float("inf")])
+def test_a_degree_only_negative_cosines_reach_gives_threshold_0(degree):
+    """30 random labels in 8 dimensions have negative cosines: a mean degree that would need them
+    (up to every pair, or an infinite one) gives threshold 0 and a graph with no negative weight,
+    which the information measure needs (a negative edge once ended in an internal error)."""
+    emb = np.random.default_rng(3).normal(size=(30, 8))
+    unit = unit_rows(emb)
+    assert (unit @ unit.T).min() < -0.3
+    assert threshold_for_degree(unit, degree) == 0.0
+    g = LabelGraph.build([f"l{i:02d}" for i in range(30)], emb, target_degree=degree)
+    assert g.threshold == 0.0 and g.W.data.min() >= 0
+    assert g.W.nnz == np.count_nonzero(dense_graph(emb, 0.0))  # the labels' order is theirs: l00..l29

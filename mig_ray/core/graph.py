@@ -75,17 +75,19 @@ def similarity_graph(unit: np.ndarray, threshold: float) -> sp.csr_matrix:
 
 
 def threshold_for_degree(unit: np.ndarray, degree: float) -> float:
-    """The cosine threshold whose graph has mean (off-diagonal) degree closest to `degree` from above.
+    """The cosine threshold whose graph has mean (off-diagonal) degree closest to `degree` from above,
+    and never below 0 (a negative cosine would be a negative edge weight).
 
     Mean degree D means D*L/2 undirected pairs; the threshold is the similarity of the
     (D*L/2)-th most similar pair, found chunk by chunk while keeping a running top list.
     """
     n = unit.shape[0]
-    m = int(round(degree * n / 2.0))
+    pairs = degree * n / 2.0
+    if pairs >= n * (n - 1) // 2:  # also an infinite degree, which round() cannot take
+        return 0.0
+    m = int(round(pairs))
     if m <= 0:
         return float("inf")
-    if m >= n * (n - 1) // 2:
-        return -1.0
     best = np.empty(0, dtype=np.float32)
     floor = -np.inf
     for _, s in _upper_chunks(unit):
@@ -96,7 +98,7 @@ def threshold_for_degree(unit: np.ndarray, degree: float) -> float:
         if best.size > m:
             best = np.partition(best, best.size - m)[best.size - m:]
             floor = best.min()
-    return float(best.min())
+    return max(float(best.min()), 0.0)
 
 
 @dataclass

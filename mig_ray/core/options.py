@@ -22,14 +22,17 @@ class GraphOptions(_Options):
     """How the label graph is built and how a sample's vector spreads over it."""
 
     sim_threshold: float | None = Field(
-        None, ge=-1.0, le=1.0,
-        description="Cosine threshold T for label-graph edges. Unset: 0.9 (the paper's) when label "
-                    "embeddings or a model of your own are named; with the bundled MiniLM, whose cosines "
+        None, ge=0.0, le=1.0,
+        description="Cosine threshold T for label-graph edges (at least 0: a negative cosine would be a "
+                    "negative edge weight, which the information measure cannot take). Unset: 0.9 (the "
+                    "paper's) when label embeddings or a model of your own are named; with the bundled "
+                    "MiniLM, whose cosines "
                     "are lower, the threshold that gives mean degree 5 (0.9 would leave almost every "
                     "label isolated). The summary says which applied.")
     target_degree: float | None = Field(
-        None, gt=0, description="Choose the threshold that gives this mean degree (overrides "
-                                "--sim-threshold).")
+        None, gt=0, allow_inf_nan=False,
+        description="Choose the threshold that gives this mean degree (overrides --sim-threshold); "
+                    "a degree only negative cosines would reach gives threshold 0.")
     propagation: Literal["target", "source"] = Field(
         "target", description="target: P = W'/colsum (released code); source: P = W'/rowsum (each label "
                               "spreads one unit).")
