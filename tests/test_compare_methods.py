@@ -225,10 +225,11 @@ def ref_neighbours(u: np.ndarray, k: int) -> list[list[int]]:
 
 def test_groups_cover_every_sample_once_within_their_radius():
     from mig_ray.compare.balls import make_groups
+    from mig_ray.compare.kcenter import farthest_first
 
     rng = np.random.default_rng(8)
     u = clustered(rng, 900)
-    g = make_groups(u, seed=3, sample=150, max_pivots=60, rounds=3)
+    g = make_groups(u, farthest_first, seed=3, sample=150, max_pivots=60, rounds=3)
     assert sorted(g.perm.tolist()) == list(range(900)) and g.starts[0] == 0 and g.starts[-1] == 900
     for gi in range(len(g)):
         members = u[g.perm[g.starts[gi]:g.starts[gi + 1]]].astype(np.float64)
@@ -241,13 +242,14 @@ def test_groups_cover_every_sample_once_within_their_radius():
 @pytest.mark.parametrize("seed", [1, 2, 5])
 def test_pruned_neighbours_are_exact(seed):
     from mig_ray.compare.balls import make_groups
+    from mig_ray.compare.kcenter import farthest_first
     from mig_ray.compare.knn import neighbours
 
     rng = np.random.default_rng(seed)
     u = clustered(rng, 1200)
     want = ref_neighbours(u, 6)
-    for groups in (None, make_groups(u, seed, sample=200, max_pivots=80, rounds=3),
-                   make_groups(u, seed, sample=100, max_pivots=4, rounds=1)):
+    for groups in (None, make_groups(u, farthest_first, seed, sample=200, max_pivots=80, rounds=3),
+                   make_groups(u, farthest_first, seed, sample=100, max_pivots=4, rounds=1)):
         stats: dict = {}
         idx, sims = neighbours(u, 6, block=64, prune=True, groups=groups, stats=stats)
         assert stats["groups"] > 1

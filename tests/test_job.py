@@ -269,6 +269,9 @@ def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, 
     ({"input": None}, "input"),
     ({"input": {"paths": ["/nonexistent/pool.jsonl"]}}, "does not exist"),
     ({"annotate": {"tagger": {"kind": "embedding", "options": {"top_kk": 3}}}}, "top_kk"),
+    ({"input": {"id_field": " "}}, "input.id_field: bad dotted field path"),  # was an internal error
+    ({"annotate": {"scorer": {"kind": "field", "field": "a..b"}}}, "annotate.scorer.field: bad dotted"),
+    ({"selection": {"n": 3, "groups": "meta."}}, "selection: bad dotted field path 'meta.'"),
 ])
 def test_invalid_job_files_fail_fast_with_exit_2_and_write_nothing(tmp_path, edit, message):
     data = yaml.safe_load(DEMO_JOB.read_text())

@@ -81,8 +81,9 @@ def _pool(tmp: Path) -> tuple[list[Path], Path]:
 
 
 def _strip(summary: dict) -> dict:
-    """summary.json without what differs between runs (paths, seconds, peak memory)."""
-    out = {k: v for k, v in summary.items() if k not in ("job", "stages", "outputs")}
+    """summary.json without what differs between runs (paths, seconds, peak memory; `ray` holds only
+    Ray's start time)."""
+    out = {k: v for k, v in summary.items() if k not in ("job", "stages", "outputs", "ray")}
 
     def clean(v):
         if isinstance(v, dict):

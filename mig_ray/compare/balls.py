@@ -12,9 +12,13 @@ radius the largest member distance to it, both in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+# (rows, m, seed) -> positions of the first m samples of a farthest-point (k-center) order
+Farthest = Callable[[np.ndarray, int, int], np.ndarray]
 
 SAMPLE = 16_384  # subsample each round's pivots are drawn from
 MAX_PIVOTS = 8_192  # in all rounds; at 1M x 384 with 4,531 clusters, 4,096 left a last round of mixed groups
@@ -38,14 +42,13 @@ class Groups:
         return len(self.starts) - 1
 
 
-def _pivots(x: np.ndarray, seed: int, sample: int, max_pivots: int) -> tuple[np.ndarray, float]:
+def _pivots(x: np.ndarray, farthest: Farthest, seed: int, sample: int,
+            max_pivots: int) -> tuple[np.ndarray, float]:
     """(pivot rows, cover radius of the subsample, or inf when no knee was found)."""
-    from mig_ray.compare.kcenter import kcenter_order  # here: kcenter groups its samples with make_groups
-
     rng = np.random.default_rng(seed)
     sub = x if len(x) <= sample else x[np.sort(rng.choice(len(x), sample, replace=False))]
     m_max = max(1, min(len(sub), max_pivots, max(1, len(sub) // 4)))
-    piv = np.asarray(sub, dtype=np.float64)[kcenter_order(sub, m_max, seed, prune=False)]
+    piv = np.asarray(sub, dtype=np.float64)[farthest(sub, m_max, seed)]
     if m_max < 2:
         return piv.astype(np.float32), np.inf
     sq = np.einsum("ij,ij->i", piv, piv)
@@ -74,9 +77,10 @@ def _assign(x: np.ndarray, piv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lab, d2
 
 
-def make_groups(emb: np.ndarray, seed: int = 0, sample: int = SAMPLE, max_pivots: int = MAX_PIVOTS,
-                rounds: int = ROUNDS) -> Groups:
-    """The groups of the rows of emb (see the module's docstring); at most max_pivots groups in all."""
+def make_groups(emb: np.ndarray, farthest: Farthest, seed: int = 0, sample: int = SAMPLE,
+                max_pivots: int = MAX_PIVOTS, rounds: int = ROUNDS) -> Groups:
+    """The groups of the rows of emb (see the module's docstring); at most max_pivots groups in all.
+    `farthest` gives the pivots' order (kcenter's, passed in: kcenter itself groups with this)."""
     x = np.ascontiguousarray(emb, dtype=np.float32)
     n = len(x)
     gid = np.empty(n, dtype=np.int64)
@@ -87,7 +91,7 @@ def make_groups(emb: np.ndarray, seed: int = 0, sample: int = SAMPLE, max_pivots
             break
         xl = x if len(left) == n else x[left]
         last = r == rounds - 1 or made >= max_pivots - 1
-        piv, cap = _pivots(xl, seed + r, sample, max(1, max_pivots - made))
+        piv, cap = _pivots(xl, farthest, seed + r, sample, max(1, max_pivots - made))
         lab, d2 = _assign(xl, piv)
         out = np.zeros(len(left), dtype=bool) if last else d2 > cap * cap * (1.0 + 1e-6)
         gid[left[~out]] = made + lab[~out]

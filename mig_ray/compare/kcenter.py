@@ -149,7 +149,7 @@ def kcenter_order(emb: np.ndarray, k: int, seed: int = 0, block: int = BLOCK, pr
     k = min(k, n)
     if k == 0:
         return np.zeros(0, dtype=np.int64)
-    groups = make_groups(emb, seed) if (n > PRUNE_MIN if prune is None else prune) else None
+    groups = make_groups(emb, farthest_first, seed) if (n > PRUNE_MIN if prune is None else prune) else None
     perm = groups.perm if groups is not None else np.arange(n, dtype=np.int64)
     x = np.empty(np.shape(emb))  # float64 rows in group order, copied in blocks
     for lo in range(0, n, ROWS):
@@ -173,6 +173,11 @@ def kcenter_order(emb: np.ndarray, k: int, seed: int = 0, block: int = BLOCK, pr
     if stats is not None:
         stats.update(groups=len(groups) if groups is not None else 0, rows_multiplied=rows)
     return order
+
+
+def farthest_first(x: np.ndarray, m: int, seed: int) -> np.ndarray:
+    """The first m of kcenter's order on x, unpruned: the pivots of `balls.make_groups`."""
+    return kcenter_order(x, m, seed, prune=False)
 
 
 def select(pool: ComparePool, k: int, seed: int = 0) -> np.ndarray:

@@ -25,6 +25,7 @@ import numba
 import numpy as np
 
 from mig_ray.compare.balls import Groups, centre_distances, make_groups
+from mig_ray.compare.kcenter import farthest_first
 
 BLOCK = 4096  # rows and columns of one block of similarities (64 MiB of float32)
 PRUNE_MIN = 100_000  # samples from which the search is pruned (at 50K it computed 0.91 of all pairs)
@@ -152,7 +153,7 @@ def neighbours(emb: np.ndarray, k: int, block: int = BLOCK, prune: bool | None =
     stats = {} if stats is None else stats
     if (n > PRUNE_MIN if prune is None else prune) and n > block:
         t = time.perf_counter()
-        groups = groups if groups is not None else make_groups(x, seed)
+        groups = groups if groups is not None else make_groups(x, farthest_first, seed)
         stats.update(group_seconds=time.perf_counter() - t, groups=len(groups))
         hj = _pruned(x, kk, groups, block, stats)
     else:

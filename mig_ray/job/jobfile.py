@@ -13,10 +13,10 @@ import glob
 import os
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mig_ray.annotate.resources import ActorResources
 from mig_ray.bundled import resolve_bundled
@@ -24,6 +24,7 @@ from mig_ray.core.options import ConstraintOptions, GraphOptions, ObjectiveOptio
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
+from mig_ray.pools.fields import split_path
 from mig_ray.pools.layouts import LAYOUTS
 from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import Location, RemotePath, is_uri, location, user_path
@@ -54,13 +55,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _dotted(v: str) -> str:
+    split_path(v)  # a malformed path is the job file's error, before any stage runs
+    return v
+
+
+DottedPath = Annotated[str, AfterValidator(_dotted)]
+
+
 class InputSpec(_Strict):
     """The pool: one or more files or `save_to_disk` directories, read in the order given."""
 
     paths: list[str] = Field(min_length=1, description="JSONL, JSON, Parquet files or datasets dirs, "
                              "local or s3://...; a glob (`incoming/*.jsonl`) expands to its matches, sorted")
     layout: Layout = Field("auto", description="record layout of every file; auto detects it per file")
-    id_field: str | None = Field(None, description="dotted path of the record id (default _id, id, "
+    id_field: DottedPath | None = Field(None, description="dotted path of the record id (default _id, id, "
                                  "else a content hash of the conversation)")
 
     def resolved_existing(self) -> list[Location]:
@@ -91,7 +100,7 @@ class TaggerSpec(_Strict):
                                  "offline); static: a static model distilled from it (CPU, offline, hundreds "
                                  "of times faster); vllm: an InsTag-style chat model; from-data: labels "
                                  "already in the pool")
-    labels_field: str | None = Field(None, description="from-data: dotted path of the label list")
+    labels_field: DottedPath | None = Field(None, description="from-data: dotted path of the label list")
     options: dict[str, Any] = Field(default_factory=dict, description="the tagger's own settings")
     resources: ActorResources = ActorResources(concurrency=1, num_cpus=0.5, batch_size=64)
 
@@ -102,7 +111,7 @@ class ScorerSpec(_Strict):
     kind: Literal["vllm", "field", "constant"] = Field(
         "field", description="field: a score in the pool; constant: `value` for every sample; vllm: the "
                              "DEITA quality and complexity scorers")
-    field: str | None = Field(None, description="field: dotted path of a numeric score (default: the "
+    field: DottedPath | None = Field(None, description="field: dotted path of a numeric score (default: the "
                               "released layout's mean over turns of quality x complexity)")
     value: float = Field(1.0, gt=0, description="constant: the score of every sample")
     options: dict[str, Any] = Field(default_factory=dict, description="the scorer's own settings")
@@ -150,6 +159,9 @@ class SelectionSpec(ConstraintOptions, ShardingOptions, ObjectiveOptions, Select
             raise ValueError("give one of n and fraction, not both")
         if self.n is None and self.fraction is None and self.budget_tokens is None:
             raise ValueError("give n or fraction (or budget_tokens: the budget alone bounds the selection)")
+        for value, keyword in ((self.groups, "file"), (self.cost, "tokens")):
+            if value is not None and value != keyword:
+                split_path(value)  # a malformed field path fails here, not in a stage's tasks
         return self
 
     def k(self, selectable: int) -> int:
