@@ -24,7 +24,7 @@ from mig_ray.core.options import ConstraintOptions, GraphOptions, ObjectiveOptio
 from mig_ray.embeddings import DEFAULT_MODEL
 from mig_ray.errors import JobError
 from mig_ray.guard import clip, short
-from mig_ray.pools.fields import split_path
+from mig_ray.pools.fields import checked_path
 from mig_ray.pools.layouts import LAYOUTS
 from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import Location, RemotePath, is_uri, location, user_path
@@ -55,12 +55,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _dotted(v: str) -> str:
-    split_path(v)  # a malformed path is the job file's error, before any stage runs
-    return v
-
-
-DottedPath = Annotated[str, AfterValidator(_dotted)]
+DottedPath = Annotated[str, AfterValidator(checked_path)]  # a malformed path fails at load, not in a stage
 
 
 class InputSpec(_Strict):
@@ -159,9 +154,8 @@ class SelectionSpec(ConstraintOptions, ShardingOptions, ObjectiveOptions, Select
             raise ValueError("give one of n and fraction, not both")
         if self.n is None and self.fraction is None and self.budget_tokens is None:
             raise ValueError("give n or fraction (or budget_tokens: the budget alone bounds the selection)")
-        for value, keyword in ((self.groups, "file"), (self.cost, "tokens")):
-            if value is not None and value != keyword:
-                split_path(value)  # a malformed field path fails here, not in a stage's tasks
+        for value in (self.groups, self.cost):  # `file` and `tokens` are well-formed paths too
+            checked_path(value)
         return self
 
     def k(self, selectable: int) -> int:

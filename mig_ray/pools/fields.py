@@ -29,6 +29,14 @@ def split_path(path: str) -> tuple[str | int, ...]:
     return tuple(int(p) if p.isdigit() else p for p in path.split("."))
 
 
+def checked_path(path: str | None) -> str | None:
+    """`path` unchanged when None or well formed; else split_path's ValueError (for validators:
+    `select`'s options and the job file's fields fail at load, not in the read)."""
+    if path is not None:
+        split_path(path)
+    return path
+
+
 def get_path(rec: Any, parts: tuple[str | int, ...]) -> Any:
     cur = rec
     for p in parts:

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 from mig_ray.bundled import resolve_bundled
 from mig_ray.core.options import SelectionOptions, graph_defaults
 from mig_ray.embeddings import DEFAULT_MODEL
-from mig_ray.pools.fields import FieldSpec, split_path
+from mig_ray.pools.fields import FieldSpec, checked_path
 from mig_ray.runtime.placement import ShardPlacement
 from mig_ray.storage import RemotePath, location, user_path
 
@@ -66,9 +66,7 @@ class SelectConfig(SelectionOptions):
     @field_validator("labels_field", "score_field", "id_field", "groups", "cost")
     @classmethod
     def _dotted(cls, v: str | None) -> str | None:
-        if v is not None:
-            split_path(v)  # a malformed path fails before the read
-        return v
+        return checked_path(v)  # a malformed path fails before the read
 
     def graph_rule(self) -> tuple[float, float | None, str]:
         """The threshold, target degree and the rule that chose them (see graph_defaults)."""
