@@ -18,7 +18,6 @@ sizes; the job's wall within 2.5x of in-process `mig-ray select` on the same fil
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
@@ -31,7 +30,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_select import DATA, label_embeddings  # noqa: E402
+from bench_select import DATA, label_embeddings, peak_rss_mb  # noqa: E402
 from provenance import header, write_result  # noqa: E402
 from tulu3_shaped import valid_tags, write_jsonl  # noqa: E402
 
@@ -39,36 +38,22 @@ from tulu3_shaped import valid_tags, write_jsonl  # noqa: E402
 def measured(argv: list[str], keep_stderr: bool = False) -> dict:
     """Run `python -m mig_ray ARGV`; its wall seconds, its own peak RSS and its tree's (and its
     stderr lines with `keep_stderr`)."""
-    import psutil
-
     env = {**os.environ, "RAY_ADDRESS": "", "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "mig_ray", *argv], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    root = psutil.Process(proc.pid)
-    own = tree = 0
     err: list[str] = []
     import threading
 
     reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
     reader.start()
-    while proc.poll() is None:
-        try:
-            rss = root.memory_info().rss
-            total = rss
-            for p in root.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            own, tree = max(own, rss), max(tree, total)
-        except psutil.Error:
-            pass
-        time.sleep(0.02)
+    own, tree = peak_rss_mb(proc)
     wall = time.perf_counter() - t0
     reader.join(5)
     if proc.returncode != 0:
         raise SystemExit(f"mig_ray {' '.join(argv)} failed:\n{''.join(err[-40:])}")
-    out = {"wall_seconds": round(wall, 2), "driver_peak_rss_mb": round(own / 2**20, 1),
-           "tree_peak_rss_mb": round(tree / 2**20, 1)}
+    out = {"wall_seconds": round(wall, 2), "driver_peak_rss_mb": round(own, 1),
+           "tree_peak_rss_mb": round(tree, 1)}
     if keep_stderr:
         out["stderr"] = err
     return out

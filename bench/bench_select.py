@@ -86,24 +86,23 @@ def selection_phase(tags, emb, indptr, codes, s, k, threshold, target_degree=Non
     return res, vectors, secs, vars(graph.stats())
 
 
-def peak_tree_rss_mb(proc: subprocess.Popen) -> float:
-    """Largest sum of RSS over a process and its descendants while it runs (sampled)."""
+def peak_rss_mb(proc: subprocess.Popen) -> tuple[float, float]:
+    """Until `proc` exits: its own largest RSS and the largest sum over it and its descendants,
+    in MB, sampled every 20 ms (the benchmarks' one memory probe)."""
     import psutil
 
-    peak = 0
+    own = tree = 0
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
-        try:
-            procs = [root, *root.children(recursive=True)]
-            total = 0
-            for p in procs:
+        with contextlib.suppress(psutil.Error):
+            rss = root.memory_info().rss
+            total = rss
+            for p in root.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
-            peak = max(peak, total)
-        except psutil.Error:
-            pass
+            own, tree = max(own, rss), max(tree, total)
         time.sleep(0.02)
-    return peak / 2**20
+    return own / 2**20, tree / 2**20
 
 
 def dense_reference(vectors, k: int, released_shape: bool):
@@ -263,27 +262,15 @@ def parse_seconds(pool: Path) -> float:
 def measured(cmd: list[str]) -> dict:
     """Wall seconds of a command (process start to exit), and the peak RSS of the process alone and
     of its process tree (its read workers and embedding child), sampled every 20 ms."""
-    import psutil
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = psutil.Process(proc.pid)
-    own = tree = 0
-    while proc.poll() is None:
-        with contextlib.suppress(psutil.Error):
-            rss = root.memory_info().rss
-            total = rss
-            for p in root.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    total += p.memory_info().rss
-            own, tree = max(own, rss), max(tree, total)
-        time.sleep(0.02)
+    own, tree = peak_rss_mb(proc)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace")
     if proc.returncode != 0:
         raise SystemExit(f"command failed: {' '.join(cmd)}\n{err[-3000:]}")
-    return {"wall_seconds": round(wall, 3), "peak_rss_mb": round(own / 2**20, 1),
-            "tree_peak_rss_mb": round(tree / 2**20, 1)}
+    return {"wall_seconds": round(wall, 3), "peak_rss_mb": round(own, 1), "tree_peak_rss_mb": round(tree, 1)}
 
 
 def read_ab(pool: Path, repeat: int) -> dict:
@@ -457,7 +444,7 @@ def main() -> None:
         for _ in range(3):  # 1: cold (model loads, the tag list is embedded); 2, 3: the cache serves it
             t0 = time.perf_counter()
             proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            tree_rss.append(peak_tree_rss_mb(proc))
+            tree_rss.append(peak_rss_mb(proc)[1])
             if proc.wait() != 0:
                 raise SystemExit(f"command failed: {' '.join(cmd)}")
             walls.append(time.perf_counter() - t0)
