@@ -327,11 +327,13 @@ def test_job_compare_key_runs_after_select_and_shows_in_the_report(tmp_path, ray
     out = tmp_path / "out"
     job = small_job(tmp_path, pool, out, **{
         "annotate.tagger": {"kind": "from-data"}, "selection.n": 12,
-        "compare": {"methods": ["mig", "score", "kcenter"], "embed_samples": True, "seed": 3}})
+        "compare": {"methods": ["mig", "score", "kcenter", "qdit"], "embed_samples": True, "seed": 3,
+                    "options": {"qdit": {"alpha": 0.25, "neighbours": 4}}}})
     summary = run_job(load_job(job))
     data = json.loads((out / "compare" / "compare.json").read_text())
     assert summary["compare"]["compare"] == str(out / "compare" / "compare.json")
-    assert list(data["methods"]) == ["mig", "score", "kcenter"] and data["skipped"] == {}
+    assert list(data["methods"]) == ["mig", "score", "kcenter", "qdit"] and data["skipped"] == {}
+    assert data["methods"]["qdit"]["options"] == {"alpha": 0.25, "neighbours": 4}  # the job file's
     assert data["sample_embeddings"]["dimensions"] == 384
     assert [r["id"] for r in manifest_rows(out / "compare" / "mig.manifest.jsonl")] == manifest_ids(out)
     table = pq.read_table(out / "assemble" / "pool.parquet").to_pydict()

@@ -272,6 +272,8 @@ def test_nightly_increment_annotates_only_new_ids_and_writes_the_diff(tmp_path, 
     ({"input": {"id_field": " "}}, "input.id_field: bad dotted field path"),  # was an internal error
     ({"annotate": {"scorer": {"kind": "field", "field": "a..b"}}}, "annotate.scorer.field: bad dotted"),
     ({"selection": {"n": 3, "groups": "meta."}}, "selection: bad dotted field path 'meta.'"),
+    ({"compare": {"methods": ["mig", "qdit"], "options": {"qdit": {"alpha": 2}}}}, "qdit.alpha must be in"),
+    ({"compare": {"options": {"qdit": {"alfa": 0.5}}}}, "qdit: unknown option 'alfa'"),
 ])
 def test_invalid_job_files_fail_fast_with_exit_2_and_write_nothing(tmp_path, edit, message):
     data = yaml.safe_load(DEMO_JOB.read_text())

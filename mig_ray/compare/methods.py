@@ -22,10 +22,9 @@ from mig_ray.compare import car, deita, instag, kcenter, longest, mig, qdit, sco
 
 MODULES: tuple[ModuleType, ...] = (mig, uniform, score, instag, deita, kcenter, longest, car, qdit)
 METHODS: dict[str, ModuleType] = {m.NAME: m for m in MODULES}
-# run when no method is named. car met its targets (bench/results/compare-scale-2026-12-05-*.json: 4.8 s
-# quiet, 7.7 s loaded at 50K x 384; 125 s at 1M); qdit not yet (10.15 s quiet, 16 s loaded at 50K: its
-# exact neighbours), so it runs when named
-DEFAULT = tuple(name for name in METHODS if name != "qdit")
+# run when no method is named (by `compare` and a job's compare step): all, each having met its targets
+# (bench/results/compare-scale-2026-12-05-*.json: under 10 s at 50K x 384, qdit the slowest at 9.8 s)
+DEFAULT = tuple(METHODS)
 NEEDS_KNOWN = frozenset({"labels", "scores", "embeddings", "text"})
 
 

@@ -73,7 +73,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
                                                           "previous_manifest": None})
         opts = CompareOptions(tuple(spec.methods), spec.seed,
                               resolve_path(spec.sample_embeddings) if spec.sample_embeddings else None,
-                              embed_samples=spec.embed_samples, deita_threshold=spec.deita_threshold)
+                              embed_samples=spec.embed_samples, deita_threshold=spec.deita_threshold,
+                              method_options=spec.options)
         result = run_compare(cfg, path, opts, _ingested_messages(ctx),
                              mig_manifest=ctx.out / "select" / "selected.manifest.jsonl",
                              cached_vectors=_tagger_vectors(ctx))

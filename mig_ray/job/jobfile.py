@@ -182,11 +182,20 @@ class RaySpec(_Strict):
                                          "selection's shard actors run (selection.shards > 1)")
 
 
+def _default_methods() -> tuple[str, ...]:
+    from mig_ray.compare.methods import DEFAULT
+
+    return DEFAULT
+
+
 class CompareSpec(_Strict):
     """`mig-ray compare` after the selection, into OUTDIR/compare/ (shown by `mig-ray report OUTDIR`)."""
 
-    methods: list[str] = Field(default_factory=lambda: ["mig", "random", "score", "instag", "deita",
-                                                        "kcenter"], description="methods to run, by name")
+    methods: list[str] = Field(default_factory=lambda: list(_default_methods()), description="methods to "
+                               "run, by name (default: every registered method, as `mig-ray compare`)")
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per method its options, e.g. {qdit: {alpha: 0.5}} (as `--method-option qdit.alpha=0.5`)")
     seed: int = Field(0, description="seed of random, kcenter's first pick and the Vendi subsample")
     sample_embeddings: str | None = Field(None, description=".npz with `ids` and `embeddings` (deita, "
                                           "kcenter, Vendi)")
@@ -196,9 +205,10 @@ class CompareSpec(_Strict):
 
     @model_validator(mode="after")
     def _known(self) -> CompareSpec:
-        from mig_ray.compare.methods import parse_methods
+        from mig_ray.compare.methods import method_options, parse_methods
 
         parse_methods(self.methods)
+        method_options(self.options)
         if self.sample_embeddings is not None and not resolve_path(self.sample_embeddings).is_file():
             raise ValueError(f"sample_embeddings: {self.sample_embeddings} is not a file")
         return self
