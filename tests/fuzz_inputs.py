@@ -109,6 +109,18 @@ HEAVY = {("compare", "embed_samples"), ("graph", "label_embeddings"), ("graph", 
          ("ray", "address")}  # a model to load, or a cluster to join: left alone in light cases
 
 
+def method_options() -> st.SearchStrategy:
+    """compare.options: known methods with their own option names (values of any type, or numbers near
+    the edges), and now and then an unknown method or option."""
+    from mig_ray.compare.methods import METHODS
+
+    names = st.sampled_from(list(METHODS)) | ODD_STRINGS
+    known = sorted({k for m in METHODS.values() for k in getattr(m, "OPTIONS", {})})
+    keys = st.sampled_from(known) | ODD_STRINGS
+    values = numbers(float, 0.0, 1.0) | numbers(int, 1, None) | JSON_VALUES
+    return st.dictionaries(names, st.dictionaries(keys, values, max_size=2), max_size=2)
+
+
 def base_job(compare: bool) -> dict:
     """A valid job over the 10-record pool, labels and scores from the data, label vectors given."""
     job = {"name": "fuzz", "input": {"paths": ["pool.jsonl"]},
@@ -161,7 +173,12 @@ def job_files(draw, light: bool = False, wrong: bool = True) -> dict:
         kind = draw(st.sampled_from(kinds))
         if kind in ("set", "wrong"):
             path, field = draw(st.sampled_from(keys))
-            values = JSON_VALUES if kind == "wrong" else plausible(field.annotation, field, light)
+            if kind == "wrong":
+                values = JSON_VALUES
+            elif path == ("compare", "options"):
+                values = method_options()
+            else:
+                values = plausible(field.annotation, field, light)
             set_key(data, path, draw(values))
         elif kind == "delete":
             present = [p for p in key_paths(data) if not (light and p in HEAVY)]
