@@ -164,7 +164,8 @@ def test_strict_mode_raises_at_the_first_bad_line(tmp_path):
 
 
 def test_select_reads_large_pools_in_parallel(tmp_path, monkeypatch):
-    """`select` takes the parallel reader above its size threshold (and the same selection)."""
+    """`select` takes pyarrow's reader above its size threshold, the parallel one where pyarrow declines
+    (and the same selection)."""
     from mig_ray.selection.config import SelectConfig
     from mig_ray.selection.run import run_select
 
@@ -176,16 +177,21 @@ def test_select_reads_large_pools_in_parallel(tmp_path, monkeypatch):
     pool = pool_file(tmp_path / "pool.jsonl", lines, False, False, True)
     emb = tmp_path / "emb.npz"
     np.savez(emb, labels=np.array(TAGS), embeddings=rng.normal(size=(len(TAGS), 8)))
+    import mig_ray.selection.run as select_run
+
     calls = []
-    real = parallel_read.merge_blocks
-    monkeypatch.setattr(parallel_read, "merge_blocks", lambda *a: calls.append(1) or real(*a))
+    real_arrow, real_parallel = select_run.read_jsonl_arrow, select_run.read_jsonl_parallel
+    monkeypatch.setattr(select_run, "read_jsonl_parallel",
+                        lambda *a: calls.append("parallel") or real_parallel(*a))
     orders = []
-    for threshold in (10**9, 0):
+    for threshold, arrow in ((10**9, True), (0, True), (0, False)):  # one core; pyarrow's; processes
+        monkeypatch.setattr(select_run, "read_jsonl_arrow", lambda *a, arrow=arrow: (
+            calls.append("arrow") or real_arrow(*a)) if arrow else None)
         monkeypatch.setattr(parallel_read, "MIN_PARALLEL_BYTES", threshold)
         monkeypatch.setattr(parallel_read, "BLOCK_BYTES", 4096)
         monkeypatch.setattr("mig_ray.selection.run.available_cores", lambda: 2)
-        out = tmp_path / f"out{threshold}" / "sel.jsonl"
+        out = tmp_path / f"out{threshold}{arrow}" / "sel.jsonl"
         run_select(SelectConfig(pool=pool, n=20, out=out, label_embeddings=emb, progress=False))
         orders.append(out.with_name("sel.manifest.jsonl").read_text())
-    assert len(calls) == 1
-    assert orders[0] == orders[1]
+    assert calls == ["arrow", "parallel"]
+    assert orders[0] == orders[1] == orders[2]

@@ -488,7 +488,7 @@ def _gather_rows(indptr, indices, data, rows):
     ptr = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
         ptr[i + 1] = ptr[i] + indptr[rows[i] + 1] - indptr[rows[i]]
-    idx = np.empty(ptr[n], dtype=np.int64)
+    idx = np.empty(ptr[n], dtype=indices.dtype)  # int32 from propagate: half the bytes to copy and hold
     val = np.empty(ptr[n], dtype=np.float64)
     for i in range(n):  # element loops: slice assignments cost more than the copy for short rows
         q = ptr[i]

@@ -107,6 +107,11 @@ def _read_block(path: str, start: int, end: int, spec: FieldSpec, fast: bool) ->
     with open(path, "rb") as f:
         f.seek(start)
         data = f.read(end - start)
+    return parse_lines(data, start, spec, fast)
+
+
+def parse_lines(data: bytes, start: int, spec: FieldSpec, fast: bool = True) -> BlockResult:
+    """The block of the file's bytes `data` that begins at byte `start` (a line start)."""
     # the lines as the file's line iterator cuts them (at b"\n" only), without their b"\n"
     lines = data.split(b"\n")
     ended = data.endswith(b"\n")
@@ -227,13 +232,17 @@ def merge_blocks(path: Path, results: list[BlockResult], valid: set[str] | None,
     keys = np.concatenate([k[r.codes] for k, r in zip(block_keys, results, strict=True)]
                           or [np.zeros(0, np.int64)])
     counts = np.concatenate([r.label_counts for r in results] or [np.zeros(0, np.int64)])
-    record_of = np.repeat(np.arange(len(counts)), counts)
-    in_accepted = accepted[record_of]
     is_valid = np.array([valid is None or t in valid for t in names], dtype=bool)
-    label_ok = is_valid[keys] if len(keys) else np.zeros(0, dtype=bool)
-    dropped = int(np.sum(in_accepted & ~label_ok))
-    take = in_accepted & label_ok
-    kept_keys = keys[take]
+    if accepted.all() and is_valid.all():  # the usual pool: every label of every record stays
+        dropped, kept_keys, per_record = 0, keys, counts
+    else:
+        record_of = np.repeat(np.arange(len(counts)), counts)
+        in_accepted = accepted[record_of]
+        label_ok = is_valid[keys] if len(keys) else np.zeros(0, dtype=bool)
+        dropped = int(np.sum(in_accepted & ~label_ok))
+        take = in_accepted & label_ok
+        kept_keys = keys[take]
+        per_record = np.bincount(record_of[take], minlength=len(counts))[accepted]
     if accepted.all():  # keys are numbered in first-seen order over the blocks in order
         by_first = np.flatnonzero(is_valid)  # each name is some accepted record's label
     else:  # a duplicate's labels do not count: first-seen order over the accepted records
@@ -242,7 +251,6 @@ def merge_blocks(path: Path, results: list[BlockResult], valid: set[str] | None,
     rank = np.full(len(names), -1, dtype=np.int64)
     rank[by_first] = np.arange(len(by_first))
     codes = rank[kept_keys].astype(np.int32)
-    per_record = np.bincount(record_of[take], minlength=len(counts))[accepted]
     indptr = np.zeros(len(per_record) + 1, dtype=np.int64)
     np.cumsum(per_record, out=indptr[1:])
     raws = {}

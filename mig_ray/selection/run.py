@@ -40,6 +40,7 @@ from mig_ray.pools.annotated import (
     pool_format,
     read_annotated,
 )
+from mig_ray.pools.arrow_read import read_jsonl_arrow
 from mig_ray.pools.parallel_read import available_cores, read_jsonl_parallel, use_parallel
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
@@ -96,6 +97,9 @@ def read_pool(cfg: SelectConfig, rejects: Rejects, valid: set[str] | None) -> An
 
     try:
         if use_parallel(cfg.pool, spec, available_cores()):
+            pool = read_jsonl_arrow(cfg.pool, spec, valid, rejects, progress)
+            if pool is not None:
+                return pool
             return read_jsonl_parallel(cfg.pool, spec, valid, rejects, available_cores(), progress)
         return read_annotated(cfg.pool, spec, valid, rejects, progress)
     finally:
