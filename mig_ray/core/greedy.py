@@ -16,10 +16,11 @@ position among the fresh gains inside the window: what a full rescan applying th
 The loop is compiled with numba; the state lives in numpy arrays so that a run can be continued
 in chunks (progress bars, checkpoints) or driven round by round by a shard actor.
 
-Rows are stored in rank order (initial gain descending, then input position): the rows that lazy
-greedy re-evaluates are mostly the high-gain ones, so their data then sit together in memory
-instead of scattered over the pool (measured 1.3-1.4x for the whole lazy_greedy at N = 1M,
-K = 50K). Heap entries are ranks; ties still compare input positions (`rrow`, rank -> input row).
+Rows stay in input order. The kernels address rows by rank through `rrow` (rank -> input row), so
+that the rows could be stored in rank order (initial gain descending): while a gain cost a power per
+term that copy paid (1.3-1.4x for lazy_greedy at N = 1M, K = 50K); with the gain a dot product with
+the labels' slopes it costs more than it saves (the copy 0.5 s and 250 MB; in place 1.93 s against
+2.15-2.24 s for the whole greedy, same order), so rank is the input row and `rrow` the identity.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def _run(indptr, indices, data, x, w, hkey, hpos, stamp, meta, order, order_gain
          grp, caps, counts, cost, div, fb):
     """Commit up to n_rounds samples; meta = [heap size, committed, evaluations].
 
-    Rows, heap entries, `stamp` and `gpos` are in rank order; `order` receives input rows.
+    Rows, heap entries, `stamp` and `gpos` are by rank (the input row); `order` receives input rows.
     The key of a row is its gain divided by div[row] (1: the gain; its cost: cost-benefit greedy);
     rows that no longer fit (`_fits`) are dropped when they reach the top or the tie window.
 
@@ -282,7 +283,7 @@ class LazyGreedy:
     """Lazy greedy state over a CSR matrix of propagated sample vectors (rows = input positions).
 
     `step(n)` commits up to n more samples; the state can be continued or inspected between steps.
-    `order` holds input rows; the CSR arrays, heap, `stamp` and `taken` are in rank order.
+    `order` holds input rows; the heap, `stamp` and `taken` are by rank (the input row).
     """
 
     def __init__(self, vectors: sp.csr_matrix, phi: Phi, mode: GainMode = "gradient",
@@ -320,14 +321,13 @@ class LazyGreedy:
         data = v.data.astype(np.float64, copy=False)
         self.w = slopes(self.x, *self._params[:4])  # phi'(x), kept up to date with x
         first = _initial_gains(v.indptr, v.indices, data, self.n, self.x, self.w, *self._params) / div
-        # rank -> input row; the rows in rank order already form a heap.
-        self.rrow = np.argsort(-first, kind="stable").astype(np.int64)
-        self.indptr, self.indices, self.data = _gather_rows(v.indptr, v.indices, data, self.rrow)
-        self._rank_positions = self.positions[self.rrow]
-        self.grp = rows.groups[self.rrow]
-        self.cost = rows.costs[self.rrow]
-        self.div = div[self.rrow]
-        self.hkey = first[self.rrow]
+        self.rrow = np.arange(self.n, dtype=np.int64)  # rank = input row (module docstring)
+        self.indptr, self.indices, self.data = v.indptr, v.indices, data  # read only: no copy
+        self._rank_positions = self.positions
+        self.grp = rows.groups
+        self.cost = rows.costs
+        self.div = div
+        self.hkey = first
         self.hpos = np.arange(self.n, dtype=np.int64)
         _heapify(self.hkey, self.hpos, self.n, self.rrow)
         self.stamp = np.zeros(self.n, dtype=np.int64)
