@@ -274,11 +274,12 @@ def measured(cmd: list[str]) -> dict:
 
 
 def read_ab(pool: Path, repeat: int) -> dict:
-    """The read alone, in this process: the single-core reader against the parallel one on the same
-    file, alternating; the two pools compared field by field."""
+    """The read alone, in this process: the single-core reader against the parallel one and
+    pyarrow's (what `select` takes) on the same file, alternating; the pools compared field by field."""
     import resource
 
     from mig_ray.pools.annotated import load_valid_tags, read_annotated
+    from mig_ray.pools.arrow_read import read_jsonl_arrow
     from mig_ray.pools.fields import FieldSpec
     from mig_ray.pools.parallel_read import available_cores, read_jsonl_parallel
     from mig_ray.pools.rejects import Rejects
@@ -288,7 +289,7 @@ def read_ab(pool: Path, repeat: int) -> dict:
         return sum(u.ru_utime + u.ru_stime for u in use)
 
     valid = load_valid_tags(SHARED / "valid_tags_tulu3.json")
-    single, parallel, single_cpu, parallel_cpu = [], [], [], []
+    single, parallel, single_cpu, parallel_cpu, arrow, arrow_cpu = [], [], [], [], [], []
     same = True
     for _ in range(repeat):
         t, c = time.perf_counter(), cpu()
@@ -299,13 +300,21 @@ def read_ab(pool: Path, repeat: int) -> dict:
         b = read_jsonl_parallel(pool, FieldSpec(), valid, Rejects(None), available_cores())
         parallel.append(round(time.perf_counter() - t, 3))
         parallel_cpu.append(round(cpu() - c, 3))  # the workers' CPU too (reaped when the pool closes)
-        same &= a.ids == b.ids and a.vocab == b.vocab and a.counts == b.counts and all(
-            getattr(a, f).tobytes() == getattr(b, f).tobytes()
-            for f in ("scores", "label_indptr", "label_codes", "locations", "lines"))
-        del a, b
+        t, c = time.perf_counter(), cpu()
+        d = read_jsonl_arrow(pool, FieldSpec(), valid, Rejects(None))
+        arrow.append(round(time.perf_counter() - t, 3))
+        arrow_cpu.append(round(cpu() - c, 3))
+        fields = ("scores", "label_indptr", "label_codes", "locations", "lines")
+        for other in (b, d):
+            same &= other is not None and a.ids == other.ids and a.vocab == other.vocab and \
+                a.counts == other.counts and all(getattr(a, f).tobytes() == getattr(other, f).tobytes()
+                                                 for f in fields)
+        del a, b, d
     return {"single_core_seconds": single, "parallel_seconds": parallel, "workers": available_cores(),
             "single_core_cpu_seconds": single_cpu, "parallel_cpu_seconds_all_processes": parallel_cpu,
-            "ratio_single_over_parallel_min": round(min(single) / min(parallel), 2), "same_pool": bool(same)}
+            "arrow_seconds": arrow, "arrow_cpu_seconds": arrow_cpu,
+            "ratio_single_over_parallel_min": round(min(single) / min(parallel), 2),
+            "ratio_parallel_over_arrow_min": round(min(parallel) / min(arrow), 2), "same_pool": bool(same)}
 
 
 def vectors_ab(tags, emb, indptr, codes, s, target_degree: float, repeat: int) -> dict:

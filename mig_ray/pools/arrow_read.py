@@ -321,7 +321,7 @@ def _read(path: Path, data: pa.Buffer, spec: FieldSpec, valid: set[str] | None, 
     del table, instag, deita, q_arr, c_arr, q_vals, c_vals
     enc = labels.dictionary_encode()
     names = enc.dictionary.to_pylist()
-    codes = _values(enc.indices, np.int32).astype(np.int64)  # a null label's row is read again
+    codes = _values(enc.indices, np.int32)  # a null label's row is read again
     l_off = np.zeros(len(l_len) + 1, dtype=np.int64)
     np.cumsum(l_len, out=l_off[1:])
     ids = ids_col.to_pylist()
@@ -363,12 +363,11 @@ def _assemble(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows_at: np
         own = [got.names[k] for k in got.codes.tolist()]
         extra_codes[r] = np.array([name_index.get(t) if t in name_index else
                                    extra_names.setdefault(t, len(names) + len(extra_names)) for t in own],
-                                  dtype=np.int64)
+                                  dtype=np.int32)
         label_count[r] = len(own)
     keep = np.flatnonzero(taken)
     if not extra_codes:  # every taken row is plain: its labels are the columns'
-        in_taken = np.repeat(taken, l_len)
-        kept = codes[in_taken]
+        kept = codes if taken.all() else codes[np.repeat(taken, l_len)]
     else:
         parts = [extra_codes[r] if r in extra_codes else codes[l_off[r]:l_off[r + 1]] for r in keep.tolist()]
         kept = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)

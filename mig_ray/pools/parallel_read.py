@@ -209,7 +209,7 @@ def merge_blocks(path: Path, results: list[BlockResult], valid: set[str] | None,
     """Blocks in file order -> one pool: global line numbers, duplicate ids (the first stays), the
     valid-tag filter, the vocabulary in first-seen order, and the rejects in line order."""
     offsets = np.cumsum([0] + [r.n_lines for r in results])
-    ids = list(chain.from_iterable(r.ids for r in results))
+    ids = results[0].ids if len(results) == 1 else list(chain.from_iterable(r.ids for r in results))
     lines = np.concatenate([r.lines + off for r, off in zip(results, offsets.tolist(), strict=False)]
                            or [np.zeros(0, np.int64)])
     all_rejects = [(line + off, reason, raw) for r, off in zip(results, offsets.tolist(), strict=False)
@@ -229,8 +229,11 @@ def merge_blocks(path: Path, results: list[BlockResult], valid: set[str] | None,
     for r in results:
         block_keys.append(np.array([key_of.setdefault(t, len(key_of)) for t in r.names], dtype=np.int64))
     names = list(key_of)
-    keys = np.concatenate([k[r.codes] for k, r in zip(block_keys, results, strict=True)]
-                          or [np.zeros(0, np.int64)])
+    if len(results) == 1:  # one block: its own codes are the keys (its names are distinct)
+        keys = results[0].codes
+    else:
+        keys = np.concatenate([k[r.codes] for k, r in zip(block_keys, results, strict=True)]
+                              or [np.zeros(0, np.int64)])
     counts = np.concatenate([r.label_counts for r in results] or [np.zeros(0, np.int64)])
     is_valid = np.array([valid is None or t in valid for t in names], dtype=bool)
     if accepted.all() and is_valid.all():  # the usual pool: every label of every record stays
@@ -248,9 +251,12 @@ def merge_blocks(path: Path, results: list[BlockResult], valid: set[str] | None,
     else:  # a duplicate's labels do not count: first-seen order over the accepted records
         uniq, first_at = np.unique(kept_keys, return_index=True)
         by_first = uniq[np.argsort(first_at)]
-    rank = np.full(len(names), -1, dtype=np.int64)
-    rank[by_first] = np.arange(len(by_first))
-    codes = rank[kept_keys].astype(np.int32)
+    if len(by_first) == len(names):  # keys already in first-seen order, none dropped
+        codes = kept_keys.astype(np.int32, copy=False)
+    else:
+        rank = np.full(len(names), -1, dtype=np.int64)
+        rank[by_first] = np.arange(len(by_first))
+        codes = rank[kept_keys].astype(np.int32)
     indptr = np.zeros(len(per_record) + 1, dtype=np.int64)
     np.cumsum(per_record, out=indptr[1:])
     raws = {}
