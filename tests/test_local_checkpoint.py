@@ -9,10 +9,11 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_distributed import config, manifest_ids, naive_ids, write_pool
 
+import mig_ray.selection.run as select_run
 from mig_ray.selection.checkpoint import fingerprint
 from mig_ray.selection.config import output_paths
 from mig_ray.selection.run import run_select
@@ -76,3 +77,37 @@ def test_a_checkpoint_of_other_options_or_a_damaged_one_is_not_used(tmp_path, ca
     assert "warning: " in capsys.readouterr().err
     assert manifest_ids(cfg) == naive_ids(vocab, e, labels, scores, 120, 0.7)
     assert json.loads(cfg.out.with_name("sel.summary.json").read_text())["counts"]["selected"] == 120
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), share=st.floats(0.3, 0.95), gain=st.sampled_from(["gradient", "exact"]),
+       threads=st.integers(2, 3), batch=st.sampled_from([0, 1, 7, 4096]))
+def test_the_threaded_in_process_greedy_gives_the_naive_order_and_resumes(tmp_path_factory, monkeypatch, seed,
+                                                                         share, gain, threads, batch):
+    """Above THREADED_MIN rows on several cores, `select` runs the certified rounds over threads: the
+    naive order, the single engine's bytes and information, and a stopped run resumes from its
+    checkpoint (THREADED_MIN lowered to reach it on a small pool)."""
+    tmp = tmp_path_factory.mktemp("threads")
+    pool, emb, vocab, e, labels, scores = write_pool(tmp, seed, n=300, n_labels=25)
+    k = 150
+    single = config(tmp, pool, emb, "single", n=k, gain=gain, batch=batch)
+    one = run_select(single)
+    assert "threads" not in one["greedy"]
+    with monkeypatch.context() as mp:  # hypothesis runs the examples under one fixture: undone each time
+        mp.setattr(select_run, "THREADED_MIN", 0)
+        mp.setattr(select_run, "available_cores", lambda: threads)
+        whole = config(tmp, pool, emb, "whole", n=k, gain=gain, batch=batch)
+        summary = run_select(whole)
+        assert summary["greedy"]["threads"] == threads
+        want = naive_ids(vocab, e, labels, scores, k, 0.7, gain=gain)
+        assert manifest_ids(whole) == manifest_ids(single) == want
+        assert whole.out.read_bytes() == single.out.read_bytes()
+        assert summary["information"] == one["information"]
+        # one candidate a shard a round (3 at most, ties aside): the stop comes before the last pick
+        cfg = config(tmp, pool, emb, "resumed", n=k, gain=gain, batch=min(batch, 1), checkpoint_seconds=0.0)
+        saved = stopped_at(cfg, share)
+        assert 0 < saved < k
+        again = run_select(cfg)
+        assert again["greedy"]["resumed_from_checkpoint"] == saved and again["greedy"]["threads"] == threads
+        assert cfg.out.read_bytes() == single.out.read_bytes()
+        assert again["information"] == one["information"]

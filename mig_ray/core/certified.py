@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.sparse as sp
 
-from mig_ray.core.greedy import LazyGreedy, Proposal, add_costs, add_rows
+from mig_ray.core.greedy import LazyGreedy, Proposal, ShardGreedy, add_costs, add_rows
 from mig_ray.core.limits import Limits, RowLimits, Usage
 from mig_ray.core.objective import GainMode, Phi
 
@@ -77,6 +78,7 @@ class RoundLog:
     """What the rounds cost: counts, time split into the three phases of a round, bytes moved."""
 
     rounds: int = 0
+    evaluations: int = 0  # the shards' gain evaluations after their first pass (threaded_greedy)
     committed_per_round: list[int] = field(default_factory=list)
     candidates_per_round: list[int] = field(default_factory=list)
     seconds_per_round: list[float] = field(default_factory=list)
@@ -222,3 +224,38 @@ def sharded_greedy(propose: Callable[[int], list[Proposal]], apply: Callable[[Co
         if on_round is not None:
             on_round(log.rounds, commit)
     return Commit.concat(done), log
+
+
+def row_block(vectors: sp.csr_matrix, lo: int, hi: int) -> sp.csr_matrix:
+    """Rows lo..hi of a CSR matrix as a view of its arrays (scipy's slice copies them)."""
+    a, b = int(vectors.indptr[lo]), int(vectors.indptr[hi])
+    return sp.csr_matrix((vectors.data[a:b], vectors.indices[a:b], vectors.indptr[lo:hi + 1] - a),
+                         shape=(hi - lo, vectors.shape[1]), copy=False)
+
+
+def threaded_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, mode: GainMode, threads: int, batch: int,
+                    positions: np.ndarray | None = None, resume: Commit | None = None,
+                    on_round: Callable[[int, Commit], None] | None = None) -> tuple[Commit, RoundLog]:
+    """`sharded_greedy` over `threads` in-process shards of consecutive rows, each shard's proposal
+    made on its own thread (the compiled kernels release the GIL): lazy_greedy's order on several
+    cores. Why: the rounds evaluate about as many gains as one lazy greedy (2.43M against 2.50M at
+    1M records, K = 50K), and the shards evaluate theirs side by side. `positions`: the rows' global
+    positions, increasing (default 0..n-1); `resume`: commits made before, of other rows."""
+    n = vectors.shape[0]
+    positions = np.arange(n, dtype=np.int64) if positions is None else np.asarray(positions, dtype=np.int64)
+    cuts = np.linspace(0, n, max(1, threads) + 1).astype(np.int64)
+    parts = [(int(a), int(b)) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+    with ThreadPoolExecutor(max(1, len(parts))) as ex:
+        shards = list(ex.map(lambda r: ShardGreedy(row_block(vectors, *r), phi, mode, positions[r[0]:r[1]]),
+                             parts))
+
+        def propose(b: int) -> list[Proposal]:
+            return list(ex.map(lambda s: s.propose(b), shards))
+
+        def apply(c: Commit) -> None:
+            list(ex.map(lambda s: s.apply(c.positions, c.ptr, c.idx, c.val, c.groups, c.costs), shards))
+
+        commit, log = sharded_greedy(propose, apply, vectors.shape[1], k, phi, mode, batch, resume=resume,
+                                     on_round=on_round)
+    log.evaluations = sum(s.evaluations for s in shards)
+    return commit, log

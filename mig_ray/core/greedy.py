@@ -442,7 +442,7 @@ def limited_greedy(vectors: sp.csr_matrix, k: int, phi: Phi, mode: GainMode, row
                              run_both)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # shards propose side by side (certified.threaded_greedy)
 def _propose(indptr, indices, data, x, w, hkey, hpos, stamp, meta, taken, family, a, b, alpha, mode,
              n_want, out_rows, out_keys, gpos, bound, rrow, grp, caps, counts, cost, div, fb):
     """Extract this shard's best fresh candidates (at least n_want, plus any whose fresh gain is

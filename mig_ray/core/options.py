@@ -56,9 +56,9 @@ class ShardingOptions(_Options):
     """How the exact greedy is spread over shard actors; none of these changes the order."""
 
     shards: int = Field(1, ge=1, description="Shard actors for distributed selection (1: in process).")
-    batch: int = Field(256, ge=0, description="Sharded: candidates each shard proposes per round; a round "
-                                              "commits only picks proven identical to naive greedy (0: one "
-                                              "pick per round).")
+    batch: int = Field(4096, ge=0, description="Sharded (and the threaded in-process greedy): candidates "
+                                               "each shard proposes per round; a round commits only picks "
+                                               "proven identical to naive greedy (0: one pick per round).")
     checkpoint_seconds: float = Field(
         5.0, ge=0, json_schema_extra={"flag": "checkpoint-every"},
         description="Sharded: seconds between checkpoints of the committed order (<stem>.checkpoint.npz); "

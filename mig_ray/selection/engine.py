@@ -172,7 +172,7 @@ def _duplicates(loads: list[dict], shards: Shards, where: str) -> list[list[tupl
 
 
 def select_on_ray(cfg: SelectConfig, stage: Callable, embed: Callable[[list[str]], LabelGraph],
-                  phi, checkpoint_path: Path, checkpoint_seconds: float = 5.0, batch: int = 256,
+                  phi, checkpoint_path: Path, checkpoint_seconds: float = 5.0, batch: int = 4096,
                   on_round: Callable | None = None) -> dict[str, Any]:
     """Run the sharded selection; returns everything run_select needs to write outputs.
 
