@@ -212,3 +212,24 @@ def test_hostile_quarantine_cases_read_the_same_or_are_declined(kind, tmp_path, 
     seq, arrow = read_pair(pool_file(tmp_path / "pool.jsonl", raw, False, False, True), None)
     if arrow[0] is not None:  # (the cases for another layout read here as the released one)
         assert_same(seq, arrow)
+
+
+@pytest.mark.parametrize("text,doubtful", [
+    (b'{"x": NaN}', True), (b'{"x": [-Infinity, 1]}', True), (b'{"x": Inf}', True),
+    (b'{"t": "the value is NaN."}', True),  # text, but read again all the same: harmless
+    (b'{"t": "Information on NaNs, Infinite loops and Infinityx"}', False),  # words, not numbers
+    (b'{"t": "Infinit"}', False),
+])
+def test_only_nan_and_infinity_standing_as_tokens_make_a_line_doubtful(text, doubtful):
+    _, _, _, doubt = scan_lines(np.frombuffer(text + b"\n", dtype=np.uint8))
+    assert (doubt[0] == arrow_read.DOUBTFUL) == doubtful
+
+
+def test_a_pool_whose_text_says_information_is_read_by_pyarrow(tmp_path):
+    """Words that begin like Inf or NaN do not send every line back to orjson (nor, past 10% of the
+    lines, the whole file to the other readers)."""
+    recs = [orjson.dumps({**rec(i, [TAGS[i % 5]]), "dialogs": [{"role": "user", "content": "Information?"}]})
+            for i in range(30)]
+    seq, arrow = read_pair(write(tmp_path, recs), None)
+    assert arrow[0] is not None
+    assert_same(seq, arrow)

@@ -5,16 +5,16 @@ Why: on the 1M-record pool (400 MB) the parallel reader's processes took 2.6-3.2
 of the same file 1.1-1.2 s (issue 24: `select` reads on every core).
 
 The result equals `read_annotated`'s (arrays, vocabulary, counts, rejects with their order, messages
-and raw lines). pyarrow and orjson do not accept the same JSON: pyarrow takes NaN and Infinity, nesting
-past orjson's depth limit, and bytes that are not UTF-8 (it does not check). So a file with a line that
-is not UTF-8 is declined, and every line that may hold one of the others (`scan_lines`: the bytes NaN,
-Inf, a \\uD escape, over DEPTH brackets) and every row whose fields are not plainly well-formed (a null
-or a missing part, empty or unequal score lists, a negative or huge number, a non-finite score) is read
-again by the parallel reader's per-line code (orjson, `released_fast`, `record_fields`). What pyarrow
-refuses (invalid JSON, a type that changes between rows, a key given twice, a surrogate escape, a line
-longer than a block) and a byte-order mark leave the whole file to the other readers:
-`read_jsonl_arrow` then returns None. Float parsing was checked equal to Python's `float` on 400K
-decimal strings (tests/test_arrow_read.py keeps a sample).
+and raw lines). pyarrow and orjson do not accept the same JSON: pyarrow takes NaN, Inf and Infinity,
+nesting past orjson's depth limit, and bytes that are not UTF-8 (it does not check). So a file with a
+line that is not UTF-8 is declined, and every line that may hold one of the others (`scan_lines`:
+NaN, Inf or Infinity standing as a token, a \\uD escape, over DEPTH brackets) and every row whose
+fields are not plainly well-formed (a null or a missing part, empty or unequal score lists, a
+negative or huge number, a non-finite score) is read again by the parallel reader's per-line code
+(orjson, `released_fast`, `record_fields`). What pyarrow refuses (invalid JSON, a type that changes
+between rows, a key given twice, a surrogate escape, a line longer than a block) and a byte-order
+mark leave the whole file to the other readers: `read_jsonl_arrow` then returns None. Float parsing
+was checked equal to Python's `float` on 400K decimal strings (tests/test_arrow_read.py keeps a sample).
 """
 
 from __future__ import annotations
@@ -107,6 +107,16 @@ def _plain_word(v):
     return x == 0
 
 
+@numba.njit(cache=True, inline="always")
+def _token_end(buf, j, n):
+    """Whether NaN, Inf or Infinity ending before j stands as a token pyarrow would read: nothing
+    of a word follows (in "Information" it does: text, not a number, so the line stays FINE)."""
+    if j >= n:
+        return True
+    c = buf[j]
+    return not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c == 95)
+
+
 @numba.njit(cache=True, nogil=True)
 def _scan_range(buf, words, lo, hi, cls, starts, ends, blank, doubt, first):
     """scan_lines over buf[lo:hi] (lo a line start, hi just after a b"\\n" or the end of buf),
@@ -135,9 +145,17 @@ def _scan_range(buf, words, lo, hi, cls, starts, ends, blank, doubt, first):
             b = buf[i]
             if i + 2 < n and flag == FINE:
                 b1, b2 = buf[i + 1], buf[i + 2]
-                if (b == 78 and b1 == 97 and b2 == 78) or (b == 73 and b1 == 110 and b2 == 102) \
-                        or (b == 92 and b1 == 117 and (b2 == 100 or b2 == 68)):
+                escape = b == 92 and b1 == 117 and (b2 == 100 or b2 == 68)  # \\uD
+                nan = b == 78 and b1 == 97 and b2 == 78 and _token_end(buf, i + 3, n)
+                if escape or nan:
                     flag = DOUBTFUL
+                elif b == 73 and b1 == 110 and b2 == 102:  # Inf, Infinity
+                    j = i + 3
+                    if j + 5 <= n and buf[j] == 105 and buf[j + 1] == 110 and buf[j + 2] == 105 \
+                            and buf[j + 3] == 116 and buf[j + 4] == 121:
+                        j += 5
+                    if _token_end(buf, j, n):
+                        flag = DOUBTFUL
         elif k == 5:
             ws = False
             m = _utf8_length(buf, i, hi)
