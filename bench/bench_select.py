@@ -278,10 +278,11 @@ def read_ab(pool: Path, repeat: int) -> dict:
     pyarrow's (what `select` takes) on the same file, alternating; the pools compared field by field."""
     import resource
 
+    from mig_ray.core.cores import available_cores
     from mig_ray.pools.annotated import load_valid_tags, read_annotated
     from mig_ray.pools.arrow_read import read_jsonl_arrow
     from mig_ray.pools.fields import FieldSpec
-    from mig_ray.pools.parallel_read import available_cores, read_jsonl_parallel
+    from mig_ray.pools.parallel_read import read_jsonl_parallel
     from mig_ray.pools.rejects import Rejects
 
     def cpu() -> float:

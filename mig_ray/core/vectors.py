@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 import scipy.sparse as sp
+
+from mig_ray.core.cores import available_cores
 
 
 @numba.njit(cache=True)
@@ -103,13 +104,6 @@ def _compact(lo, hi, slot, counts, indptr, idx, val, out_idx, out_val):
             out_val[b + t] = val[a + t]
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def propagate(e: sp.csr_matrix, p: sp.csr_matrix, threads: int | None = None) -> sp.csr_matrix:
     """ê = e P as CSR with sorted column indices and no stored zeros (what the greedy loop expects).
 
@@ -129,7 +123,7 @@ def propagate(e: sp.csr_matrix, p: sp.csr_matrix, threads: int | None = None) ->
     idx = np.empty(slot[-1], dtype=index_dtype)
     val = np.empty(slot[-1], dtype=np.float64)
     counts = np.zeros(n, dtype=np.int64)
-    parts = max(1, min(threads or _cores(), n // 10_000 + 1))
+    parts = max(1, min(threads or available_cores(), n // 10_000 + 1))
     cuts = np.searchsorted(slot, np.linspace(0, slot[-1], parts + 1)).clip(0, n).tolist()
     cuts[0], cuts[-1] = 0, n
     ranges = [(a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]

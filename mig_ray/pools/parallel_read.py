@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import os
 import sys
 from array import array
 from collections.abc import Callable
@@ -55,14 +54,6 @@ class BlockResult:
     n_lines: int
     read: int
     blank: int
-
-
-def available_cores() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def use_parallel(path: object, spec: FieldSpec, workers: int) -> bool:

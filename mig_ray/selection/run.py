@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from mig_ray import __version__
 from mig_ray.core.certified import Commit, threaded_greedy
+from mig_ray.core.cores import available_cores
 from mig_ray.core.graph import LabelGraph
 from mig_ray.core.greedy import GreedyResult, LazyGreedy, add_rows, limited_greedy
 from mig_ray.core.increments import keys_and_gains
@@ -41,7 +42,7 @@ from mig_ray.pools.annotated import (
     read_annotated,
 )
 from mig_ray.pools.arrow_read import read_jsonl_arrow
-from mig_ray.pools.parallel_read import available_cores, read_jsonl_parallel, use_parallel
+from mig_ray.pools.parallel_read import read_jsonl_parallel, use_parallel
 from mig_ray.pools.rejects import Rejects
 from mig_ray.pools.write import output_format, write_jsonl, write_records, write_selected
 from mig_ray.selection.checkpoint import Checkpoint, fingerprint
