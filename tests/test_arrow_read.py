@@ -168,12 +168,14 @@ texts = st.lists(st.text(max_size=6).map(lambda t: t.encode("utf-8", "surrogatep
 
 @settings(max_examples=400, deadline=None)
 @given(data=st.binary(max_size=80) | st.lists(st.sampled_from(PIECES), max_size=40).map(b"".join)
-       | texts.map(b"\n".join), parts=st.integers(1, 4))
-def test_scan_lines_cuts_lines_as_bytes_split_does(data, parts):
+       | texts.map(b"\n".join), skip=st.integers(0, 8))
+def test_scan_lines_cuts_lines_as_bytes_split_does(data, skip):
+    """`skip` bytes in front and sliced off: the buffer starts off the 8-byte words now and then,
+    and is scanned byte by byte."""
     pieces = data.split(b"\n")
     if data.endswith(b"\n") or not data:
         pieces.pop()
-    starts, ends, blank, doubt = scan_lines(np.frombuffer(data, dtype=np.uint8), parts)
+    starts, ends, blank, doubt = scan_lines(np.frombuffer(b"\0" * skip + data, dtype=np.uint8)[skip:])
     at = np.cumsum([0] + [len(p) + 1 for p in pieces])[:-1]
     assert starts.tolist() == at.tolist()
     assert ends.tolist() == [a + len(p) for a, p in zip(at.tolist(), pieces, strict=True)]

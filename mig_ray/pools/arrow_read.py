@@ -118,15 +118,14 @@ def _token_end(buf, j, n):
 
 
 @numba.njit(cache=True, nogil=True)
-def _scan_range(buf, words, lo, hi, cls, starts, ends, blank, doubt, first):
-    """scan_lines over buf[lo:hi] (lo a line start, hi just after a b"\\n" or the end of buf),
-    writing from line index `first`. `words`: buf as aligned 8-byte words (or empty): once a line
-    is known not blank, a word with nothing to look at is passed over whole (4 in 5 on the 1M pool)."""
+def _scan(buf, words, cls, starts, ends, blank, doubt):
+    """scan_lines' kernel. `words`: buf as aligned 8-byte words (or empty): once a line is known not
+    blank, a word with nothing to look at is passed over whole (4 in 5 on the 1M pool)."""
     n = len(buf)
-    line, s, ws, brackets, flag = first, lo, True, 0, FINE
-    i = lo
-    while i < hi:
-        if not ws and (i & 7) == 0 and (i >> 3) < len(words) and i + 8 <= hi and _plain_word(words[i >> 3]):
+    line, s, ws, brackets, flag = 0, 0, True, 0, FINE
+    i = 0
+    while i < n:
+        if not ws and (i & 7) == 0 and (i >> 3) < len(words) and _plain_word(words[i >> 3]):
             i += 8
             continue
         k = cls[buf[i]]
@@ -158,62 +157,41 @@ def _scan_range(buf, words, lo, hi, cls, starts, ends, blank, doubt, first):
                         flag = DOUBTFUL
         elif k == 5:
             ws = False
-            m = _utf8_length(buf, i, hi)
+            m = _utf8_length(buf, i, n)
             if m == 0:
                 flag = NOT_UTF8
             else:
                 i += m - 1
         i += 1
-    if s < hi:  # the file's last line, without a b"\\n"
-        starts[line], ends[line], blank[line] = s, hi, ws
+    if s < n:  # the file's last line, without a b"\\n"
+        starts[line], ends[line], blank[line] = s, n, ws
         doubt[line] = DOUBTFUL if flag == FINE and brackets > DEPTH else flag
-        line += 1
-    return line
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_newlines(buf, words, lo, hi):
+def _count_newlines(buf, words):
     c = 0
-    i = lo
-    while i < hi and ((i & 7) != 0 or (i >> 3) >= len(words)):
-        c += buf[i] == 10
-        i += 1
-    while i + 8 <= hi:
-        v = words[i >> 3] ^ np.uint64(0x0A0A0A0A0A0A0A0A)  # a newline byte becomes 0
+    for j in range(len(words)):
+        v = words[j] ^ np.uint64(0x0A0A0A0A0A0A0A0A)  # a newline byte becomes 0
         nz = ((v & np.uint64(0x7F7F7F7F7F7F7F7F)) + np.uint64(0x7F7F7F7F7F7F7F7F)) | v  # high bit: byte != 0
         ones = (nz & np.uint64(0x8080808080808080)) >> np.uint64(7)  # 1 per non-newline byte
         c += 8 - int((ones * np.uint64(0x0101010101010101)) >> np.uint64(56))
-        i += 8
-    while i < hi:
+    for i in range(8 * len(words), len(buf)):
         c += buf[i] == 10
-        i += 1
     return c
 
 
-def scan_lines(buf: np.ndarray, parts: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per line (cut at b"\n"; a last line without one counts): start, end (before the b"\n"),
-    blank (only ASCII whitespace, as bytes.isspace, or empty) and FINE, DOUBTFUL or NOT_UTF8. The
-    buffer is cut at line ends into `parts` scanned on threads (the kernels release the GIL)."""
+def scan_lines(buf: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per line (cut at b"\\n"; a last line without one counts): start, end (before the b"\\n"),
+    blank (only ASCII whitespace, as bytes.isspace, or empty) and FINE, DOUBTFUL or NOT_UTF8. One
+    pass to count the lines, one to scan them; it runs beside pyarrow's parse, on its own thread."""
     n = len(buf)
-    cuts = [0]
-    for j in range(1, parts):
-        at = max(cuts[-1], n * j // parts)
-        nl = np.flatnonzero(buf[at:at + (1 << 20)] == 10)  # a line end near the cut (else none)
-        if len(nl):
-            cuts.append(at + int(nl[0]) + 1)
-    cuts = sorted(set(cuts + [n]))
-    ranges = list(zip(cuts, cuts[1:], strict=False))
     aligned = n >= 8 and buf.ctypes.data % 8 == 0
     words = buf[:n - n % 8].view(np.uint64) if aligned else np.zeros(0, dtype=np.uint64)
-    with ThreadPoolExecutor(max(1, len(ranges))) as ex:
-        counts = list(ex.map(lambda r: _count_newlines(buf, words, *r), ranges))
-    n_lines = sum(counts) + (1 if n and buf[n - 1] != 10 else 0)
+    n_lines = _count_newlines(buf, words) + (1 if n and buf[n - 1] != 10 else 0)
     starts, ends = np.empty(n_lines, dtype=np.int64), np.empty(n_lines, dtype=np.int64)
     blank, doubt = np.zeros(n_lines, dtype=np.bool_), np.zeros(n_lines, dtype=np.int8)
-    firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if counts else np.zeros(0, int)
-    with ThreadPoolExecutor(max(1, len(ranges))) as ex:
-        list(ex.map(lambda a: _scan_range(buf, words, a[0][0], a[0][1], CLASSES, starts, ends, blank, doubt,
-                                          a[1]), zip(ranges, firsts.tolist(), strict=True)))
+    _scan(buf, words, CLASSES, starts, ends, blank, doubt)
     return starts, ends, blank, doubt
 
 
@@ -312,7 +290,7 @@ def _read(path: Path, data: pa.Buffer, spec: FieldSpec, valid: set[str] | None, 
     if not len(buf) or bytes(buf[:len(BOM)]) == BOM:
         return None
     with ThreadPoolExecutor(1) as ex:  # the scan beside pyarrow's parse: 1.2 s for both, not 1.4
-        scanned = ex.submit(scan_lines, buf, 1)
+        scanned = ex.submit(scan_lines, buf)
         try:
             table = pj.read_json(pa.BufferReader(data), read_options=pj.ReadOptions(block_size=BLOCK_BYTES),
                                  parse_options=PARSE)
@@ -379,7 +357,7 @@ def _assemble(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, rows_at: np
         if name_index is None:
             name_index = {t: i for i, t in enumerate(names)}
         own = [got.names[k] for k in got.codes.tolist()]
-        extra_codes[r] = np.array([name_index.get(t) if t in name_index else
+        extra_codes[r] = np.array([name_index[t] if t in name_index else
                                    extra_names.setdefault(t, len(names) + len(extra_names)) for t in own],
                                   dtype=np.int32)
         label_count[r] = len(own)
