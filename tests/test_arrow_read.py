@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from test_hostile_inputs import QUARANTINED
-from test_parallel_read import TAGS, assert_same, pool_file
+from test_parallel_read import TAGS, assert_same, pool_file, read_with
 
 from mig_ray.pools import arrow_read
 from mig_ray.pools.annotated import read_annotated
@@ -62,15 +62,9 @@ lines = st.lists(st.one_of(arrow_record(), arrow_record(), arrow_record(), blank
 
 
 def read_pair(path, valid):
-    out = []
-    for name, read in (("seq", lambda r: read_annotated(path, FieldSpec(), valid, r)),
-                       ("arrow", lambda r: read_jsonl_arrow(path, FieldSpec(), valid, r))):
-        rej_path = path.with_name(f"{name}.rejects.jsonl")
-        with Rejects(rej_path) as rej:
-            pool = read(rej)
-        rows = [x for x in rej_path.read_text().split("\n") if x] if rej_path.exists() else []
-        out.append((pool, [json.loads(x) for x in rows]))
-    return out
+    """(pool, reject rows) from the single-core reader and from pyarrow's."""
+    return [read_with(path, "seq", lambda r: read_annotated(path, FieldSpec(), valid, r)),
+            read_with(path, "arrow", lambda r: read_jsonl_arrow(path, FieldSpec(), valid, r))]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -82,18 +82,22 @@ def pool_file(path, lines: list[bytes], bom: bool, crlf: bool, final_newline: bo
     return path
 
 
+def read_with(path, name: str, read):
+    """(pool, reject rows) of `read(rejects)`, its rejects written beside `path` as NAME.rejects.jsonl
+    (split at b"\\n" only: a raw line may hold U+2028, which str.splitlines would cut)."""
+    rej_path = path.with_name(f"{name}.rejects.jsonl")
+    with Rejects(rej_path) as rej:
+        pool = read(rej)
+    rows = [x for x in rej_path.read_text().split("\n") if x] if rej_path.exists() else []
+    return pool, [json.loads(x) for x in rows]
+
+
 def read_both(path, spec: FieldSpec, valid: set[str] | None, block_bytes: int, workers: int = 1,
               fast: bool = True):
     """(pool, reject rows) from the single-core reader and from the parallel one."""
-    out = []
-    for name, read in (("seq", lambda r: read_annotated(path, spec, valid, r)),
-                       ("par", lambda r: read_jsonl_parallel(path, spec, valid, r, workers,
-                                                             block_bytes=block_bytes, fast=fast))):
-        rej_path = path.with_name(f"{name}.rejects.jsonl")
-        with Rejects(rej_path) as rej:
-            pool = read(rej)
-        out.append((pool, [json.loads(x) for x in rej_path.read_text().splitlines()]))
-    return out
+    return [read_with(path, "seq", lambda r: read_annotated(path, spec, valid, r)),
+            read_with(path, "par", lambda r: read_jsonl_parallel(path, spec, valid, r, workers,
+                                                                 block_bytes=block_bytes, fast=fast))]
 
 
 def assert_same(a, b) -> None:
