@@ -22,15 +22,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_select import DATA, label_embeddings, peak_rss_mb  # noqa: E402
+from bench_select import DATA, label_embeddings, run_measured  # noqa: E402
 from provenance import header, write_result  # noqa: E402
 from tulu3_shaped import valid_tags, write_jsonl  # noqa: E402
 
@@ -39,19 +37,7 @@ def measured(argv: list[str], keep_stderr: bool = False) -> dict:
     """Run `python -m mig_ray ARGV`; its wall seconds, its own peak RSS and its tree's (and its
     stderr lines with `keep_stderr`)."""
     env = {**os.environ, "RAY_ADDRESS": "", "HF_HUB_OFFLINE": "1"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "mig_ray", *argv], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    err: list[str] = []
-    import threading
-
-    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
-    reader.start()
-    own, tree = peak_rss_mb(proc)
-    wall = time.perf_counter() - t0
-    reader.join(5)
-    if proc.returncode != 0:
-        raise SystemExit(f"mig_ray {' '.join(argv)} failed:\n{''.join(err[-40:])}")
+    wall, own, tree, err = run_measured([sys.executable, "-m", "mig_ray", *argv], env)
     out = {"wall_seconds": round(wall, 2), "driver_peak_rss_mb": round(own, 1),
            "tree_peak_rss_mb": round(tree, 1)}
     if keep_stderr:

@@ -259,17 +259,30 @@ def parse_seconds(pool: Path) -> float:
     return time.perf_counter() - t
 
 
+def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, float, list[str]]:
+    """Run a command to its exit: (wall seconds, its own peak RSS MB, its process tree's, its stderr
+    lines). stderr is drained on a thread while it runs, so a chatty command cannot fill the pipe
+    and stall; a failed command ends the benchmark with its last lines."""
+    import threading
+
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    own, tree = peak_rss_mb(proc)
+    wall = time.perf_counter() - t0
+    reader.join(5)
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}\n{''.join(err[-40:])}")
+    return wall, own, tree, err
+
+
 def measured(cmd: list[str]) -> dict:
     """Wall seconds of a command (process start to exit), and the peak RSS of the process alone and
     of its process tree (its read workers and embedding child), sampled every 20 ms."""
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    own, tree = peak_rss_mb(proc)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed: {' '.join(cmd)}\n{err[-3000:]}")
+    wall, own, tree, _ = run_measured(cmd)
     return {"wall_seconds": round(wall, 3), "peak_rss_mb": round(own, 1), "tree_peak_rss_mb": round(tree, 1)}
 
 
